@@ -1,0 +1,44 @@
+# codeindex: every target installs what it needs into .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+K ?= 10
+
+.DEFAULT_GOAL := help
+.PHONY: help install index search status test lint protos protos-check clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install codeindex with its pinned dependencies
+
+index: $(STAMP) ## index a repository with the embedded default: make index REPO=path
+	@test -n "$(REPO)" || { echo "usage: make index REPO=<path>"; exit 2; }
+	$(VENV)/bin/orchestrator index "$(REPO)"
+
+search: $(STAMP) ## search an indexed repository: make search REPO=path Q="query" [K=10]
+	@test -n "$(REPO)" -a -n "$(Q)" || { echo 'usage: make search REPO=<path> Q="<query>"'; exit 2; }
+	$(VENV)/bin/orchestrator search "$(Q)" --path "$(REPO)" -k $(K)
+
+status: $(STAMP) ## what the index of REPO holds: make status REPO=path
+	$(VENV)/bin/orchestrator status --path "$(or $(REPO),.)"
+
+test: $(STAMP) ## run the test suite
+	$(VENV)/bin/pytest
+
+lint: $(STAMP) ## static checks (ruff)
+	$(VENV)/bin/ruff check .
+
+protos: $(STAMP) ## regenerate the gRPC stubs from protos/*.proto
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. protos/*.proto
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,77 @@
+"""Domain types shared by the services. They own their protobuf conversion,
+so generated types never leak into core code."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from protos import common_pb2
+
+KINDS = ("function", "method", "class", "module", "block", "section")
+_KIND_TO_PB = {k: getattr(common_pb2, f"CHUNK_KIND_{k.upper()}") for k in KINDS}
+_PB_TO_KIND = {v: k for k, v in _KIND_TO_PB.items()}
+
+
+def kind_to_pb(kind: str) -> int:
+    return _KIND_TO_PB.get(kind, common_pb2.CHUNK_KIND_UNSPECIFIED)
+
+
+def kind_from_pb(value: int) -> str:
+    return _PB_TO_KIND.get(value, "")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    id: str
+    path: str
+    language: str
+    kind: str
+    symbol: str
+    qualified_name: str
+    parent_id: str
+    start_line: int
+    end_line: int
+    start_byte: int
+    end_byte: int
+    text: str
+    embed_text: str
+    content_hash: str
+
+    @classmethod
+    def from_pb(cls, pb: common_pb2.Chunk) -> "Chunk":
+        return cls(
+            id=pb.id, path=pb.path, language=pb.language, kind=kind_from_pb(pb.kind), symbol=pb.symbol,
+            qualified_name=pb.qualified_name, parent_id=pb.parent_id, start_line=pb.start_line,
+            end_line=pb.end_line, start_byte=pb.start_byte, end_byte=pb.end_byte, text=pb.text,
+            embed_text=pb.embed_text, content_hash=pb.content_hash,
+        )
+
+    def to_pb(self) -> common_pb2.Chunk:
+        d = asdict(self)
+        d["kind"] = kind_to_pb(self.kind)
+        return common_pb2.Chunk(**d)
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What the parser made of one file: chunks, or a skip with its reason."""
+
+    path: str
+    language: str
+    chunks: tuple[Chunk, ...] = ()
+    skip_reason: str = ""
+    detail: str = ""
+
+
+@dataclass
+class FileRecord:
+    """One file as the store writes it: all its chunks and their vectors."""
+
+    path: str
+    file_hash: str
+    chunks: list[Chunk]
+    vectors: np.ndarray  # (len(chunks), dim) float32
+    skip_reason: str = ""
+    model_id: str = ""

@@ -1,0 +1,185 @@
+"""Start-up shared by every service: a grpc.aio server with the error
+interceptor, grpc.health.v1, server reflection, a Prometheus endpoint, a
+ready-file for whoever started us, and graceful shutdown on SIGTERM/SIGINT
+(health NOT_SERVING -> stop accepting -> drain within the grace period ->
+stop workers)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Iterable
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from . import errors
+
+log = logging.getLogger("codeindex")
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+]
+
+
+def _status(exc: errors.CodeindexError) -> grpc.StatusCode:
+    return getattr(grpc.StatusCode, exc.status)
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Maps domain exceptions to status codes, for all four RPC shapes."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+
+        def wrap_unary(fn):
+            async def wrapped(request, context):
+                try:
+                    return await fn(request, context)
+                except errors.CodeindexError as exc:
+                    await context.abort(_status(exc), str(exc))
+
+            return wrapped
+
+        def wrap_stream(fn):
+            async def wrapped(request, context):
+                try:
+                    async for item in fn(request, context):
+                        yield item
+                except errors.CodeindexError as exc:
+                    await context.abort(_status(exc), str(exc))
+
+            return wrapped
+
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                wrap_stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                wrap_unary(handler.stream_unary), handler.request_deserializer, handler.response_serializer)
+        return grpc.stream_stream_rpc_method_handler(
+            wrap_stream(handler.stream_stream), handler.request_deserializer, handler.response_serializer)
+
+
+@dataclass
+class Service:
+    """What a service plugs into :func:`serve`."""
+
+    name: str  # "parser", "embed", "store", "orchestrator"
+    service_names: list[str]  # full gRPC service names, for health and reflection
+    register: Callable[[grpc.aio.Server], None]
+    start: Callable[[], Awaitable[None]] | None = None  # load model / open table; SERVING after it
+    stop: Callable[[], Awaitable[None]] | None = None  # stop workers after draining
+    extra_ready: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Running:
+    server: grpc.aio.Server
+    address: str
+    metrics_port: int
+    health: Any
+    service: Service
+
+    async def shutdown(self, grace: float) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        if self.service.stop:
+            await self.service.stop()
+
+
+def bind(server: grpc.aio.Server, listen: str) -> str:
+    """Bind ``listen`` (host:port, port 0 lets the OS pick, or unix:PATH);
+    return the address clients should use."""
+    port = server.add_insecure_port(listen)
+    if listen.startswith("unix:"):
+        return listen
+    if port == 0:
+        raise errors.Unavailable(f"could not bind {listen}")
+    host = listen.rsplit(":", 1)[0] or "127.0.0.1"
+    return f"{host}:{port}"
+
+
+async def start(service: Service, listen: str, metrics_port: int, metrics_host: str = "127.0.0.1") -> Running:
+    """Start serving; health is NOT_SERVING until ``service.start`` finishes."""
+    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=CHANNEL_OPTIONS)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    service.register(server)
+    reflection.enable_server_reflection(
+        [*service.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME], server)
+    NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in ["", *service.service_names]:
+        await health.set(name, NOT_SERVING)
+    address = bind(server, listen)
+    http_server, _ = start_http_server(metrics_port, addr=metrics_host)
+    await server.start()
+    if service.start:
+        await service.start()
+    for name in ["", *service.service_names]:
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return Running(server, address, http_server.server_port, health, service)
+
+
+def main(service: Service, listen: str, metrics_port: int, ready_file: str = "", grace: float = 10.0,
+         metrics_host: str = "127.0.0.1") -> None:
+    """Run a service until SIGTERM/SIGINT, then shut it down gracefully."""
+    logging.basicConfig(level=os.environ.get("CODEINDEX_LOG_LEVEL", "INFO"),
+                        format=f"%(asctime)s {service.name} %(levelname)s %(message)s")
+
+    async def run() -> None:
+        running = await start(service, listen, metrics_port, metrics_host)
+        log.info("serving %s on %s, metrics on :%d", service.name, running.address, running.metrics_port)
+        if ready_file:
+            tmp = ready_file + ".tmp"
+            with open(tmp, "w") as fh:
+                json.dump({"address": running.address, "metrics_port": running.metrics_port,
+                           "pid": os.getpid(), **service.extra_ready}, fh)
+            os.replace(tmp, ready_file)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down %s (grace %.1fs)", service.name, grace)
+        await running.shutdown(grace)
+
+    asyncio.run(run())
+
+
+def wait_for_serving(address: str, timeout: float, service: str = "") -> None:
+    """Block until the server at ``address`` reports SERVING (sync client)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+                if resp.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError as exc:
+                last = exc
+            time.sleep(0.1)
+    raise errors.Unavailable(f"{address} did not become SERVING within {timeout:.0f}s ({last})")
+
+
+def iter_names(services: Iterable[Any]) -> list[str]:
+    return [s.full_name for s in services]

@@ -1,0 +1,52 @@
+"""``python -m embed_svc``: run the embedding service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from codeindex_common import config, server
+from codeindex_common.pb import embed_pb2, embed_pb2_grpc
+
+from .backend import EmbeddingBackend, make_backend
+from .batcher import Batcher
+from .config import EmbedConfig
+from .servicer import EmbedderServicer
+
+SERVICE_NAME = embed_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
+log = logging.getLogger("codeindex.embed")
+
+
+def build(cfg: EmbedConfig) -> server.Service:
+    """The model loads in start(), after the server is up (health says
+    NOT_SERVING until it is loaded and warmed up)."""
+    servicer = EmbedderServicer(None, None, cfg.max_in_flight)  # type: ignore[arg-type]
+
+    async def start() -> None:
+        backend: EmbeddingBackend = await asyncio.to_thread(
+            make_backend, cfg.backend, cfg.model, cfg.device, cfg.threads)
+        await asyncio.to_thread(backend.encode, ["def warm_up(): return 1", "warm up " * 64])
+        batcher = Batcher(backend, cfg.max_batch_size, cfg.max_batch_tokens, cfg.max_wait_ms, cfg.max_queue)
+        batcher.start()
+        servicer.backend, servicer.batcher = backend, batcher
+        log.info("model %s loaded on %s (dim %d, max tokens %d)", backend.model_id, backend.device, backend.dim,
+                 backend.max_tokens)
+
+    async def stop() -> None:
+        if servicer.batcher is not None:
+            await asyncio.to_thread(servicer.batcher.stop)
+
+    return server.Service(
+        name="embed", service_names=[SERVICE_NAME],
+        register=lambda s: embed_pb2_grpc.add_EmbedderServicer_to_server(servicer, s),
+        start=start, stop=stop)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = config.load(EmbedConfig, "embed", argv, description="codeindex embedding service")
+    server.main(build(cfg), cfg.listen, cfg.metrics_port, cfg.ready_file, cfg.grace_seconds, cfg.metrics_host)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

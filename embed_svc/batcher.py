@@ -1,0 +1,156 @@
+"""The dynamic batcher: one bounded queue shared by every stream and client,
+one inference thread that forms batches by size and token budget. No grpc."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from codeindex_common.errors import ResourceExhausted, Unavailable
+
+from . import metrics
+from .backend import EmbeddingBackend
+
+
+def estimate_tokens(text: str, max_tokens: int) -> int:
+    return min(max_tokens, len(text) // 4 + 2)
+
+
+@dataclass(eq=False)
+class _Request:
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+    out: np.ndarray
+    remaining: int
+    cancelled: bool = False
+
+
+@dataclass(eq=False)
+class _Item:
+    request: _Request
+    index: int
+    text: str
+    tokens: int
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    def __init__(self, backend: EmbeddingBackend, max_batch_size: int = 64, max_batch_tokens: int = 16384,
+                 max_wait_ms: float = 5.0, max_queue: int = 8192):
+        self.backend = backend
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.max_wait = max_wait_ms / 1000
+        self.max_queue = max_queue
+        self._items: collections.deque[_Item] = collections.deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="embed-batcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    async def embed(self, texts: list[str]) -> np.ndarray:
+        """Vectors for ``texts``; raises ResourceExhausted when the queue is full."""
+        if not texts:
+            return np.empty((0, self.backend.dim), dtype=np.float32)
+        loop = asyncio.get_running_loop()
+        req = _Request(loop, loop.create_future(), np.empty((len(texts), self.backend.dim), np.float32), len(texts))
+        with self._cond:
+            if self._stopping:
+                raise Unavailable("the embedder is shutting down")
+            if len(self._items) + len(texts) > self.max_queue:
+                metrics.REQUESTS.labels("queue_full").inc()
+                raise ResourceExhausted(f"embed queue full ({len(self._items)} of {self.max_queue} texts queued)")
+            mt = self.backend.max_tokens
+            self._items.extend(_Item(req, i, t, estimate_tokens(t, mt)) for i, t in enumerate(texts))
+            metrics.QUEUE_DEPTH.set(len(self._items))
+            self._cond.notify()
+        try:
+            result = await req.future
+        except asyncio.CancelledError:
+            req.cancelled = True  # the caller went away: its queued texts are dropped
+            metrics.REQUESTS.labels("cancelled").inc()
+            raise
+        metrics.REQUESTS.labels("ok").inc()
+        return result
+
+    def _take_batch(self) -> list[_Item]:
+        """Wait for work, then up to max_wait for the batch to fill."""
+        with self._cond:
+            while not self._items and not self._stopping:
+                self._cond.wait()
+            if not self._items:
+                return []
+            deadline = self._items[0].enqueued + self.max_wait
+            while len(self._items) < self.max_batch_size and not self._stopping:
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            batch: list[_Item] = []
+            tokens = 0
+            while self._items and len(batch) < self.max_batch_size:
+                item = self._items[0]
+                if batch and tokens + item.tokens > self.max_batch_tokens:
+                    break
+                self._items.popleft()
+                if item.request.cancelled:
+                    continue
+                batch.append(item)
+                tokens += item.tokens
+            metrics.QUEUE_DEPTH.set(len(self._items))
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if not batch:
+                with self._cond:
+                    if self._stopping and not self._items:
+                        return
+                continue
+            now = time.perf_counter()
+            for item in batch:
+                metrics.QUEUE_WAIT.observe(now - item.enqueued)
+            try:
+                vectors = self.backend.encode([item.text for item in batch])
+                error = None
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
+                vectors, error = None, exc
+            metrics.INFERENCE_SECONDS.observe(time.perf_counter() - now)
+            metrics.BATCH_SIZE.observe(len(batch))
+            metrics.TEXTS.inc(len(batch))
+            metrics.TOKENS.inc(sum(item.tokens for item in batch))
+            for i, item in enumerate(batch):
+                req = item.request
+                if error is not None:
+                    if req.remaining > 0:
+                        req.remaining = 0
+                        req.loop.call_soon_threadsafe(_fail, req.future, error)
+                    continue
+                req.out[item.index] = vectors[i]
+                req.remaining -= 1
+                if req.remaining == 0:
+                    req.loop.call_soon_threadsafe(_resolve, req.future, req.out)
+
+
+def _resolve(future: asyncio.Future, value) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _fail(future: asyncio.Future, exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)

@@ -1,0 +1,46 @@
+"""Thin gRPC layer over the :class:`embed_svc.batcher.Batcher`."""
+
+from __future__ import annotations
+
+from codeindex_common import vectors
+from codeindex_common.errors import Unavailable
+from codeindex_common.pb import embed_pb2, embed_pb2_grpc
+from codeindex_common.streams import map_unordered
+
+from . import metrics
+from .backend import EmbeddingBackend
+from .batcher import Batcher
+
+
+class EmbedderServicer(embed_pb2_grpc.EmbedderServicer):
+    def __init__(self, batcher: Batcher, backend: EmbeddingBackend, max_in_flight: int):
+        self.batcher = batcher
+        self.backend = backend
+        self.max_in_flight = max_in_flight
+
+    def _ready(self) -> None:
+        if self.batcher is None or self.backend is None:
+            raise Unavailable("the embedding model is still loading")
+
+    async def _embed(self, req: embed_pb2.EmbedRequest) -> embed_pb2.EmbedResponse:
+        self._ready()
+        vecs = await self.batcher.embed(list(req.texts))
+        return embed_pb2.EmbedResponse(request_id=req.request_id, count=len(vecs), dim=self.backend.dim,
+                                       vectors=vectors.pack(vecs))
+
+    async def Embed(self, request_iterator, context):
+        metrics.STREAMS.inc()
+        try:
+            async for response in map_unordered(request_iterator, self._embed, self.max_in_flight):
+                yield response
+        finally:
+            metrics.STREAMS.dec()
+
+    async def EmbedOnce(self, request, context):
+        return await self._embed(request)
+
+    async def Info(self, request, context):
+        self._ready()
+        b = self.backend
+        return embed_pb2.InfoResponse(model_id=b.model_id, dim=b.dim, max_tokens=b.max_tokens, backend=b.name,
+                                      device=b.device)

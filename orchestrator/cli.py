@@ -1,0 +1,196 @@
+"""``orchestrator index|search|status|serve``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+
+from codeindex_common import config as configlib
+from codeindex_common.errors import CodeindexError
+
+from .config import OrchestratorConfig
+from .pipeline import Pipeline, Progress, search
+from .session import make_stages, settings, stage_addresses
+
+PREFIX = "orchestrator"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="orchestrator", description="codeindex: semantic code search over gRPC stages")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ix = sub.add_parser("index", help="index (or incrementally re-index) a repository")
+    ix.add_argument("path", help="repository root")
+    ix.add_argument("--json", action="store_true", help="print the summary as one JSON object (last line)")
+
+    se = sub.add_parser("search", help="search an index")
+    se.add_argument("query")
+    se.add_argument("--path", default=".", help="the indexed repository (default: .)")
+    se.add_argument("-k", type=int, default=10, help="number of results (default: 10)")
+    se.add_argument("--language", default="", help="only chunks of this language")
+    se.add_argument("--json", action="store_true", help="print results as a JSON list")
+
+    st = sub.add_parser("status", help="what an index holds")
+    st.add_argument("--path", default=".", help="the indexed repository (default: .)")
+    st.add_argument("--json", action="store_true")
+
+    sv = sub.add_parser("serve", help="serve the public gRPC API (Index, Search, Status)")
+    sv.add_argument("--path", default=".", help="repository whose index a local store keeps (default: .)")
+
+    for sp in (ix, se, st, sv):
+        configlib.add_arguments(sp.add_argument_group("services"), OrchestratorConfig, PREFIX)
+    return p
+
+
+class _Bar:
+    """A tqdm progress bar over files, with chunk rates in its postfix."""
+
+    def __init__(self, enabled: bool):
+        self.bar = None
+        self.enabled = enabled
+        self.started = time.perf_counter()
+
+    def __call__(self, p: Progress) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=p.files_total, unit="file", desc="indexing", file=sys.stderr, disable=None)
+        self.bar.n = p.files_done
+        rate = p.chunks_done / max(1e-9, time.perf_counter() - self.started)
+        self.bar.set_postfix_str(f"{p.chunks_done} chunks, {p.chunks_embedded} embedded, {rate:.0f} chunks/s",
+                                 refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+async def _index(cfg: OrchestratorConfig, root: str, addresses: dict[str, str], bar: _Bar):
+    stages = make_stages(cfg, addresses)
+    try:
+        return await Pipeline(stages, settings(cfg), bar).index(root)
+    finally:
+        await stages.close()
+
+
+async def _search(cfg: OrchestratorConfig, addresses, query: str, k: int, language: str):
+    stages = make_stages(cfg, addresses)
+    try:
+        return await search(stages, query, k, language)
+    finally:
+        await stages.close()
+
+
+async def _status(cfg: OrchestratorConfig, addresses):
+    stages = make_stages(cfg, addresses)
+    try:
+        return await stages.store.stats()
+    finally:
+        await stages.close()
+
+
+def cmd_index(cfg: OrchestratorConfig, args) -> int:
+    root = os.path.abspath(args.path)
+    if not os.path.isdir(root):
+        raise CodeindexError(f"not a directory: {args.path}")
+    bar = _Bar(enabled=True)
+    with stage_addresses(cfg, root) as addresses:
+        try:
+            summary = asyncio.run(_index(cfg, root, addresses, bar))
+        finally:
+            bar.close()
+    d = summary.to_dict()
+    if args.json:
+        print(json.dumps(d))
+    else:
+        skipped = ", ".join(f"{n} {r}" for r, n in sorted(d["files_skipped"].items())) or "none"
+        print(f"indexed {d['files_indexed']} files ({d['files_unchanged']} unchanged, {d['files_removed']} removed, "
+              f"skipped: {skipped}) in {d['seconds']:.1f}s\n"
+              f"chunks: {d['chunks_total']} in changed files, {d['chunks_embedded']} embedded, "
+              f"{d['chunks_reused']} reused; the index now holds {d['index_chunks']} chunks of "
+              f"{d['index_files']} files")
+    return 0
+
+
+def cmd_search(cfg: OrchestratorConfig, args) -> int:
+    root = os.path.abspath(args.path)
+    if not cfg.store_addr and not os.path.isdir(os.path.join(cfg.index_dir or os.path.join(root, ".codeindex"),
+                                                             "lancedb")):
+        raise CodeindexError(f"no index at {root}: run `orchestrator index {args.path}` first")
+    with stage_addresses(cfg, root, need_parser=False) as addresses:
+        hits = asyncio.run(_search(cfg, addresses, args.query, args.k, args.language))
+    if args.json:
+        print(json.dumps([{
+            "path": h.chunk.path, "start_line": h.chunk.start_line, "end_line": h.chunk.end_line,
+            "symbol": h.chunk.symbol, "qualified_name": h.chunk.qualified_name, "kind": h.chunk.kind,
+            "language": h.chunk.language, "score": round(h.score, 4)} for h in hits]))
+    else:
+        for h in hits:
+            c = h.chunk
+            print(f"{h.score:.3f}  {c.path}:{c.start_line}-{c.end_line}  {c.qualified_name or '-'} "
+                  f"({c.kind}, {c.language})")
+            for line in c.text.splitlines()[:3]:
+                print(f"        {line[:120]}")
+    return 0
+
+
+def cmd_status(cfg: OrchestratorConfig, args) -> int:
+    root = os.path.abspath(args.path)
+    with stage_addresses(cfg, root, need_parser=False) as addresses:
+        stats = asyncio.run(_status(cfg, addresses))
+    d = {"chunks": stats.chunks, "files": stats.files, "dim": stats.dim, "model_id": stats.model_id,
+         "index_uri": stats.uri}
+    print(json.dumps(d) if args.json else "\n".join(f"{k}: {v}" for k, v in d.items()))
+    return 0
+
+
+def cmd_serve(cfg: OrchestratorConfig, args) -> int:
+    from codeindex_common import server
+    from codeindex_common.pb import orchestrator_pb2, orchestrator_pb2_grpc
+
+    from .servicer import OrchestratorServicer
+
+    root = os.path.abspath(args.path)
+    name = orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"].full_name
+    with stage_addresses(cfg, root) as addresses:
+        stages = None
+
+        def register(srv) -> None:
+            nonlocal stages
+            stages = make_stages(cfg, addresses)
+            orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(
+                OrchestratorServicer(stages, settings(cfg), addresses), srv)
+
+        server.main(server.Service(name="orchestrator", service_names=[name], register=register),
+                    cfg.listen, cfg.metrics_port)
+    return 0
+
+
+COMMANDS = {"index": cmd_index, "search": cmd_search, "status": cmd_status, "serve": cmd_serve}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("CODEINDEX_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s orchestrator %(levelname)s %(message)s")
+    args = _parser().parse_args(argv)
+    try:
+        cfg = configlib.from_namespace(OrchestratorConfig, PREFIX, args)
+        return COMMANDS[args.command](cfg, args)
+    except CodeindexError as exc:
+        print(f"orchestrator: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("orchestrator: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""gRPC clients of the three stages, exposing domain types only, so the
+pipeline itself has no grpc imports. RPC failures become StageError naming
+the stage."""
+
+from __future__ import annotations
+
+import itertools
+from typing import AsyncIterator
+
+import grpc
+import numpy as np
+
+from codeindex_common import vectors
+from codeindex_common.errors import CodeindexError
+from codeindex_common.model import Chunk, FileRecord, FileResult
+from codeindex_common.pb import embed_pb2, embed_pb2_grpc, parser_pb2, parser_pb2_grpc, store_pb2, store_pb2_grpc
+from codeindex_common.server import CHANNEL_OPTIONS
+
+
+class StageError(CodeindexError):
+    """A stage failed; the message names it."""
+
+    status = "UNAVAILABLE"
+
+    def __init__(self, stage: str, address: str, err: Exception):
+        if isinstance(err, grpc.aio.AioRpcError):
+            detail = f"{err.code().name}: {err.details()}"
+            if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                self.status = "FAILED_PRECONDITION"
+            elif err.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                self.status = "INVALID_ARGUMENT"
+        else:
+            detail = f"{type(err).__name__}: {err}"
+        super().__init__(f"the {stage} stage at {address} failed: {detail}")
+        self.stage = stage
+
+
+def channel(address: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+
+
+class _Client:
+    stage = ""
+
+    def __init__(self, address: str, timeout: float):
+        self.address = address
+        self.timeout = timeout
+        self.channel = channel(address)
+
+    def error(self, err: Exception) -> StageError:
+        return StageError(self.stage, self.address, err)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+class ParserClient(_Client):
+    stage = "parser"
+
+    def __init__(self, address: str, timeout: float):
+        super().__init__(address, timeout)
+        self.stub = parser_pb2_grpc.ParserStub(self.channel)
+
+    async def parse(self, files: AsyncIterator[tuple[str, bytes]]) -> AsyncIterator[FileResult]:
+        async def requests():
+            async for path, content in files:
+                yield parser_pb2.ParseRequest(path=path, content=content)
+
+        try:
+            async for r in self.stub.Parse(requests()):
+                yield FileResult(r.path, r.language, tuple(Chunk.from_pb(c) for c in r.chunks), r.skip_reason,
+                                 r.detail)
+        except grpc.aio.AioRpcError as err:
+            raise self.error(err) from err
+
+
+class EmbedInfo:
+    def __init__(self, pb: embed_pb2.InfoResponse):
+        self.model_id, self.dim, self.max_tokens = pb.model_id, pb.dim, pb.max_tokens
+        self.backend, self.device = pb.backend, pb.device
+
+
+class EmbedderClient(_Client):
+    stage = "embed"
+
+    def __init__(self, address: str, timeout: float):
+        super().__init__(address, timeout)
+        self.stub = embed_pb2_grpc.EmbedderStub(self.channel)
+        self._ids = itertools.count()
+
+    async def info(self) -> EmbedInfo:
+        try:
+            return EmbedInfo(await self.stub.Info(embed_pb2.InfoRequest(), timeout=self.timeout))
+        except grpc.aio.AioRpcError as err:
+            raise self.error(err) from err
+
+    async def embed_once(self, texts: list[str]) -> np.ndarray:
+        try:
+            r = await self.stub.EmbedOnce(embed_pb2.EmbedRequest(texts=texts), timeout=self.timeout)
+        except grpc.aio.AioRpcError as err:
+            raise self.error(err) from err
+        return vectors.unpack(r.vectors, r.dim, r.count)
+
+    async def embed(self, requests: AsyncIterator[tuple[str, list[str]]]) -> AsyncIterator[tuple[str, np.ndarray]]:
+        """(request id, texts) in; (request id, vectors) out, in any order."""
+        async def pbs():
+            async for rid, texts in requests:
+                yield embed_pb2.EmbedRequest(request_id=rid, texts=texts)
+
+        try:
+            async for r in self.stub.Embed(pbs()):
+                yield r.request_id, vectors.unpack(r.vectors, r.dim, r.count)
+        except grpc.aio.AioRpcError as err:
+            raise self.error(err) from err
+
+
+class StoreClient(_Client):
+    stage = "store"
+
+    def __init__(self, address: str, timeout: float):
+        super().__init__(address, timeout)
+        self.stub = store_pb2_grpc.StoreStub(self.channel)
+
+    async def _call(self, method, request):
+        try:
+            return await method(request, timeout=self.timeout)
+        except grpc.aio.AioRpcError as err:
+            raise self.error(err) from err
+
+    async def write(self, records: AsyncIterator[FileRecord]) -> AsyncIterator[tuple[str, int]]:
+        """FileRecords in; (path, rows) acknowledgements out once committed."""
+        async def pbs():
+            async for r in records:
+                yield store_pb2.FileRecord(
+                    path=r.path, file_hash=r.file_hash, chunks=[c.to_pb() for c in r.chunks],
+                    dim=r.vectors.shape[1] if r.vectors.ndim == 2 else 0, vectors=vectors.pack(r.vectors),
+                    skip_reason=r.skip_reason, model_id=r.model_id)
+
+        try:
+            async for ack in self.stub.Write(pbs()):
+                yield ack.path, ack.rows
+        except grpc.aio.AioRpcError as err:
+            raise self.error(err) from err
+
+    async def manifest(self) -> dict[str, tuple[str, str]]:
+        r = await self._call(self.stub.Manifest, store_pb2.ManifestRequest())
+        return {e.path: (e.file_hash, e.skip_reason) for e in r.entries}
+
+    async def delete(self, paths: list[str]) -> int:
+        r = await self._call(self.stub.Delete, store_pb2.DeleteRequest(paths=paths))
+        return r.files_deleted
+
+    async def lookup_vectors(self, hashes: list[str]) -> dict[str, np.ndarray]:
+        if not hashes:
+            return {}
+        r = await self._call(self.stub.LookupVectors, store_pb2.LookupVectorsRequest(content_hashes=hashes))
+        if not r.content_hashes:
+            return {}
+        vecs = vectors.unpack(r.vectors, r.dim, len(r.content_hashes))
+        return dict(zip(r.content_hashes, vecs))
+
+    async def search(self, vector: np.ndarray, k: int, language: str = "") -> list[tuple[Chunk, float]]:
+        r = await self._call(self.stub.Search, store_pb2.SearchRequest(
+            query_vector=vectors.pack(vector), k=k, language=language))
+        return [(Chunk.from_pb(h.chunk), h.score) for h in r.hits]
+
+    async def stats(self) -> store_pb2.StatsResponse:
+        return await self._call(self.stub.Stats, store_pb2.StatsRequest())
+
+
+class Stages:
+    """The three stage clients of one run."""
+
+    def __init__(self, parser_addr: str, embed_addr: str, store_addr: str, timeout: float = 60.0):
+        self.parser = ParserClient(parser_addr, timeout) if parser_addr else None
+        self.embedder = EmbedderClient(embed_addr, timeout)
+        self.store = StoreClient(store_addr, timeout)
+
+    async def close(self) -> None:
+        for c in (self.parser, self.embedder, self.store):
+            if c is not None:
+                await c.close()

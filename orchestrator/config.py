@@ -1,0 +1,37 @@
+"""orchestrator settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class OrchestratorConfig:
+    parser_addr: str = ""
+    """Parser service address; empty starts one locally (the embedded default). CODEINDEX_ORCHESTRATOR_PARSER_ADDR"""
+    embed_addr: str = ""
+    """Embedding service address; empty starts one locally. CODEINDEX_ORCHESTRATOR_EMBED_ADDR"""
+    store_addr: str = ""
+    """Store service address; empty starts one locally over the index directory. CODEINDEX_ORCHESTRATOR_STORE_ADDR"""
+    index_dir: str = ""
+    """Where a locally started store keeps the index; empty means REPO/.codeindex. CODEINDEX_ORCHESTRATOR_INDEX_DIR"""
+    listen: str = "127.0.0.1:50050"
+    """`serve`: the public API's gRPC address. CODEINDEX_ORCHESTRATOR_LISTEN"""
+    metrics_port: int = 9100
+    """`serve`: Prometheus HTTP port (0 lets the OS pick). CODEINDEX_ORCHESTRATOR_METRICS_PORT"""
+    parse_streams: int = 2
+    """Parse streams kept open at once. CODEINDEX_ORCHESTRATOR_PARSE_STREAMS"""
+    embed_streams: int = 4
+    """Embed streams kept open at once. CODEINDEX_ORCHESTRATOR_EMBED_STREAMS"""
+    write_streams: int = 1
+    """Store Write streams kept open at once. CODEINDEX_ORCHESTRATOR_WRITE_STREAMS"""
+    embed_request_texts: int = 32
+    """Most texts in one Embed request. CODEINDEX_ORCHESTRATOR_EMBED_REQUEST_TEXTS"""
+    queue_size: int = 256
+    """Capacity of each queue between stages (files). CODEINDEX_ORCHESTRATOR_QUEUE_SIZE"""
+    max_file_bytes: int = 2_000_000
+    """Larger files are skipped as too_large without being sent. CODEINDEX_ORCHESTRATOR_MAX_FILE_BYTES"""
+    start_timeout: float = 120.0
+    """Seconds to wait for locally started services to be SERVING. CODEINDEX_ORCHESTRATOR_START_TIMEOUT"""
+    rpc_timeout: float = 60.0
+    """Deadline of each unary RPC, in seconds. CODEINDEX_ORCHESTRATOR_RPC_TIMEOUT"""

@@ -1,0 +1,75 @@
+"""The public gRPC API (Index, Search, Status) over the Pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from codeindex_common.errors import InvalidArgument
+from codeindex_common.model import kind_to_pb
+from codeindex_common.pb import orchestrator_pb2, orchestrator_pb2_grpc
+
+from . import metrics
+from .pipeline import Pipeline, Progress, Settings, Summary, search
+
+MAX_QUERY_CHARS = 4096
+
+
+def summary_to_pb(s: Summary) -> orchestrator_pb2.IndexSummary:
+    return orchestrator_pb2.IndexSummary(
+        files_seen=s.files_seen, files_indexed=s.files_indexed, files_unchanged=s.files_unchanged,
+        files_removed=s.files_removed, files_skipped=s.files_skipped, chunks_total=s.chunks_total,
+        chunks_embedded=s.chunks_embedded, chunks_reused=s.chunks_reused, seconds=s.seconds)
+
+
+class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
+    def __init__(self, stages, settings: Settings, addresses: dict[str, str]):
+        self.stages = stages
+        self.settings = settings
+        self.addresses = addresses
+        self._index_lock = asyncio.Lock()  # one index run at a time per store
+
+    async def Index(self, request, context):
+        root = request.path
+        if not root or not os.path.isdir(root):
+            raise InvalidArgument(f"not a directory: {root!r}")
+        updates: asyncio.Queue = asyncio.Queue(maxsize=1)
+
+        def on_progress(p: Progress) -> None:
+            if updates.empty():  # drop intermediate updates a slow client has not read
+                updates.put_nowait(orchestrator_pb2.IndexProgress(
+                    files_done=p.files_done, files_total=p.files_total, chunks_done=p.chunks_done))
+
+        async with self._index_lock:
+            run = asyncio.create_task(Pipeline(self.stages, self.settings, on_progress).index(root))
+            while not run.done():
+                getter = asyncio.ensure_future(updates.get())
+                await asyncio.wait({getter, run}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield getter.result()
+                else:
+                    getter.cancel()
+            summary = run.result()
+        yield orchestrator_pb2.IndexProgress(done=True, summary=summary_to_pb(summary),
+                                             files_total=summary.files_indexed, files_done=summary.files_indexed)
+
+    async def Search(self, request, context):
+        if not request.query.strip():
+            raise InvalidArgument("the query is empty")
+        if len(request.query) > MAX_QUERY_CHARS:
+            raise InvalidArgument(f"the query is longer than {MAX_QUERY_CHARS} characters")
+        started = time.perf_counter()
+        hits = await search(self.stages, request.query, request.k or 10, request.language)
+        metrics.SEARCH_SECONDS.observe(time.perf_counter() - started)
+        return orchestrator_pb2.QueryResponse(hits=[
+            orchestrator_pb2.QueryHit(path=h.chunk.path, start_line=h.chunk.start_line, end_line=h.chunk.end_line,
+                                      symbol=h.chunk.symbol, qualified_name=h.chunk.qualified_name,
+                                      kind=kind_to_pb(h.chunk.kind), language=h.chunk.language, score=h.score,
+                                      text=h.chunk.text)
+            for h in hits])
+
+    async def Status(self, request, context):
+        stats = await self.stages.store.stats()
+        return orchestrator_pb2.StatusResponse(chunks=stats.chunks, files=stats.files, model_id=stats.model_id,
+                                               dim=stats.dim, index_uri=stats.uri, services=self.addresses)

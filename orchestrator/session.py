@@ -1,0 +1,40 @@
+"""Connect to the stages of one run: running services where addresses are
+configured, local child processes (the embedded default) where not."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Iterator
+
+from .clients import Stages
+from .config import OrchestratorConfig
+from .launcher import LocalServices
+from .pipeline import Settings
+
+
+def index_dir(cfg: OrchestratorConfig, repo: str) -> str:
+    return os.path.abspath(cfg.index_dir or os.path.join(repo, ".codeindex"))
+
+
+def settings(cfg: OrchestratorConfig) -> Settings:
+    return Settings(cfg.parse_streams, cfg.embed_streams, cfg.write_streams, cfg.embed_request_texts,
+                    cfg.queue_size, cfg.max_file_bytes)
+
+
+@contextlib.contextmanager
+def stage_addresses(cfg: OrchestratorConfig, repo: str, need_parser: bool = True) -> Iterator[dict[str, str]]:
+    """Addresses of parser, embed and store; starts the missing ones locally."""
+    addresses = {"parser": cfg.parser_addr, "embed": cfg.embed_addr, "store": cfg.store_addr}
+    if not need_parser:
+        addresses.pop("parser")
+    missing = [stage for stage, addr in addresses.items() if not addr]
+    if not missing:
+        yield addresses
+        return
+    with LocalServices(missing, index_dir(cfg, repo), cfg.start_timeout) as local:
+        yield {**addresses, **{stage: local.address(stage) for stage in missing}}
+
+
+def make_stages(cfg: OrchestratorConfig, addresses: dict[str, str]) -> Stages:
+    return Stages(addresses.get("parser", ""), addresses["embed"], addresses["store"], cfg.rpc_timeout)

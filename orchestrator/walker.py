@@ -1,0 +1,92 @@
+"""Walk a repository the way git sees it: every .gitignore (nested ones
+too) is honoured through pathspec's gitignore matching; .git and the index
+directory are never entered; symlinks are not followed (no loops, no escape)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from typing import Iterator
+
+import pathspec
+
+ALWAYS_SKIPPED_DIRS = {".git", ".hg", ".svn", ".codeindex"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str  # relative, '/' separated
+    abspath: str
+    size: int
+    skip_reason: str = ""  # "symlink", "unreadable", "not_regular"
+
+
+class _Ignores:
+    """The .gitignore specs that apply in one directory, root first."""
+
+    def __init__(self, specs: tuple[tuple[str, pathspec.GitIgnoreSpec], ...] = ()):
+        self.specs = specs
+
+    def child(self, rel_dir: str, abs_dir: str) -> "_Ignores":
+        gi = os.path.join(abs_dir, ".gitignore")
+        try:
+            with open(gi, encoding="utf-8", errors="replace") as fh:
+                spec = pathspec.GitIgnoreSpec.from_lines(fh)
+        except OSError:
+            return self
+        return _Ignores(self.specs + ((rel_dir, spec),))
+
+    def ignored(self, rel: str, is_dir: bool) -> bool:
+        verdict = False
+        for base, spec in self.specs:
+            sub = rel[len(base) + 1:] if base else rel
+            result = spec.check_file(sub + "/" if is_dir else sub)
+            if result.include is not None:  # the deepest matching .gitignore decides
+                verdict = result.include
+        return verdict
+
+
+def walk(root: str, skip_dirs: set[str] | None = None) -> Iterator[Entry]:
+    """Every file under ``root`` that git would not ignore, sorted."""
+    root = os.path.abspath(root)
+    skip = ALWAYS_SKIPPED_DIRS | (skip_dirs or set())
+    stack: list[tuple[str, str, _Ignores]] = [("", root, _Ignores().child("", root))]
+    while stack:
+        rel_dir, abs_dir, ignores = stack.pop()
+        try:
+            entries = sorted(os.scandir(abs_dir), key=lambda e: e.name)
+        except OSError:
+            continue
+        subdirs = []
+        for e in entries:
+            rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                yield Entry(rel, e.path, 0, "unreadable")
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                if e.name in skip or ignores.ignored(rel, True):
+                    continue
+                subdirs.append((rel, e.path))
+            elif ignores.ignored(rel, False):
+                continue
+            elif stat.S_ISLNK(st.st_mode):
+                yield Entry(rel, e.path, 0, "symlink")
+            elif not stat.S_ISREG(st.st_mode):
+                yield Entry(rel, e.path, 0, "not_regular")
+            else:
+                yield Entry(rel, e.path, st.st_size)
+        for rel, path in reversed(subdirs):
+            stack.append((rel, path, ignores.child(rel, path)))
+
+
+def file_hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def read(entry: Entry) -> bytes:
+    with open(entry.abspath, "rb") as fh:
+        return fh.read()

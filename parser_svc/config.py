@@ -1,0 +1,31 @@
+"""parser_svc settings."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ParserConfig:
+    listen: str = "127.0.0.1:50051"
+    """gRPC address: host:port (port 0 lets the OS pick) or unix:PATH. CODEINDEX_PARSER_LISTEN"""
+    metrics_port: int = 9101
+    """Prometheus HTTP port (0 lets the OS pick). CODEINDEX_PARSER_METRICS_PORT"""
+    metrics_host: str = "127.0.0.1"
+    """Address the metrics endpoint binds. CODEINDEX_PARSER_METRICS_HOST"""
+    workers: int = 0
+    """Worker processes; 0 means one per core. CODEINDEX_PARSER_WORKERS"""
+    max_in_flight: int = 64
+    """Files per stream submitted to workers and not yet streamed back. CODEINDEX_PARSER_MAX_IN_FLIGHT"""
+    max_file_bytes: int = 2_000_000
+    """Files larger than this are skipped as too_large. CODEINDEX_PARSER_MAX_FILE_BYTES"""
+    max_line_length: int = 4_000
+    """Files with a longer line (minified code) are skipped as long_lines. CODEINDEX_PARSER_MAX_LINE_LENGTH"""
+    ready_file: str = ""
+    """Write {address, metrics_port, pid} as JSON here once serving. CODEINDEX_PARSER_READY_FILE"""
+    grace_seconds: float = 10.0
+    """Shutdown grace period for in-flight streams. CODEINDEX_PARSER_GRACE_SECONDS"""
+
+    def worker_count(self) -> int:
+        return self.workers if self.workers > 0 else (os.cpu_count() or 1)

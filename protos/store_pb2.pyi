@@ -1,0 +1,124 @@
+from protos import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class FileRecord(_message.Message):
+    __slots__ = ("path", "file_hash", "chunks", "dim", "vectors", "skip_reason", "model_id")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    FILE_HASH_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    SKIP_REASON_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    file_hash: str
+    chunks: _containers.RepeatedCompositeFieldContainer[_common_pb2.Chunk]
+    dim: int
+    vectors: bytes
+    skip_reason: str
+    model_id: str
+    def __init__(self, path: _Optional[str] = ..., file_hash: _Optional[str] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.Chunk, _Mapping]]] = ..., dim: _Optional[int] = ..., vectors: _Optional[bytes] = ..., skip_reason: _Optional[str] = ..., model_id: _Optional[str] = ...) -> None: ...
+
+class WriteAck(_message.Message):
+    __slots__ = ("path", "rows")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    rows: int
+    def __init__(self, path: _Optional[str] = ..., rows: _Optional[int] = ...) -> None: ...
+
+class DeleteRequest(_message.Message):
+    __slots__ = ("paths",)
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    paths: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, paths: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeleteResponse(_message.Message):
+    __slots__ = ("files_deleted",)
+    FILES_DELETED_FIELD_NUMBER: _ClassVar[int]
+    files_deleted: int
+    def __init__(self, files_deleted: _Optional[int] = ...) -> None: ...
+
+class ManifestRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ManifestEntry(_message.Message):
+    __slots__ = ("path", "file_hash", "skip_reason")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    FILE_HASH_FIELD_NUMBER: _ClassVar[int]
+    SKIP_REASON_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    file_hash: str
+    skip_reason: str
+    def __init__(self, path: _Optional[str] = ..., file_hash: _Optional[str] = ..., skip_reason: _Optional[str] = ...) -> None: ...
+
+class ManifestResponse(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[ManifestEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[ManifestEntry, _Mapping]]] = ...) -> None: ...
+
+class LookupVectorsRequest(_message.Message):
+    __slots__ = ("content_hashes",)
+    CONTENT_HASHES_FIELD_NUMBER: _ClassVar[int]
+    content_hashes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, content_hashes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class LookupVectorsResponse(_message.Message):
+    __slots__ = ("content_hashes", "dim", "vectors")
+    CONTENT_HASHES_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_FIELD_NUMBER: _ClassVar[int]
+    content_hashes: _containers.RepeatedScalarFieldContainer[str]
+    dim: int
+    vectors: bytes
+    def __init__(self, content_hashes: _Optional[_Iterable[str]] = ..., dim: _Optional[int] = ..., vectors: _Optional[bytes] = ...) -> None: ...
+
+class SearchRequest(_message.Message):
+    __slots__ = ("query_vector", "k", "language")
+    QUERY_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    query_vector: bytes
+    k: int
+    language: str
+    def __init__(self, query_vector: _Optional[bytes] = ..., k: _Optional[int] = ..., language: _Optional[str] = ...) -> None: ...
+
+class SearchHit(_message.Message):
+    __slots__ = ("chunk", "score")
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    chunk: _common_pb2.Chunk
+    score: float
+    def __init__(self, chunk: _Optional[_Union[_common_pb2.Chunk, _Mapping]] = ..., score: _Optional[float] = ...) -> None: ...
+
+class SearchResponse(_message.Message):
+    __slots__ = ("hits",)
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[SearchHit]
+    def __init__(self, hits: _Optional[_Iterable[_Union[SearchHit, _Mapping]]] = ...) -> None: ...
+
+class StatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatsResponse(_message.Message):
+    __slots__ = ("chunks", "files", "dim", "model_id", "uri")
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    chunks: int
+    files: int
+    dim: int
+    model_id: str
+    uri: str
+    def __init__(self, chunks: _Optional[int] = ..., files: _Optional[int] = ..., dim: _Optional[int] = ..., model_id: _Optional[str] = ..., uri: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,136 @@
+"""Thin gRPC layer over :class:`store_svc.store.VectorStore`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+
+from codeindex_common import vectors
+from codeindex_common.errors import Unavailable
+from codeindex_common.model import Chunk, FileRecord
+from codeindex_common.pb import store_pb2, store_pb2_grpc
+
+from . import metrics
+from .store import VectorStore
+
+
+def record_from_pb(pb: store_pb2.FileRecord) -> FileRecord:
+    chunks = [Chunk.from_pb(c) for c in pb.chunks]
+    vecs = vectors.unpack(pb.vectors, pb.dim, len(chunks)) if chunks else np.empty((0, pb.dim or 1), np.float32)
+    return FileRecord(pb.path, pb.file_hash, chunks, vecs, pb.skip_reason, pb.model_id)
+
+
+class StoreServicer(store_pb2_grpc.StoreServicer):
+    def __init__(self, store: VectorStore | None, flush_rows: int, flush_ms: float):
+        self._store = store
+        self.flush_rows = flush_rows
+        self.flush_seconds = flush_ms / 1000
+
+    @property
+    def store(self) -> VectorStore:
+        if self._store is None:
+            raise Unavailable("the index is still opening")
+        return self._store
+
+    @store.setter
+    def store(self, value: VectorStore) -> None:
+        self._store = value
+
+    async def _commit(self, batch: list[FileRecord]) -> list[store_pb2.WriteAck]:
+        started = time.perf_counter()
+        await asyncio.to_thread(self.store.write, batch)
+        metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+        metrics.COMMIT_FILES.observe(len(batch))
+        return [store_pb2.WriteAck(path=r.path, rows=len(r.chunks)) for r in batch]
+
+    async def Write(self, request_iterator, context):
+        """Files are coalesced into one commit per ``flush_rows`` rows or
+        ``flush_ms``, whichever comes first; each file is acknowledged once
+        its commit is durable."""
+        incoming: asyncio.Queue = asyncio.Queue(maxsize=256)
+        END = object()
+
+        async def read() -> None:
+            async for pb in request_iterator:
+                await incoming.put(record_from_pb(pb))
+            await incoming.put(END)
+
+        metrics.ACTIVE_STREAMS.inc()
+        reader = asyncio.create_task(read())
+        try:
+            finished = False
+            while not finished:
+                first = await _next(incoming, reader)
+                if first is END:
+                    break
+                batch, rows = [first], len(first.chunks)
+                deadline = time.monotonic() + self.flush_seconds
+                while rows < self.flush_rows:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    item = await _next(incoming, reader, left)
+                    if item is _TIMEOUT:
+                        break
+                    if item is END:
+                        finished = True
+                        break
+                    batch.append(item)
+                    rows += len(item.chunks)
+                for ack in await self._commit(batch):
+                    yield ack
+        finally:
+            reader.cancel()
+            metrics.ACTIVE_STREAMS.dec()
+
+    async def Delete(self, request, context):
+        n = await asyncio.to_thread(self.store.delete, list(request.paths))
+        return store_pb2.DeleteResponse(files_deleted=n)
+
+    async def Manifest(self, request, context):
+        entries = await asyncio.to_thread(self.store.manifest)
+        return store_pb2.ManifestResponse(entries=[
+            store_pb2.ManifestEntry(path=e.path, file_hash=e.file_hash, skip_reason=e.skip_reason)
+            for e in entries])
+
+    async def LookupVectors(self, request, context):
+        hashes, vecs = await asyncio.to_thread(self.store.lookup_vectors, list(request.content_hashes))
+        return store_pb2.LookupVectorsResponse(content_hashes=hashes, dim=self.store.dim, vectors=vectors.pack(vecs))
+
+    async def Search(self, request, context):
+        started = time.perf_counter()
+        dim = self.store.dim
+        query = vectors.unpack(request.query_vector, dim, 1)[0] if dim else np.empty(0, np.float32)
+        hits = await asyncio.to_thread(self.store.search, query, request.k or 10, request.language)
+        metrics.SEARCH_SECONDS.observe(time.perf_counter() - started)
+        return store_pb2.SearchResponse(hits=[store_pb2.SearchHit(chunk=h.chunk.to_pb(), score=h.score)
+                                              for h in hits])
+
+    async def Stats(self, request, context):
+        s = await asyncio.to_thread(self.store.stats)
+        return store_pb2.StatsResponse(chunks=s.chunks, files=s.files, dim=s.dim, model_id=s.model_id, uri=s.uri)
+
+
+_TIMEOUT = object()
+
+
+async def _next(queue: asyncio.Queue, reader: asyncio.Task, timeout: float | None = None):
+    """The next queued item, or _TIMEOUT; raises if the reader failed first.
+    Never loses an item: the getter is only cancelled while still waiting."""
+    if not queue.empty() or reader.done():
+        if queue.empty():
+            reader.result()  # raises the reader's error
+        return await queue.get()
+    getter = asyncio.ensure_future(queue.get())
+    try:
+        await asyncio.wait({getter, reader}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not getter.done():
+            getter.cancel()
+    if getter.done() and not getter.cancelled():
+        return getter.result()
+    if reader.done():
+        return await _next(queue, reader)
+    return _TIMEOUT
