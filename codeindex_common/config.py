@@ -16,7 +16,8 @@ import inspect
 import os
 import textwrap
 import typing
-from typing import Any, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
 
 from .errors import InvalidArgument
 
@@ -85,8 +86,10 @@ def from_namespace(cls: type[T], prefix: str, ns: argparse.Namespace | Mapping[s
     for f in dataclasses.fields(cls):
         var = env_var(prefix, f.name)
         flag_value = values.get(f.name)
-        if flag_value is not None:
-            kwargs[f.name] = flag_value if not isinstance(flag_value, str) else _convert(hints[f.name], flag_value, "--" + f.name.replace("_", "-"))
+        if isinstance(flag_value, str):
+            kwargs[f.name] = _convert(hints[f.name], flag_value, "--" + f.name.replace("_", "-"))
+        elif flag_value is not None:
+            kwargs[f.name] = flag_value
         elif var in environ:
             kwargs[f.name] = _convert(hints[f.name], environ[var], var)
     return cls(**kwargs)

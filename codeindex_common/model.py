@@ -40,7 +40,7 @@ class Chunk:
     content_hash: str
 
     @classmethod
-    def from_pb(cls, pb: common_pb2.Chunk) -> "Chunk":
+    def from_pb(cls, pb: common_pb2.Chunk) -> Chunk:
         return cls(
             id=pb.id, path=pb.path, language=pb.language, kind=kind_from_pb(pb.kind), symbol=pb.symbol,
             qualified_name=pb.qualified_name, parent_id=pb.parent_id, start_line=pb.start_line,

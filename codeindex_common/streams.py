@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator, Awaitable, Callable, TypeVar
+from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")

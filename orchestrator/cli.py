@@ -170,7 +170,7 @@ def cmd_serve(cfg: OrchestratorConfig, args) -> int:
                 OrchestratorServicer(stages, settings(cfg), addresses), srv)
 
         server.main(server.Service(name="orchestrator", service_names=[name], register=register),
-                    cfg.listen, cfg.metrics_port)
+                    cfg.listen, cfg.metrics_port, cfg.ready_file)
     return 0
 
 

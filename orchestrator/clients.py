@@ -5,7 +5,7 @@ the stage."""
 from __future__ import annotations
 
 import itertools
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import grpc
 import numpy as np

@@ -19,6 +19,8 @@ class OrchestratorConfig:
     """`serve`: the public API's gRPC address. CODEINDEX_ORCHESTRATOR_LISTEN"""
     metrics_port: int = 9100
     """`serve`: Prometheus HTTP port (0 lets the OS pick). CODEINDEX_ORCHESTRATOR_METRICS_PORT"""
+    ready_file: str = ""
+    """`serve`: write {address, metrics_port, pid} as JSON here once serving. CODEINDEX_ORCHESTRATOR_READY_FILE"""
     parse_streams: int = 2
     """Parse streams kept open at once. CODEINDEX_ORCHESTRATOR_PARSE_STREAMS"""
     embed_streams: int = 4

@@ -38,7 +38,7 @@ class LocalServices:
         self.children: dict[str, Child] = {}
         self.tmp = ""
 
-    def __enter__(self) -> "LocalServices":
+    def __enter__(self) -> LocalServices:
         try:
             self.start()
         except BaseException:

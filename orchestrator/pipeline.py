@@ -11,7 +11,7 @@ import itertools
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -116,7 +116,6 @@ class Pipeline:
 
     async def index(self, root: str) -> Summary:
         started = time.perf_counter()
-        s = self.settings
         summary = Summary()
         info = await self.stages.embedder.info()
         summary.model_id = info.model_id
@@ -144,15 +143,16 @@ class Pipeline:
                 summary.files_unchanged += 1
             else:
                 todo.append(e)
+        progress = Progress(files_total=len(todo))
+        self.on_progress(progress)
+        if todo:
+            await self._run(todo, info, summary, progress)
+        # removed files go last, so that a moved file reuses their vectors
         removed = sorted(p for p in manifest if p not in present)
         if removed:
             await self.stages.store.delete(removed)
         summary.files_removed = len(removed)
         metrics.FILES_REMOVED.inc(len(removed))
-        progress = Progress(files_total=len(todo))
-        self.on_progress(progress)
-        if todo:
-            await self._run(todo, info, summary, progress)
         after = await self.stages.store.stats()
         summary.index_chunks, summary.index_files = after.chunks, after.files
         summary.seconds = time.perf_counter() - started
@@ -271,7 +271,7 @@ class Pipeline:
             await asyncio.gather(*(embed_stream() for _ in range(s.embed_streams)))
 
         async def write_stream() -> None:
-            async for path, rows in self.stages.store.write(_drain(write_q)):
+            async for _path, rows in self.stages.store.write(_drain(write_q)):
                 progress.files_done += 1
                 progress.chunks_done += rows
                 if rows:

@@ -8,7 +8,7 @@ import hashlib
 import os
 import stat
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
 import pathspec
 
@@ -29,7 +29,7 @@ class _Ignores:
     def __init__(self, specs: tuple[tuple[str, pathspec.GitIgnoreSpec], ...] = ()):
         self.specs = specs
 
-    def child(self, rel_dir: str, abs_dir: str) -> "_Ignores":
+    def child(self, rel_dir: str, abs_dir: str) -> _Ignores:
         gi = os.path.join(abs_dir, ".gitignore")
         try:
             with open(gi, encoding="utf-8", errors="replace") as fh:

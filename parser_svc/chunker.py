@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from codeindex_common.model import Chunk, FileResult
 
@@ -140,7 +140,7 @@ def markdown_sections(path: str, text: str) -> list[Chunk]:
     return chunks
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_parser(grammar: str):
     from tree_sitter_language_pack import get_parser as _get
 

@@ -1,0 +1,85 @@
+"""Shared fixtures: real services as child processes on OS-picked loopback
+ports, stopped by the test (or session) that started them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+class ServiceProcess:
+    def __init__(self, stage: str, tmp: Path, *args: str, env: dict[str, str] | None = None):
+        self.stage = stage
+        self.ready = tmp / f"{stage}-{time.monotonic_ns()}.ready.json"
+        self.log = tmp / f"{stage}-{time.monotonic_ns()}.log"
+        cmd = [sys.executable, "-m", f"{stage}_svc", "--listen", "127.0.0.1:0", "--metrics-port", "0",
+               "--ready-file", str(self.ready), *args]
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                         env={**os.environ, **(env or {})})
+        deadline = time.monotonic() + 180
+        while not self.ready.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{stage} exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{stage} did not start: {self.log.read_text()[-3000:]}")
+            time.sleep(0.05)
+        info = json.loads(self.ready.read_text())
+        self.address: str = info["address"]
+        self.metrics_port: int = info["metrics_port"]
+        from codeindex_common.server import wait_for_serving
+
+        wait_for_serving(self.address, 120)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_service(tmp_path):
+    started: list[ServiceProcess] = []
+
+    def start(stage: str, *args: str, env: dict[str, str] | None = None) -> ServiceProcess:
+        svc = ServiceProcess(stage, tmp_path, *args, env=env)
+        started.append(svc)
+        return svc
+
+    yield start
+    for svc in started:
+        svc.stop()
+
+
+@pytest.fixture(scope="session")
+def embed_service(tmp_path_factory):
+    """One real embedding service (the real model) shared by the session."""
+    svc = ServiceProcess("embed", tmp_path_factory.mktemp("embed"))
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def model():
+    from sentence_transformers import SentenceTransformer
+
+    from embed_svc.backend import default_model_path
+
+    return SentenceTransformer(default_model_path(), device="cpu")

@@ -1,0 +1,253 @@
+"""End to end: the real services, the real model, real LanceDB, on a small
+multi-language repository made here; checks search results, not just exit
+codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+FILES = {
+    "billing/invoice.py": '''
+        """Invoices."""
+        from dataclasses import dataclass
+
+
+        def compute_invoice_total(items, tax_rate):
+            """Sum the line items of an invoice and add sales tax."""
+            subtotal = sum(item.price * item.quantity for item in items)
+            return round(subtotal * (1 + tax_rate), 2)
+
+
+        class InvoiceRepository:
+            """Stores invoices in a database table."""
+
+            def __init__(self, connection):
+                self.connection = connection
+
+            def save(self, invoice):
+                self.connection.execute("INSERT INTO invoices VALUES (?)", (invoice,))
+        ''',
+    "web/format.js": '''
+        // Formatting helpers for the web client.
+        function formatCurrency(amount, currency) {
+          return new Intl.NumberFormat("en-US", { style: "currency", currency }).format(amount);
+        }
+
+        module.exports = { formatCurrency };
+        ''',
+    "web/retry.ts": '''
+        export async function retryWithBackoff<T>(fn: () => Promise<T>, attempts: number): Promise<T> {
+          let delay = 100;
+          for (let i = 0; ; i++) {
+            try {
+              return await fn();
+            } catch (err) {
+              if (i >= attempts) throw err;
+              await new Promise((r) => setTimeout(r, delay));
+              delay *= 2;
+            }
+          }
+        }
+        ''',
+    "server/query.go": '''
+        package server
+
+        import "strings"
+
+        // ParseQueryParameters splits a URL query string into a map of keys to values.
+        func ParseQueryParameters(query string) map[string]string {
+        \tparams := map[string]string{}
+        \tfor _, pair := range strings.Split(query, "&") {
+        \t\tkv := strings.SplitN(pair, "=", 2)
+        \t\tif len(kv) == 2 {
+        \t\t\tparams[kv[0]] = kv[1]
+        \t\t}
+        \t}
+        \treturn params
+        }
+        ''',
+    "geo/distance.rs": '''
+        pub struct Point { pub lat: f64, pub lon: f64 }
+
+        /// Great-circle distance between two points on Earth, in kilometres.
+        pub fn haversine_distance(a: &Point, b: &Point) -> f64 {
+            let r = 6371.0_f64;
+            let dlat = (b.lat - a.lat).to_radians();
+            let dlon = (b.lon - a.lon).to_radians();
+            let c = a.lat.to_radians().cos() * b.lat.to_radians().cos();
+            let h = (dlat / 2.0).sin().powi(2) + c * (dlon / 2.0).sin().powi(2);
+            2.0 * r * h.sqrt().asin()
+        }
+        ''',
+    "auth/PasswordHasher.java": '''
+        package auth;
+
+        import java.security.MessageDigest;
+
+        public class PasswordHasher {
+            private final byte[] salt;
+
+            public PasswordHasher(byte[] salt) { this.salt = salt; }
+
+            /** Hashes a user's password together with a salt using SHA-256. */
+            public byte[] hashPassword(String password) throws Exception {
+                MessageDigest digest = MessageDigest.getInstance("SHA-256");
+                digest.update(salt);
+                return digest.digest(password.getBytes("UTF-8"));
+            }
+        }
+        ''',
+    "docs/guide.md": '''
+        # Guide
+
+        How to run the billing service.
+
+        ## Deploying
+
+        Build the image and push it.
+        ''',
+    ".gitignore": "generated/\n*.secret.py\n",
+    "generated/copy.py": "def compute_invoice_total_generated(items):\n    return 0\n",
+    "billing/keys.secret.py": "def secret_key():\n    return 'x'\n",
+    "nested/.gitignore": "local_only.py\n",
+    "nested/local_only.py": "def local_only_helper():\n    return 1\n",
+    "nested/shared.py": "def shared_helper():\n    return 2\n",
+    "billing/__init__.py": "",
+}
+
+QUERIES = {
+    "calculate the total price of an invoice including tax": "compute_invoice_total",
+    "format an amount of money as a currency string": "formatCurrency",
+    "retry an async operation with exponential backoff": "retryWithBackoff",
+    "distance between two coordinates on the earth": "haversine_distance",
+    "hash a user's password with a salt": "hashPassword",
+    "split a URL query string into key value pairs": "ParseQueryParameters",
+}
+
+
+def make_repo(root: Path) -> Path:
+    for rel, text in FILES.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"))
+    (root / "assets").mkdir()
+    (root / "assets" / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64))
+    return root
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    exe = str(Path(sys.executable).with_name("orchestrator"))
+    proc = subprocess.run([exe, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
+    assert proc.returncode == 0, f"orchestrator {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def index(repo: Path, *extra: str, env=None) -> dict:
+    return json.loads(cli("index", str(repo), "--json", *extra, env=env).stdout.strip().splitlines()[-1])
+
+
+def search(repo: Path, query: str, *extra: str, env=None) -> list[dict]:
+    return json.loads(cli("search", query, "--path", str(repo), "-k", "5", "--json", *extra, env=env).stdout)
+
+
+def test_embedded_default_index_search_and_incremental(tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    first = index(repo)
+    assert first["files_seen"] == 12  # 15 files less the three that .gitignore files exclude
+    assert first["files_skipped"] == {"binary": 1, "empty": 1}
+    assert first["files_indexed"] == 10 and first["files_removed"] == 0
+    assert first["chunks_embedded"] == first["chunks_total"] > 0 and first["chunks_reused"] == 0
+    assert (repo / ".codeindex" / "lancedb").is_dir()
+
+    hits = search(repo, "calculate the total price of an invoice including tax")
+    assert "compute_invoice_total" in [h["symbol"] for h in hits[:3]]
+    top = next(h for h in hits if h["symbol"] == "compute_invoice_total")
+    assert (top["path"], top["start_line"], top["end_line"], top["kind"], top["language"]) == \
+        ("billing/invoice.py", 5, 8, "function", "python")
+    assert set(top) >= {"path", "start_line", "end_line", "symbol", "kind", "language", "score"}
+    every = {h["path"] for q in ("generated copy of invoice total", "secret key", "local only helper")
+             for h in search(repo, q)}
+    assert not every & {"generated/copy.py", "billing/keys.secret.py", "nested/local_only.py"}
+
+    # nothing changed: nothing embedded
+    again = index(repo)
+    assert again["chunks_embedded"] == 0 and again["files_indexed"] == 0
+    assert again["files_unchanged"] == 12  # skipped files (binary, empty) are remembered too
+
+    # one function edited: only that file is re-indexed, only the new chunk embedded
+    inv = repo / "billing/invoice.py"
+    inv.write_text(inv.read_text().replace("return round(subtotal * (1 + tax_rate), 2)",
+                                           "return round(subtotal * (1.0 + tax_rate), 2)"))
+    edited = index(repo)
+    assert edited["files_indexed"] == 1 and edited["files_unchanged"] == 11
+    assert edited["chunks_embedded"] == 1 and edited["chunks_reused"] == edited["chunks_total"] - 1
+
+    # a moved file embeds nothing
+    (repo / "web/retry.ts").rename(repo / "web/retry_util.ts")
+    moved = index(repo)
+    assert moved["files_removed"] == 1 and moved["files_indexed"] == 1 and moved["chunks_embedded"] == 0
+
+    # a deleted file leaves nothing behind
+    (repo / "auth/PasswordHasher.java").unlink()
+    gone = index(repo)
+    assert gone["files_removed"] == 1
+    hits = search(repo, "hash a user's password with a salt")
+    assert all(h["path"] != "auth/PasswordHasher.java" for h in hits)
+
+
+def test_running_services_and_the_public_api(tmp_path, embed_service, start_service):
+    """With addresses given, the orchestrator uses running services; `serve`
+    answers Index, Search and Status over gRPC."""
+    from codeindex_common.pb import orchestrator_pb2, orchestrator_pb2_grpc
+
+    repo = make_repo(tmp_path / "repo")
+    parser = start_service("parser", "--workers", "2")
+    store = start_service("store", "--uri", str(tmp_path / "index"))
+    env = {"CODEINDEX_ORCHESTRATOR_STORE_ADDR": store.address}  # an environment variable works as a flag
+    summary = index(repo, "--parser-addr", parser.address, "--embed-addr", embed_service.address, env=env)
+    assert summary["files_indexed"] == 10
+    assert not (repo / ".codeindex").exists(), "no local services were started"
+
+    ready = tmp_path / "api.ready.json"
+    exe = str(Path(sys.executable).with_name("orchestrator"))
+    api = subprocess.Popen([exe, "serve", "--path", str(repo), "--listen", "127.0.0.1:0", "--metrics-port", "0",
+                            "--ready-file", str(ready), "--parser-addr", parser.address,
+                            "--embed-addr", embed_service.address, "--store-addr", store.address], cwd=ROOT)
+    try:
+        import time
+
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert api.poll() is None and time.monotonic() < deadline, "serve did not start"
+            time.sleep(0.05)
+        address = json.loads(ready.read_text())["address"]
+        with grpc.insecure_channel(address) as ch:
+            stub = orchestrator_pb2_grpc.OrchestratorStub(ch)
+            (repo / "nested/shared.py").write_text("def shared_helper():\n    return 3\n")
+            updates = list(stub.Index(orchestrator_pb2.IndexRequest(path=str(repo)), timeout=120))
+            assert updates[-1].done and updates[-1].summary.files_indexed == 1
+            assert updates[-1].summary.chunks_embedded == 1
+            for query, symbol in QUERIES.items():
+                hits = stub.Search(orchestrator_pb2.QueryRequest(query=query, k=3), timeout=30).hits
+                assert symbol in [h.symbol for h in hits], f"{query!r} -> {[h.symbol for h in hits]}"
+            status = stub.Status(orchestrator_pb2.StatusRequest(), timeout=10)
+            assert status.files == 12 and status.dim == 384  # 10 indexed, 2 recorded as skipped
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Search(orchestrator_pb2.QueryRequest(query="  "), timeout=10)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        api.terminate()
+        assert api.wait(30) == 0
