@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,33 @@ from .backend import EmbeddingBackend
 
 def estimate_tokens(text: str, max_tokens: int) -> int:
     return min(max_tokens, len(text) // 4 + 2)
+
+
+def select_batch(window: list, max_size: int, max_tokens: int) -> list:
+    """Pick a batch from ``window`` (oldest first): the items nearest in
+    length to the oldest one, so that padding is small and the oldest item
+    never starves. The token budget counts padding: size x longest."""
+    if not window:
+        return []
+    order = sorted(range(len(window)), key=lambda i: window[i].tokens)
+    pos = order.index(0)
+    lo = hi = pos  # grow [lo, hi] around the oldest item, cheaper side first
+    while hi - lo + 1 < max_size:
+        left = window[order[lo - 1]].tokens if lo > 0 else None
+        right = window[order[hi + 1]].tokens if hi + 1 < len(order) else None
+        if left is None and right is None:
+            break
+        longest = window[order[hi]].tokens
+        if right is not None and (left is None or right - window[order[pos]].tokens
+                                  <= window[order[pos]].tokens - left):
+            if (hi - lo + 2) * right > max_tokens:
+                break
+            hi += 1
+        else:
+            if (hi - lo + 2) * longest > max_tokens:
+                break
+            lo -= 1
+    return [window[i] for i in order[lo:hi + 1]]
 
 
 @dataclass(eq=False)
@@ -40,13 +68,14 @@ class _Item:
 
 
 class Batcher:
-    def __init__(self, backend: EmbeddingBackend, max_batch_size: int = 64, max_batch_tokens: int = 16384,
+    def __init__(self, backend: EmbeddingBackend, max_batch_size: int = 128, max_batch_tokens: int = 32768,
                  max_wait_ms: float = 5.0, max_queue: int = 8192):
         self.backend = backend
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.max_wait = max_wait_ms / 1000
         self.max_queue = max_queue
+        self.group_window = 8 * max_batch_size  # how far ahead batches look for texts of similar length
         self._items: collections.deque[_Item] = collections.deque()
         self._cond = threading.Condition()
         self._stopping = False
@@ -87,7 +116,8 @@ class Batcher:
         return result
 
     def _take_batch(self) -> list[_Item]:
-        """Wait for work, then up to max_wait for the batch to fill."""
+        """Wait for work, then up to max_wait for the batch to fill; then
+        pick texts of similar length (less padding) around the oldest one."""
         with self._cond:
             while not self._items and not self._stopping:
                 self._cond.wait()
@@ -99,17 +129,13 @@ class Batcher:
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            batch: list[_Item] = []
-            tokens = 0
-            while self._items and len(batch) < self.max_batch_size:
-                item = self._items[0]
-                if batch and tokens + item.tokens > self.max_batch_tokens:
-                    break
-                self._items.popleft()
-                if item.request.cancelled:
-                    continue
-                batch.append(item)
-                tokens += item.tokens
+            while self._items and self._items[0].request.cancelled:
+                self._items.popleft()  # the caller went away
+            window = [it for it in itertools.islice(self._items, self.group_window) if not it.request.cancelled]
+            batch = select_batch(window, self.max_batch_size, self.max_batch_tokens)
+            chosen = {id(it) for it in batch}
+            live = (it for it in self._items if id(it) not in chosen and not it.request.cancelled)
+            self._items = collections.deque(live)
             metrics.QUEUE_DEPTH.set(len(self._items))
             return batch
 

@@ -23,10 +23,11 @@ class EmbedConfig:
     """torch device ("cpu", "cuda", "cuda:1"); empty picks CUDA when available. CODEINDEX_EMBED_DEVICE"""
     threads: int = 0
     """torch CPU threads; 0 keeps torch's default (one per core). CODEINDEX_EMBED_THREADS"""
-    max_batch_size: int = 64
+    max_batch_size: int = 128
     """Most texts in one model call. CODEINDEX_EMBED_MAX_BATCH_SIZE"""
-    max_batch_tokens: int = 16384
-    """Most (estimated) tokens in one model call. CODEINDEX_EMBED_MAX_BATCH_TOKENS"""
+    max_batch_tokens: int = 32768
+    """Most (estimated) tokens in one model call, padding included (texts x longest).
+    CODEINDEX_EMBED_MAX_BATCH_TOKENS"""
     max_wait_ms: float = 5.0
     """How long a batch may wait to fill once it has one text. CODEINDEX_EMBED_MAX_WAIT_MS"""
     max_queue: int = 8192
