@@ -156,11 +156,28 @@ def main(service: Service, listen: str, metrics_port: int, ready_file: str = "",
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        watchdog = asyncio.create_task(_watch_parent(stop))
         await stop.wait()
+        watchdog.cancel()
         log.info("shutting down %s (grace %.1fs)", service.name, grace)
         await running.shutdown(grace)
 
     asyncio.run(run())
+
+
+PARENT_PID_ENV = "CODEINDEX_PARENT_PID"
+
+
+async def _watch_parent(stop: asyncio.Event) -> None:
+    """A service started as a child (the embedded default) stops when its
+    parent is gone, even if the parent was killed with SIGKILL."""
+    parent = os.environ.get(PARENT_PID_ENV)
+    if not parent:
+        return
+    while os.getppid() == int(parent):
+        await asyncio.sleep(0.5)
+    log.warning("parent process %s is gone; shutting down", parent)
+    stop.set()
 
 
 def wait_for_serving(address: str, timeout: float, service: str = "") -> None:

@@ -142,10 +142,17 @@ class Batcher:
     def _run(self) -> None:
         while True:
             batch = self._take_batch()
-            if not batch:
-                with self._cond:
-                    if self._stopping and not self._items:
+            with self._cond:
+                if self._stopping:  # the server drained in-flight RPCs already; what is left is refused
+                    for item in self._items:
+                        if item.request.remaining > 0:
+                            item.request.remaining = 0
+                            item.request.loop.call_soon_threadsafe(
+                                _fail, item.request.future, Unavailable("the embedder is shutting down"))
+                    self._items.clear()
+                    if not batch:
                         return
+            if not batch:
                 continue
             now = time.perf_counter()
             for item in batch:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 import time
 
@@ -177,7 +178,12 @@ def cmd_serve(cfg: OrchestratorConfig, args) -> int:
 COMMANDS = {"index": cmd_index, "search": cmd_search, "status": cmd_status, "serve": cmd_serve}
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends a run like Ctrl-C: local services are stopped on the way out
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
     logging.basicConfig(level=os.environ.get("CODEINDEX_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s orchestrator %(levelname)s %(message)s")
     args = _parser().parse_args(argv)

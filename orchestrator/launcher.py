@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from codeindex_common.errors import Unavailable
-from codeindex_common.server import wait_for_serving
+from codeindex_common.server import PARENT_PID_ENV, wait_for_serving
 
 
 @dataclass
@@ -64,7 +64,8 @@ class LocalServices:
                 args += ["--uri", os.path.join(self.index_dir, "lancedb")]
             log_path = os.path.join(self.log_dir, f"{stage}.log")
             with open(log_path, "ab") as log:
-                proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env={**os.environ, PARENT_PID_ENV: str(os.getpid())})
             self.children[stage] = Child(stage, proc, ready, log_path)
         deadline = time.monotonic() + self.timeout
         for child in self.children.values():

@@ -17,7 +17,7 @@ SERVICE_NAME = parser_pb2.DESCRIPTOR.services_by_name["Parser"].full_name
 
 
 def build(cfg: ParserConfig) -> tuple[server.Service, Parser]:
-    parser = Parser(cfg.worker_count(), Limits(cfg.max_file_bytes, cfg.max_line_length))
+    parser = Parser(cfg.worker_count(), Limits(cfg.max_file_bytes, cfg.max_line_length, cfg.max_text_bytes))
     parser.start()  # worker processes exist before the gRPC server starts
 
     async def stop() -> None:

@@ -10,7 +10,7 @@ from functools import cache
 
 from codeindex_common.model import Chunk, FileResult
 
-from .languages import SPECS, Spec, detect
+from .languages import SPECS, Spec, detect, generated
 
 WINDOW_LINES = 40  # line window size for files without a grammar
 MODULE_WINDOW_LINES = 60
@@ -20,6 +20,7 @@ MODULE_WINDOW_LINES = 60
 class Limits:
     max_file_bytes: int = 2_000_000
     max_line_length: int = 4_000
+    max_text_bytes: int = 256_000  # files without a grammar (data, logs, prose) are cut in line windows up to this
 
 
 def _digest(*parts: str) -> str:
@@ -66,6 +67,11 @@ def chunk_file(path: str, data: bytes, language: str = "", limits: Limits = Limi
         return FileResult(path, language, skip_reason="too_large",
                           detail=f"{len(data)} bytes > max_file_bytes {limits.max_file_bytes}")
     language = language or detect(path, data[:256])
+    if generated(path):
+        return FileResult(path, language, skip_reason="generated", detail="a lock file or generated code")
+    if language not in SPECS and language != "markdown" and len(data) > limits.max_text_bytes:
+        return FileResult(path, language, skip_reason="too_large",
+                          detail=f"{len(data)} bytes of {language} > max_text_bytes {limits.max_text_bytes}")
     text, reason = decode(data)
     if text is None:
         return FileResult(path, language, skip_reason=reason)

@@ -22,6 +22,9 @@ class ParserConfig:
     """Files larger than this are skipped as too_large. CODEINDEX_PARSER_MAX_FILE_BYTES"""
     max_line_length: int = 4_000
     """Files with a longer line (minified code) are skipped as long_lines. CODEINDEX_PARSER_MAX_LINE_LENGTH"""
+    max_text_bytes: int = 256_000
+    """Files without a grammar (data, logs) larger than this are skipped as too_large.
+    CODEINDEX_PARSER_MAX_TEXT_BYTES"""
     ready_file: str = ""
     """Write {address, metrics_port, pid} as JSON here once serving. CODEINDEX_PARSER_READY_FILE"""
     grace_seconds: float = 10.0

@@ -25,6 +25,17 @@ SHEBANGS = {"python": "python", "python3": "python", "node": "javascript", "bash
 _SHEBANG = re.compile(rb"^#!\s*(?:/usr/bin/env\s+(?:-S\s+)?)?\S*?([A-Za-z0-9_.+-]+)(?:\s|$)")
 
 
+# Machine-written files that only add noise (and time) to an index.
+GENERATED_NAMES = {"package-lock.json", "yarn.lock", "pnpm-lock.yaml", "poetry.lock", "Cargo.lock", "go.sum",
+                   "composer.lock", "Gemfile.lock", "Pipfile.lock", "uv.lock"}
+GENERATED_SUFFIXES = (".min.js", ".min.css", ".map", ".lock", ".pb.go", "_pb2.py", "_pb2_grpc.py")
+
+
+def generated(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return name in GENERATED_NAMES or name.endswith(GENERATED_SUFFIXES)
+
+
 def detect(path: str, head: bytes) -> str:
     """The language of ``path``; "text" when no grammar applies."""
     ext = os.path.splitext(path)[1].lower()

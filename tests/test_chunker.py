@@ -115,6 +115,14 @@ def test_bad_input_is_skipped_with_a_reason(data, reason):
     assert chunk_file("f.py", data).skip_reason == reason
 
 
+def test_lock_files_generated_code_and_big_data_files_are_skipped():
+    assert chunk_file("web/package-lock.json", b"{}").skip_reason == "generated"
+    assert chunk_file("dist/app.min.js", b"var a=1").skip_reason == "generated"
+    assert chunk_file("api/service_pb2.py", b"x = 1").skip_reason == "generated"
+    assert chunk_file("data/big.csv", b"a,b\n" * 100_000).skip_reason == "too_large"
+    assert not chunk_file("src/big.py", b"x = 1\n" * 60_000).skip_reason  # code is chunked up to max_file_bytes
+
+
 def test_invalid_utf8_and_syntax_errors_still_chunk():
     r = chunk_file("broken.py", b"def ok():\n    return '\xff'\n\ndef broken(:\n    pass\n")
     assert "ok" in by_name(r)
