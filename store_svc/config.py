@@ -17,7 +17,7 @@ class StoreConfig:
     """LanceDB directory or URI. CODEINDEX_STORE_URI"""
     flush_rows: int = 2048
     """A Write stream commits once this many rows are buffered... CODEINDEX_STORE_FLUSH_ROWS"""
-    flush_ms: float = 250.0
+    flush_ms: float = 1000.0
     """...or once its oldest buffered file has waited this long. CODEINDEX_STORE_FLUSH_MS"""
     ready_file: str = ""
     """Write {address, metrics_port, pid} as JSON here once serving. CODEINDEX_STORE_READY_FILE"""
