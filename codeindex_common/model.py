@@ -14,6 +14,26 @@ _KIND_TO_PB = {k: getattr(common_pb2, f"CHUNK_KIND_{k.upper()}") for k in KINDS}
 _PB_TO_KIND = {v: k for k, v in _KIND_TO_PB.items()}
 
 
+MODES = ("vector", "keyword", "hybrid")
+DEFAULT_MODE = "hybrid"
+
+
+def mode_to_pb(mode: str) -> int:
+    return getattr(common_pb2, f"SEARCH_MODE_{mode.upper()}", common_pb2.SEARCH_MODE_UNSPECIFIED)
+
+
+def mode_from_pb(value: int) -> str:
+    """The mode's name; unspecified means the default (hybrid)."""
+    if value == common_pb2.SEARCH_MODE_UNSPECIFIED:
+        return DEFAULT_MODE
+    try:
+        return common_pb2.SearchMode.Name(value).removeprefix("SEARCH_MODE_").lower()
+    except ValueError:
+        from .errors import InvalidArgument
+
+        raise InvalidArgument(f"unknown search mode {value}") from None
+
+
 def kind_to_pb(kind: str) -> int:
     return _KIND_TO_PB.get(kind, common_pb2.CHUNK_KIND_UNSPECIFIED)
 

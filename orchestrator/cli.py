@@ -13,6 +13,7 @@ import time
 
 from codeindex_common import config as configlib
 from codeindex_common.errors import CodeindexError
+from codeindex_common.model import DEFAULT_MODE, MODES
 
 from .config import OrchestratorConfig
 from .pipeline import Pipeline, Progress, search
@@ -34,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     se.add_argument("--path", default=".", help="the indexed repository (default: .)")
     se.add_argument("-k", type=int, default=10, help="number of results (default: 10)")
     se.add_argument("--language", default="", help="only chunks of this language")
+    se.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
+                    help="vector (meaning), keyword (full text) or hybrid (both, fused; the default)")
     se.add_argument("--json", action="store_true", help="print results as a JSON list")
 
     st = sub.add_parser("status", help="what an index holds")
@@ -82,10 +85,10 @@ async def _index(cfg: OrchestratorConfig, root: str, addresses: dict[str, str], 
         await stages.close()
 
 
-async def _search(cfg: OrchestratorConfig, addresses, query: str, k: int, language: str):
+async def _search(cfg: OrchestratorConfig, addresses, query: str, k: int, language: str, mode: str):
     stages = make_stages(cfg, addresses)
     try:
-        return await search(stages, query, k, language)
+        return await search(stages, query, k, language, mode)
     finally:
         await stages.close()
 
@@ -127,7 +130,7 @@ def cmd_search(cfg: OrchestratorConfig, args) -> int:
                                                              "lancedb")):
         raise CodeindexError(f"no index at {root}: run `orchestrator index {args.path}` first")
     with stage_addresses(cfg, root, need_parser=False) as addresses:
-        hits = asyncio.run(_search(cfg, addresses, args.query, args.k, args.language))
+        hits = asyncio.run(_search(cfg, addresses, args.query, args.k, args.language, args.mode))
     if args.json:
         print(json.dumps([{
             "path": h.chunk.path, "start_line": h.chunk.start_line, "end_line": h.chunk.end_line,

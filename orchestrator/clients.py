@@ -12,7 +12,7 @@ import numpy as np
 
 from codeindex_common import vectors
 from codeindex_common.errors import CodeindexError
-from codeindex_common.model import Chunk, FileRecord, FileResult
+from codeindex_common.model import DEFAULT_MODE, Chunk, FileRecord, FileResult, mode_to_pb
 from codeindex_common.pb import embed_pb2, embed_pb2_grpc, parser_pb2, parser_pb2_grpc, store_pb2, store_pb2_grpc
 from codeindex_common.server import CHANNEL_OPTIONS
 
@@ -159,10 +159,15 @@ class StoreClient(_Client):
         vecs = vectors.unpack(r.vectors, r.dim, len(r.content_hashes))
         return dict(zip(r.content_hashes, vecs))
 
-    async def search(self, vector: np.ndarray, k: int, language: str = "") -> list[tuple[Chunk, float]]:
+    async def search(self, vector: np.ndarray | None, k: int, language: str = "", text: str = "",
+                     mode: str = DEFAULT_MODE) -> list[tuple[Chunk, float]]:
         r = await self._call(self.stub.Search, store_pb2.SearchRequest(
-            query_vector=vectors.pack(vector), k=k, language=language))
+            query_vector=vectors.pack(vector) if vector is not None else b"", k=k, language=language,
+            query_text=text, mode=mode_to_pb(mode)))
         return [(Chunk.from_pb(h.chunk), h.score) for h in r.hits]
+
+    async def optimize(self) -> float:
+        return (await self._call(self.stub.Optimize, store_pb2.OptimizeRequest())).seconds
 
     async def stats(self) -> store_pb2.StatsResponse:
         return await self._call(self.stub.Stats, store_pb2.StatsRequest())

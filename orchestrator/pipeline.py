@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from codeindex_common.errors import FailedPrecondition
-from codeindex_common.model import Chunk, FileRecord, FileResult
+from codeindex_common.model import DEFAULT_MODE, Chunk, FileRecord, FileResult
 
 from . import metrics
 from .walker import Entry, file_hash, read, walk
@@ -153,6 +153,8 @@ class Pipeline:
             await self.stages.store.delete(removed)
         summary.files_removed = len(removed)
         metrics.FILES_REMOVED.inc(len(removed))
+        if todo or removed:
+            await self.stages.store.optimize()  # refresh the full-text index
         after = await self.stages.store.stats()
         summary.index_chunks, summary.index_files = after.chunks, after.files
         summary.seconds = time.perf_counter() - started
@@ -306,6 +308,6 @@ class Hit:
     score: float
 
 
-async def search(stages, query: str, k: int = 10, language: str = "") -> list[Hit]:
-    vec = (await stages.embedder.embed_once([query]))[0]
-    return [Hit(c, score) for c, score in await stages.store.search(vec, k, language)]
+async def search(stages, query: str, k: int = 10, language: str = "", mode: str = DEFAULT_MODE) -> list[Hit]:
+    vec = (await stages.embedder.embed_once([query]))[0] if mode != "keyword" else None
+    return [Hit(c, score) for c, score in await stages.store.search(vec, k, language, query, mode)]

@@ -7,7 +7,7 @@ import os
 import time
 
 from codeindex_common.errors import InvalidArgument
-from codeindex_common.model import kind_to_pb
+from codeindex_common.model import kind_to_pb, mode_from_pb
 from codeindex_common.pb import orchestrator_pb2, orchestrator_pb2_grpc
 
 from . import metrics
@@ -60,7 +60,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         if len(request.query) > MAX_QUERY_CHARS:
             raise InvalidArgument(f"the query is longer than {MAX_QUERY_CHARS} characters")
         started = time.perf_counter()
-        hits = await search(self.stages, request.query, request.k or 10, request.language)
+        hits = await search(self.stages, request.query, request.k or 10, request.language,
+                            mode_from_pb(request.mode))
         metrics.SEARCH_SECONDS.observe(time.perf_counter() - started)
         return orchestrator_pb2.QueryResponse(hits=[
             orchestrator_pb2.QueryHit(path=h.chunk.path, start_line=h.chunk.start_line, end_line=h.chunk.end_line,

@@ -67,7 +67,7 @@ def chunk_file(path: str, data: bytes, language: str = "", limits: Limits = Limi
         return FileResult(path, language, skip_reason="too_large",
                           detail=f"{len(data)} bytes > max_file_bytes {limits.max_file_bytes}")
     language = language or detect(path, data[:256])
-    if generated(path):
+    if generated(path, data[:1024]):
         return FileResult(path, language, skip_reason="generated", detail="a lock file or generated code")
     if language not in SPECS and language != "markdown" and len(data) > limits.max_text_bytes:
         return FileResult(path, language, skip_reason="too_large",

@@ -14,6 +14,13 @@ class ChunkKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHUNK_KIND_MODULE: _ClassVar[ChunkKind]
     CHUNK_KIND_BLOCK: _ClassVar[ChunkKind]
     CHUNK_KIND_SECTION: _ClassVar[ChunkKind]
+
+class SearchMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SEARCH_MODE_UNSPECIFIED: _ClassVar[SearchMode]
+    SEARCH_MODE_VECTOR: _ClassVar[SearchMode]
+    SEARCH_MODE_KEYWORD: _ClassVar[SearchMode]
+    SEARCH_MODE_HYBRID: _ClassVar[SearchMode]
 CHUNK_KIND_UNSPECIFIED: ChunkKind
 CHUNK_KIND_FUNCTION: ChunkKind
 CHUNK_KIND_METHOD: ChunkKind
@@ -21,6 +28,10 @@ CHUNK_KIND_CLASS: ChunkKind
 CHUNK_KIND_MODULE: ChunkKind
 CHUNK_KIND_BLOCK: ChunkKind
 CHUNK_KIND_SECTION: ChunkKind
+SEARCH_MODE_UNSPECIFIED: SearchMode
+SEARCH_MODE_VECTOR: SearchMode
+SEARCH_MODE_KEYWORD: SearchMode
+SEARCH_MODE_HYBRID: SearchMode
 
 class Chunk(_message.Message):
     __slots__ = ("id", "path", "language", "kind", "symbol", "qualified_name", "parent_id", "start_line", "end_line", "start_byte", "end_byte", "text", "embed_text", "content_hash")

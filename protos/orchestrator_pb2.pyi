@@ -57,14 +57,16 @@ class IndexProgress(_message.Message):
     def __init__(self, files_done: _Optional[int] = ..., files_total: _Optional[int] = ..., chunks_done: _Optional[int] = ..., done: _Optional[bool] = ..., summary: _Optional[_Union[IndexSummary, _Mapping]] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
-    __slots__ = ("query", "k", "language")
+    __slots__ = ("query", "k", "language", "mode")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     query: str
     k: int
     language: str
-    def __init__(self, query: _Optional[str] = ..., k: _Optional[int] = ..., language: _Optional[str] = ...) -> None: ...
+    mode: _common_pb2.SearchMode
+    def __init__(self, query: _Optional[str] = ..., k: _Optional[int] = ..., language: _Optional[str] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ...) -> None: ...
 
 class QueryHit(_message.Message):
     __slots__ = ("path", "start_line", "end_line", "symbol", "qualified_name", "kind", "language", "score", "text")

@@ -7,6 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class OptimizeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class OptimizeResponse(_message.Message):
+    __slots__ = ("seconds",)
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    seconds: float
+    def __init__(self, seconds: _Optional[float] = ...) -> None: ...
+
 class FileRecord(_message.Message):
     __slots__ = ("path", "file_hash", "chunks", "dim", "vectors", "skip_reason", "model_id")
     PATH_FIELD_NUMBER: _ClassVar[int]
@@ -82,14 +92,18 @@ class LookupVectorsResponse(_message.Message):
     def __init__(self, content_hashes: _Optional[_Iterable[str]] = ..., dim: _Optional[int] = ..., vectors: _Optional[bytes] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("query_vector", "k", "language")
+    __slots__ = ("query_vector", "k", "language", "query_text", "mode")
     QUERY_VECTOR_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    QUERY_TEXT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     query_vector: bytes
     k: int
     language: str
-    def __init__(self, query_vector: _Optional[bytes] = ..., k: _Optional[int] = ..., language: _Optional[str] = ...) -> None: ...
+    query_text: str
+    mode: _common_pb2.SearchMode
+    def __init__(self, query_vector: _Optional[bytes] = ..., k: _Optional[int] = ..., language: _Optional[str] = ..., query_text: _Optional[str] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ...) -> None: ...
 
 class SearchHit(_message.Message):
     __slots__ = ("chunk", "score")

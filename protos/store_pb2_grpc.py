@@ -64,6 +64,11 @@ class StoreStub:
                 request_serializer=protos_dot_store__pb2.StatsRequest.SerializeToString,
                 response_deserializer=protos_dot_store__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.Optimize = channel.unary_unary(
+                '/codeindex.v1.Store/Optimize',
+                request_serializer=protos_dot_store__pb2.OptimizeRequest.SerializeToString,
+                response_deserializer=protos_dot_store__pb2.OptimizeResponse.FromString,
+                _registered_method=True)
 
 
 class StoreServicer:
@@ -110,6 +115,13 @@ class StoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Optimize(self, request, context):
+        """After a run: build or refresh the full-text index.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +154,11 @@ def add_StoreServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=protos_dot_store__pb2.StatsRequest.FromString,
                     response_serializer=protos_dot_store__pb2.StatsResponse.SerializeToString,
+            ),
+            'Optimize': grpc.unary_unary_rpc_method_handler(
+                    servicer.Optimize,
+                    request_deserializer=protos_dot_store__pb2.OptimizeRequest.FromString,
+                    response_serializer=protos_dot_store__pb2.OptimizeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -306,6 +323,33 @@ class Store:
             '/codeindex.v1.Store/Stats',
             protos_dot_store__pb2.StatsRequest.SerializeToString,
             protos_dot_store__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Optimize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/codeindex.v1.Store/Optimize',
+            protos_dot_store__pb2.OptimizeRequest.SerializeToString,
+            protos_dot_store__pb2.OptimizeResponse.FromString,
             options,
             channel_credentials,
             insecure,

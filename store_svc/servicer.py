@@ -9,8 +9,8 @@ import numpy as np
 
 from codeindex_common import vectors
 from codeindex_common.errors import Unavailable
-from codeindex_common.model import Chunk, FileRecord
-from codeindex_common.pb import store_pb2, store_pb2_grpc
+from codeindex_common.model import Chunk, FileRecord, mode_from_pb
+from codeindex_common.pb import common_pb2, store_pb2, store_pb2_grpc
 
 from . import metrics
 from .store import VectorStore
@@ -102,11 +102,24 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
     async def Search(self, request, context):
         started = time.perf_counter()
         dim = self.store.dim
-        query = vectors.unpack(request.query_vector, dim, 1)[0] if dim else np.empty(0, np.float32)
-        hits = await asyncio.to_thread(self.store.search, query, request.k or 10, request.language)
-        metrics.SEARCH_SECONDS.observe(time.perf_counter() - started)
+        if request.mode == common_pb2.SEARCH_MODE_UNSPECIFIED:  # whatever the request carries
+            mode = "hybrid" if request.query_vector and request.query_text else (
+                "keyword" if request.query_text else "vector")
+        else:
+            mode = mode_from_pb(request.mode)
+        query = None
+        if request.query_vector and dim:
+            query = vectors.unpack(request.query_vector, dim, 1)[0]
+        hits = await asyncio.to_thread(self.store.search, query, request.k or 10, request.language,
+                                       request.query_text, mode)
+        metrics.SEARCH_SECONDS.labels(mode).observe(time.perf_counter() - started)
         return store_pb2.SearchResponse(hits=[store_pb2.SearchHit(chunk=h.chunk.to_pb(), score=h.score)
                                               for h in hits])
+
+    async def Optimize(self, request, context):
+        started = time.perf_counter()
+        await asyncio.to_thread(self.store.optimize)
+        return store_pb2.OptimizeResponse(seconds=time.perf_counter() - started)
 
     async def Stats(self, request, context):
         s = await asyncio.to_thread(self.store.stats)

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from codeindex_common.errors import FailedPrecondition, InvalidArgument
-from codeindex_common.model import Chunk, FileRecord
+from codeindex_common.model import MODES, Chunk, FileRecord
 
 from . import metrics
 
@@ -26,6 +26,25 @@ CHUNKS, FILES = "chunks", "files"
 _HEX = re.compile(r"^[0-9a-f]{1,128}$")
 CHUNK_COLUMNS = ["id", "path", "language", "kind", "symbol", "qualified_name", "parent_id", "start_line",
                  "end_line", "start_byte", "end_byte", "text", "content_hash"]
+
+
+RRF_K = 60  # reciprocal rank fusion constant
+
+
+def fuse(rankings: list[list[Hit]], k: int) -> list[Hit]:
+    """Reciprocal rank fusion: score = sum over rankings of 1 / (RRF_K + rank)."""
+    scores: dict[str, float] = {}
+    chunks: dict[str, Chunk] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, start=1):
+            scores[hit.chunk.id] = scores.get(hit.chunk.id, 0.0) + 1.0 / (RRF_K + rank)
+            chunks.setdefault(hit.chunk.id, hit.chunk)
+    best = sorted(scores, key=lambda cid: -scores[cid])[:k]
+    return [Hit(chunks[cid], scores[cid]) for cid in best]
+
+
+def _chunk(row: dict) -> Chunk:
+    return Chunk(embed_text="", **{name: row[name] for name in CHUNK_COLUMNS})
 
 
 def sql_str(value: str) -> str:
@@ -81,6 +100,7 @@ class VectorStore:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()  # replaces and deletes are serialised
+        self._fts_ready = False
         self._db = lancedb.connect(self.uri, storage_options=self.storage_options or None)
         self._chunks = self._open(CHUNKS)
         self._files = self._open(FILES)
@@ -210,23 +230,58 @@ class VectorStore:
         return keys, (np.stack([found[k] for k in keys]).astype(np.float32) if keys
                       else np.empty((0, self.dim), np.float32))
 
-    def search(self, vector: np.ndarray, k: int, language: str = "") -> list[Hit]:
+    def search(self, vector: np.ndarray | None, k: int, language: str = "", text: str = "",
+               mode: str = "vector") -> list[Hit]:
+        """Top-k chunks by ``mode``: "vector" (cosine similarity), "keyword"
+        (full-text BM25 over the chunk text) or "hybrid" (both, fused by
+        reciprocal rank)."""
         if k <= 0 or k > 1000:
             raise InvalidArgument(f"k must be between 1 and 1000, got {k}")
+        if mode not in MODES:
+            raise InvalidArgument(f"unknown search mode {mode!r}")
+        if mode in ("keyword", "hybrid") and not text.strip():
+            raise InvalidArgument(f"{mode} search needs the query text")
         if self._chunks is None:
             return []
-        if vector.shape != (self.dim,):
-            raise InvalidArgument(f"query vector has {vector.size} dimensions, the index {self.dim}")
+        if mode in ("vector", "hybrid") and (vector is None or vector.shape != (self.dim,)):
+            size = 0 if vector is None else vector.size
+            raise InvalidArgument(f"query vector has {size} dimensions, the index {self.dim}")
+        where = f"language = {sql_str(language)}" if language else ""
+        if mode == "vector":
+            return self._vector(vector, k, where)
+        if mode == "keyword":
+            return self._keyword(text, k, where)
+        depth = max(k * 3, 30)
+        return fuse([self._vector(vector, depth, where), self._keyword(text, depth, where)], k)
+
+    def _vector(self, vector: np.ndarray, k: int, where: str) -> list[Hit]:
         q = self._chunks.search(vector.astype(np.float32)).distance_type("cosine").limit(k)
-        if language:
-            q = q.where(f"language = {sql_str(language)}", prefilter=True)
-        rows = q.select(CHUNK_COLUMNS).to_list()
-        hits = []
-        for row in rows:
-            distance = row.pop("_distance")
-            row.pop("vector", None)
-            hits.append(Hit(Chunk(embed_text="", **row), 1.0 - float(distance)))
-        return hits
+        if where:
+            q = q.where(where, prefilter=True)
+        return [Hit(_chunk(row), 1.0 - float(row["_distance"])) for row in q.select(CHUNK_COLUMNS).to_list()]
+
+    def _keyword(self, text: str, k: int, where: str) -> list[Hit]:
+        self._ensure_fts()
+        q = self._chunks.search(text, query_type="fts", fts_columns="text").limit(k)
+        if where:
+            q = q.where(where, prefilter=True)
+        return [Hit(_chunk(row), float(row["_score"])) for row in q.select(CHUNK_COLUMNS).to_list()]
+
+    def _ensure_fts(self) -> None:
+        if self._fts_ready:
+            return
+        with self._lock:
+            if not any(ix.index_type == "FTS" for ix in self._chunks.list_indices()):
+                self._chunks.create_fts_index("text", replace=True)
+            self._fts_ready = True
+
+    def optimize(self) -> None:
+        """After a run: (re)build the full-text index so new rows are indexed."""
+        if self._chunks is None:
+            return
+        with self._lock:
+            self._chunks.create_fts_index("text", replace=True)
+            self._fts_ready = True
 
     def stats(self) -> Stats:
         return Stats(

@@ -76,3 +76,23 @@ def test_a_different_dimension_is_refused(tmp_path):
 def test_reopening_sees_the_same_index(tmp_path):
     VectorStore(str(tmp_path / "db")).write([record("a.py", "def f():\n    pass\n")])
     assert VectorStore(str(tmp_path / "db")).stats().chunks == 1
+
+
+def test_keyword_and_hybrid_modes_find_identifiers(tmp_path):
+    store = VectorStore(str(tmp_path / "db"))
+    rec = record("a.py", "def rebuild_method(request):\n    return request.method\n\n"
+                         "def unrelated_helper():\n    return 42\n")
+    store.write([rec])
+    assert store.search(None, 5, text="rebuild_method", mode="keyword")[0].chunk.symbol == "rebuild_method"
+    # hybrid: the keyword ranking lifts the identifier above a vector ranking that prefers the other chunk
+    hits = store.search(rec.vectors[1], 2, text="rebuild_method", mode="hybrid")
+    assert {h.chunk.symbol for h in hits} == {"rebuild_method", "unrelated_helper"}
+    assert hits[0].score >= hits[1].score
+    store.write([record("b.py", "def rebuild_method_two():\n    pass\n")])
+    store.optimize()  # rows written after the index was built are found too
+    assert "rebuild_method_two" in {h.chunk.symbol for h in store.search(None, 5, text="rebuild_method_two",
+                                                                         mode="keyword")}
+    with pytest.raises(InvalidArgument):
+        store.search(None, 5, mode="keyword")
+    with pytest.raises(InvalidArgument):
+        store.search(None, 5, text="x", mode="fuzzy")

@@ -1,0 +1,66 @@
+"""Plain-English queries written for the benchmark corpus, each with the
+function or class it should find: (query, project directory, accepted
+qualified names). A hit counts when a result's path lies in that project
+and its qualified name is one of those accepted."""
+
+QUERIES: list[tuple[str, str, tuple[str, ...]]] = [
+    # requests
+    ("check whether a string is a valid IPv4 address", "requests", ("is_ipv4_address",)),
+    ("parse a comma separated list header as described in RFC 2068", "requests", ("parse_list_header",)),
+    ("convert a cookie morsel into a cookie object", "requests", ("morsel_to_cookie",)),
+    ("temporarily set an environment variable inside a with block", "requests", ("set_environ",)),
+    ("decide which HTTP method to use after following a redirect", "requests",
+     ("SessionRedirectMixin.rebuild_method",)),
+    ("strip the authorization header when a redirect goes to another host", "requests",
+     ("SessionRedirectMixin.rebuild_auth", "SessionRedirectMixin.should_strip_auth")),
+    ("build a Response object from a urllib3 response", "requests", ("HTTPAdapter.build_response",)),
+    ("verify the SSL certificate of a connection", "requests", ("HTTPAdapter.cert_verify",)),
+    ("decode a stream of byte chunks into unicode strings incrementally", "requests",
+     ("stream_decode_response_unicode",)),
+    ("register a callback hook for a request event", "requests", ("RequestHooksMixin.register_hook",)),
+    ("call every hook function registered for an event", "requests", ("dispatch_hook",)),
+    ("re-quote a URI so that it is fully and consistently percent-encoded", "requests", ("requote_uri",)),
+    ("find a file inside a zip archive when its path points into the archive", "requests",
+     ("extract_zipped_paths",)),
+    ("raise an exception when the HTTP response has an error status", "requests", ("Response.raise_for_status",)),
+    # click
+    ("clamp a number into the allowed minimum and maximum", "click", ("_NumberRangeBase._clamp",)),
+    ("split a command line string into arguments the way a shell does", "click", ("split_arg_string",)),
+    ("style text with ANSI colors and bold", "click", ("style",)),
+    ("print a styled message to the terminal", "click", ("secho",)),
+    ("wait for the user to press any key before continuing", "click", ("pause",)),
+    ("read a single key press from the terminal", "click", ("getchar",)),
+    ("clear the terminal screen", "click", ("clear",)),
+    ("show long text through a pager program using a temporary file", "click", ("_tempfilepager",)),
+    ("open a file where a dash means standard input or output", "click", ("open_file",)),
+    ("shorten a help text to a one-line summary", "click", ("make_default_short_help",)),
+    ("decorator that passes the current context object to the callback", "click", ("pass_context",)),
+    ("add a --help option that prints the help page and exits", "click", ("help_option",)),
+    ("ask the user interactively for a missing option value", "click", ("Option.prompt_for_value",)),
+    ("list the names of the subcommands of a command group", "click",
+     ("MultiCommand.list_commands", "Group.list_commands")),
+    ("check if a text encoding is plain ASCII", "click", ("is_ascii_encoding",)),
+    # httpx
+    ("pick the transport to use for a given URL, taking proxies into account", "httpx",
+     ("Client._transport_for_url", "AsyncClient._transport_for_url")),
+    ("read proxy settings from environment variables", "httpx", ("get_environment_proxies",)),
+    ("guess the content type of an uploaded file from its file name", "httpx", ("_guess_content_type",)),
+    ("percent-encode a string while keeping existing escape sequences", "httpx", ("quote",)),
+    ("parse the challenge of a Digest WWW-Authenticate header", "httpx", ("DigestAuth._parse_challenge",)),
+    ("return every value of a header that appears several times", "httpx", ("Headers.get_list",)),
+    ("coerce an HTTP header value into bytes", "httpx", ("_normalize_header_value",)),
+    ("compute the URL to follow for a redirect response", "httpx", ("BaseClient._redirect_url",)),
+    # msgpack (Python and C)
+    ("convert a msgpack timestamp to nanoseconds since the epoch", "msgpack", ("Timestamp.to_unix_nano",)),
+    ("serialize a Python object with msgpack and write it to a stream", "msgpack", ("pack",)),
+    ("decode a msgpack timestamp extension from its raw bytes", "msgpack", ("unpack_timestamp",)),
+    # tree-sitter (C)
+    ("apply an edit to a syntax tree so that it can be parsed again incrementally", "tree_sitter",
+     ("ts_tree_edit", "ts_node_edit", "ts_subtree_edit")),
+    ("compute the ranges that changed between an old and a new syntax tree", "tree_sitter",
+     ("ts_tree_get_changed_ranges", "ts_subtree_get_changed_ranges")),
+    ("find the parent of a syntax tree node", "tree_sitter", ("ts_node_parent",)),
+    ("get the field name of the child node at an index", "tree_sitter", ("ts_node_field_name_for_child",)),
+    ("write a syntax tree as a graphviz dot graph", "tree_sitter",
+     ("ts_tree_print_dot_graph", "ts_subtree_print_dot_graph")),
+]
