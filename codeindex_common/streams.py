@@ -45,9 +45,13 @@ async def map_unordered(requests: AsyncIterator[Req], fn: Callable[[Req], Awaita
                 item = await done.get()
             else:
                 getter = asyncio.ensure_future(done.get())
-                await asyncio.wait({getter, feeder}, return_when=asyncio.FIRST_COMPLETED)
-                if not getter.done():
-                    getter.cancel()
+                try:
+                    await asyncio.wait({getter, feeder}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    got = getter.done()
+                    if not got:
+                        getter.cancel()  # still waiting: nothing was taken from the queue
+                if not got:
                     continue
                 item = getter.result()
             result, exc = item

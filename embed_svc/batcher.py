@@ -69,7 +69,7 @@ class _Item:
 
 class Batcher:
     def __init__(self, backend: EmbeddingBackend, max_batch_size: int = 128, max_batch_tokens: int = 32768,
-                 max_wait_ms: float = 5.0, max_queue: int = 8192):
+                 max_wait_ms: float = 5.0, max_queue: int = 65536):
         self.backend = backend
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
@@ -159,6 +159,8 @@ class Batcher:
                 metrics.QUEUE_WAIT.observe(now - item.enqueued)
             try:
                 vectors = self.backend.encode([item.text for item in batch])
+                if vectors.shape != (len(batch), self.backend.dim):
+                    raise RuntimeError(f"the backend returned {vectors.shape} for {len(batch)} texts")
                 error = None
             except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
                 vectors, error = None, exc
@@ -171,6 +173,8 @@ class Batcher:
                 if error is not None:
                     if req.remaining > 0:
                         req.remaining = 0
+                        req.cancelled = True  # its other queued texts are not embedded for nothing
+                        metrics.REQUESTS.labels("failed").inc()
                         req.loop.call_soon_threadsafe(_fail, req.future, error)
                     continue
                 req.out[item.index] = vectors[i]

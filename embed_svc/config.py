@@ -30,7 +30,7 @@ class EmbedConfig:
     CODEINDEX_EMBED_MAX_BATCH_TOKENS"""
     max_wait_ms: float = 5.0
     """How long a batch may wait to fill once it has one text. CODEINDEX_EMBED_MAX_WAIT_MS"""
-    max_queue: int = 8192
+    max_queue: int = 65536
     """Most texts queued; beyond it requests get RESOURCE_EXHAUSTED. CODEINDEX_EMBED_MAX_QUEUE"""
     max_in_flight: int = 32
     """Requests per stream being embedded or waiting to be sent. CODEINDEX_EMBED_MAX_IN_FLIGHT"""

@@ -67,6 +67,10 @@ class Settings:
     max_file_bytes: int = 2_000_000
 
 
+# Skips that say nothing about the file's content: not remembered in the index.
+TRANSIENT_SKIPS = {"worker_died", "parse_failed"}
+
+
 class _Job:
     """One parsed file waiting for its vectors."""
 
@@ -85,6 +89,23 @@ class _Job:
         return FileRecord(self.result.path, self.hash, list(self.result.chunks), self.vectors, "", model_id)
 
 
+def _first_error(exc: BaseException) -> BaseException:
+    """The first real error inside (nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+async def _all(*coros) -> None:
+    """Run coroutines together; one failing cancels the others."""
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for c in coros:
+                tg.create_task(c)
+    except BaseExceptionGroup as group:
+        raise _first_error(group) from None
+
+
 async def _supervise(tasks: dict[str, asyncio.Task]) -> None:
     """Wait for every task; the first failure cancels the rest and is raised."""
     pending = set(tasks.values())
@@ -93,7 +114,7 @@ async def _supervise(tasks: dict[str, asyncio.Task]) -> None:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
             for t in done:
                 if t.exception() is not None:
-                    raise t.exception()
+                    raise _first_error(t.exception())
     finally:
         for t in pending:
             t.cancel()
@@ -207,7 +228,7 @@ class Pipeline:
                 await parsed_q.put(result)
 
         async def parse_all() -> None:
-            await asyncio.gather(*(parse_stream() for _ in range(s.parse_streams)))
+            await _all(*(parse_stream() for _ in range(s.parse_streams)))
             await parsed_q.put(None)
 
         async def reuse() -> None:
@@ -226,6 +247,10 @@ class Pipeline:
                 new_texts: list[tuple[str, str]] = []
                 for result in batch:
                     fhash = file_hashes[result.path]
+                    if result.skip_reason in TRANSIENT_SKIPS:
+                        summary.skip(result.skip_reason)  # not recorded: the next run tries the file again
+                        progress.files_done += 1
+                        continue
                     if result.skip_reason:
                         summary.skip(result.skip_reason)
                         await write_q.put(FileRecord(result.path, fhash, [], np.empty((0, dim), np.float32),
@@ -270,7 +295,7 @@ class Pipeline:
                             await write_q.put(job.record(model_id))
 
         async def embed_all() -> None:
-            await asyncio.gather(*(embed_stream() for _ in range(s.embed_streams)))
+            await _all(*(embed_stream() for _ in range(s.embed_streams)))
 
         async def write_stream() -> None:
             async for _path, rows in self.stages.store.write(_drain(write_q)):
@@ -282,7 +307,7 @@ class Pipeline:
                 self.on_progress(progress)
 
         async def write_all() -> None:
-            await asyncio.gather(*(write_stream() for _ in range(s.write_streams)))
+            await _all(*(write_stream() for _ in range(s.write_streams)))
 
         async def after_embed_and_reuse() -> None:
             await asyncio.gather(reuse_task, embed_task)

@@ -34,27 +34,27 @@ def _digest(*parts: str) -> str:
 def make_chunk(path: str, language: str, kind: str, symbol: str, qualified: str, parent_id: str,
                start_line: int, end_line: int, start_byte: int, end_byte: int, text: str,
                embed_body: str | None = None) -> Chunk:
-    """Build a chunk. Its embedded text is a short context header plus the
-    body; its content hash covers kind, qualified name and body but not the
-    path, so a moved or copied file reuses its vectors."""
+    """Build a chunk. Its embedded text is a short context header (language,
+    kind, qualified name) plus the body; the path is left out of it, so that
+    the content hash (of exactly what is embedded) is the same wherever the
+    code lives, and a moved or copied file reuses its vectors."""
     body = text if embed_body is None else embed_body
     label = f"{language} {kind} {qualified}".strip() if qualified else f"{language} {kind}"
-    embed_text = f"{path}\n{label}\n{body}"
+    embed_text = f"{label}\n{body}"
     return Chunk(
         id=_digest(path, kind, qualified, str(start_byte), str(end_byte)),
         path=path, language=language, kind=kind, symbol=symbol, qualified_name=qualified,
         parent_id=parent_id, start_line=start_line, end_line=end_line, start_byte=start_byte,
         end_byte=end_byte, text=text, embed_text=embed_text,
-        content_hash=_digest(language, kind, qualified, body),
+        content_hash=_digest(embed_text),
     )
 
 
 def decode(data: bytes) -> tuple[str | None, str]:
-    """(text, reason): text is None when the file is skipped for ``reason``."""
+    """(text, note): text is None when the file is skipped for ``note``;
+    invalid UTF-8 is decoded with replacement characters (note "invalid_utf8")."""
     if b"\0" in data[:8192]:
         return None, "binary"
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
     try:
         return data.decode("utf-8"), ""
     except UnicodeDecodeError:
@@ -72,12 +72,14 @@ def chunk_file(path: str, data: bytes, language: str = "", limits: Limits = Limi
     if language not in SPECS and language != "markdown" and len(data) > limits.max_text_bytes:
         return FileResult(path, language, skip_reason="too_large",
                           detail=f"{len(data)} bytes of {language} > max_text_bytes {limits.max_text_bytes}")
-    text, reason = decode(data)
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # a BOM; offsets count from after it
+    text, note = decode(data)
     if text is None:
-        return FileResult(path, language, skip_reason=reason)
+        return FileResult(path, language, skip_reason=note)
     if not text.strip():
         return FileResult(path, language, skip_reason="empty")
-    longest = max(map(len, text.splitlines()), default=0)
+    longest = max(map(len, text.split("\n")), default=0)
     if longest > limits.max_line_length:
         return FileResult(path, language, skip_reason="long_lines",
                           detail=f"a line of {longest} characters > max_line_length {limits.max_line_length}")
@@ -87,17 +89,27 @@ def chunk_file(path: str, data: bytes, language: str = "", limits: Limits = Limi
     elif spec is None:
         chunks = line_windows(path, language, text, WINDOW_LINES, "block")
     else:
-        chunks = TreeChunker(path, spec, language, text).chunks()
+        chunks = TreeChunker(path, spec, language, data).chunks()
     if not chunks:
         return FileResult(path, language, skip_reason="no_chunks", detail="nothing but punctuation and blanks")
-    return FileResult(path, language, tuple(chunks))
+    return FileResult(path, language, tuple(chunks), detail=note and "invalid UTF-8 decoded with replacements")
 
 
-def _line_starts(text: str) -> list[int]:
-    """Byte offset of the start of each line of ``text`` (UTF-8)."""
+def split_lines(text: str) -> list[str]:
+    """Lines ending in "\n" only, as tree-sitter and editors count them
+    (str.splitlines also breaks at form feeds and other separators)."""
+    lines = text.split("\n")
+    out = [line + "\n" for line in lines[:-1]]
+    if lines[-1]:
+        out.append(lines[-1])
+    return out
+
+
+def _line_starts(lines: list[str]) -> list[int]:
+    """Byte offset of the start of each line (UTF-8), plus the end."""
     starts, pos = [0], 0
-    for line in text.encode("utf-8", "surrogatepass").splitlines(keepends=True):
-        pos += len(line)
+    for line in lines:
+        pos += len(line.encode("utf-8", "surrogatepass"))
         starts.append(pos)
     return starts
 
@@ -106,8 +118,8 @@ def line_windows(path: str, language: str, text: str, size: int, kind: str,
                  first_line: int = 1, base_byte: int = 0) -> list[Chunk]:
     """Split ``text`` (which starts at ``first_line``/``base_byte`` of its file)
     into windows of ``size`` lines; blank windows are dropped."""
-    lines = text.splitlines(keepends=True)
-    offsets = _line_starts(text)
+    lines = split_lines(text)
+    offsets = _line_starts(lines)
     base = base_byte
     chunks = []
     for i in range(0, len(lines), size):
@@ -124,8 +136,8 @@ _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 
 def markdown_sections(path: str, text: str) -> list[Chunk]:
     """One chunk per heading section (long sections in line windows)."""
-    lines = text.splitlines(keepends=True)
-    offsets = _line_starts(text)
+    lines = split_lines(text)
+    offsets = _line_starts(lines)
     starts = [i for i, line in enumerate(lines) if _HEADING.match(line)]
     if not starts or starts[0] != 0:
         starts.insert(0, 0)
@@ -179,9 +191,9 @@ class TreeChunker:
     """Definitions (functions, classes, methods) become chunks linked by
     parent_id; top-level code outside them becomes module chunks."""
 
-    def __init__(self, path: str, spec: Spec, language: str, text: str):
-        self.path, self.spec, self.language, self.text = path, spec, language, text
-        self.data = text.encode("utf-8", "surrogatepass")
+    def __init__(self, path: str, spec: Spec, language: str, data: bytes):
+        self.path, self.spec, self.language = path, spec, language
+        self.data = data  # the file's own bytes: offsets are exact even where UTF-8 is invalid
         self.out: list[Chunk] = []
 
     def _src(self, start: int, end: int) -> str:
@@ -296,7 +308,7 @@ class TreeChunker:
             members = by_parent.get(c.id)
             if c.kind != "class" or not members:
                 continue
-            lines = c.text.splitlines(keepends=True)
+            lines = split_lines(c.text)
             keep = [True] * len(lines)
             for m in members:
                 for ln in range(m.start_line + 1, m.end_line + 1):
@@ -330,9 +342,12 @@ class TreeChunker:
                 continue  # whitespace and punctuation only
             # a gap that starts mid-line after a definition starts on the next line
             nl = self.data.find(b"\n", start, end)
-            if nl != -1 and not self.data[start:nl].strip():
+            if nl != -1 and not re.search(rb"\w", self.data[start:nl]):
                 start = nl + 1
+            # widen to the start of the line only over blanks, never into a definition
             line_start = self.data.rfind(b"\n", 0, start) + 1
+            if self.data[line_start:start].strip():
+                line_start = start
             first_line = self.data.count(b"\n", 0, line_start) + 1
             self.out.extend(line_windows(self.path, self.language, self._src(line_start, end),
                                          MODULE_WINDOW_LINES, "module", first_line, line_start))

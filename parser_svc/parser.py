@@ -54,22 +54,33 @@ class Parser:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    async def parse(self, path: str, data: bytes, language: str = "") -> FileResult:
-        assert self._pool is not None, "Parser.start() first"
-        loop = asyncio.get_running_loop()
+    async def _run(self, path: str, data: bytes, language: str) -> FileResult:
+        """One try in the current pool; a broken pool is replaced (once, by
+        whoever notices first) and BrokenProcessPool re-raised."""
         pool = self._pool
-        started = time.perf_counter()
-        metrics.IN_FLIGHT.inc()
+        assert pool is not None, "Parser.start() first"
         try:
-            result = await loop.run_in_executor(pool, chunk_file, path, data, language, self.limits)
+            return await asyncio.get_running_loop().run_in_executor(
+                pool, chunk_file, path, data, language, self.limits)
         except BrokenProcessPool:
-            if self._pool is pool:  # first to notice replaces the pool
+            if self._pool is pool:
                 log.error("a parser worker died (while parsing %s?); replacing the pool", path)
                 metrics.WORKER_RESTARTS.inc()
                 self._pool = self._new_pool()
                 pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+    async def parse(self, path: str, data: bytes, language: str = "") -> FileResult:
+        started = time.perf_counter()
+        metrics.IN_FLIGHT.inc()
+        try:
+            try:
+                result = await self._run(path, data, language)
+            except BrokenProcessPool:  # maybe another file killed the worker: one more try in the new pool
+                result = await self._run(path, data, language)
+        except BrokenProcessPool:
             result = FileResult(path, language, skip_reason="worker_died",
-                                detail="the worker process parsing this file died")
+                                detail="the worker process parsing this file died, twice")
         except Exception as exc:  # noqa: BLE001 - a bug in chunking costs one file, not the run
             log.exception("parsing %s failed", path)
             result = FileResult(path, language, skip_reason="parse_failed", detail=f"{type(exc).__name__}: {exc}")

@@ -134,7 +134,8 @@ class VectorStore:
                 "index into a new directory, or re-index from scratch")
 
     def write(self, records: list[FileRecord]) -> int:
-        """Replace every given file's rows; returns chunk rows written."""
+        """Replace every given file's rows; returns chunk rows written. A crash
+        at any point leaves each file either as it was, or marked pending."""
         if not records:
             return 0
         dims = {r.vectors.shape[1] for r in records if len(r.chunks)}
@@ -162,6 +163,10 @@ class VectorStore:
                     ids[c.id] = c
                     vecs[c.id] = v
             scope = in_list("path", list(latest))
+            # 1. files rows marked pending (empty hash): a crash before step 3 leaves each file to be
+            #    re-indexed, or its rows to be deleted if the file is gone by then
+            self._upsert_files(records, pending=True)
+            # 2. every file's chunks replaced in one transaction
             if self._chunks is not None:
                 if ids:
                     table = self._chunk_table(list(ids.values()), np.stack(list(vecs.values())), dim)
@@ -169,17 +174,21 @@ class VectorStore:
                      .when_not_matched_by_source_delete(scope).execute(table))
                 else:
                     self._chunks.delete(scope)
-            files = pa.table({
-                "path": [r.path for r in records], "file_hash": [r.file_hash for r in records],
-                "skip_reason": [r.skip_reason for r in records], "chunks": [len(r.chunks) for r in records],
-                "model_id": [r.model_id for r in records],
-            }, schema=FILES_SCHEMA)
-            self._files.merge_insert("path").when_matched_update_all().when_not_matched_insert_all().execute(files)
+            # 3. the files rows, with their hashes: now the manifest says these files are done
+            self._upsert_files(records, pending=False)
             metrics.ROWS_WRITTEN.inc(len(ids))
             metrics.FILES_WRITTEN.inc(len(records))
             if self._chunks is not None:
                 metrics.TABLE_ROWS.set(self._chunks.count_rows())
             return len(ids)
+
+    def _upsert_files(self, records: list[FileRecord], pending: bool) -> None:
+        files = pa.table({
+            "path": [r.path for r in records], "file_hash": ["" if pending else r.file_hash for r in records],
+            "skip_reason": [r.skip_reason for r in records], "chunks": [len(r.chunks) for r in records],
+            "model_id": [r.model_id for r in records],
+        }, schema=FILES_SCHEMA)
+        self._files.merge_insert("path").when_matched_update_all().when_not_matched_insert_all().execute(files)
 
     @staticmethod
     def _chunk_table(chunks: list[Chunk], vectors: np.ndarray, dim: int) -> pa.Table:

@@ -50,7 +50,7 @@ def test_python_functions_classes_methods_and_parents():
     assert "def commits(self):" in cls.embed_text and "return []" not in cls.embed_text
     assert cls.text == "".join(PY.decode().splitlines(keepends=True)[11:19]).rstrip("\n")
     # a method's embedded text carries its context; its stored text is the exact source
-    assert "src/repo.py" in m.embed_text and "Repository.commits" in m.embed_text
+    assert m.embed_text.startswith("python method Repository.commits\n")
     assert m.text == "def commits(self):\n        return []"
     # top-level code outside definitions is not lost
     modules = [c for c in r.chunks if c.kind == "module"]
@@ -129,6 +129,17 @@ def test_lock_files_generated_code_and_big_data_files_are_skipped():
 def test_invalid_utf8_and_syntax_errors_still_chunk():
     r = chunk_file("broken.py", b"def ok():\n    return '\xff'\n\ndef broken(:\n    pass\n")
     assert "ok" in by_name(r)
+
+
+def test_form_feeds_and_bad_bytes_keep_lines_and_offsets_exact():
+    data = b"import os\x0c\nx = '\xff'\n\ndef f():\n    pass\n"
+    r = chunk_file("a.py", data)
+    f = by_name(r)["f"]
+    assert (f.start_line, f.end_line) == (4, 5)
+    assert data[f.start_byte:f.end_byte] == b"def f():\n    pass"
+    assert "invalid UTF-8" in r.detail
+    windows = chunk_file("notes.txt", b"a\x0cb\nc\n").chunks
+    assert [(c.start_line, c.end_line) for c in windows] == [(1, 2)]
 
 
 def test_detection_by_extension_and_shebang():

@@ -1,0 +1,511 @@
+"""``make bench``: measure the pipeline against its bottleneck, against the
+sequential design it replaces, and over time. See docs/BENCHMARKS.md.
+
+    python -m bench.run [--quick] [--stage parser|embed|store|pipeline|search]
+
+Everything runs in one process tree on this machine, on a corpus fetched from
+PyPI (bench/corpus.py); results are merged into bench/results/latest.json,
+appended to bench/results/history.jsonl, and docs/BENCHMARKS.md is
+regenerated from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from bench import corpus as corpus_mod  # noqa: E402
+from bench.queries import QUERIES  # noqa: E402
+from codeindex_common.model import FileRecord  # noqa: E402
+from orchestrator.clients import EmbedderClient, ParserClient, StoreClient  # noqa: E402
+from orchestrator.launcher import LocalServices  # noqa: E402
+from orchestrator.walker import file_hash, read, walk  # noqa: E402
+from parser_svc.chunker import chunk_file  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+STAGES = ("parser", "embed", "store", "pipeline", "search")
+WORK = Path(os.environ.get("CODEINDEX_BENCH_WORK", ROOT / "bench" / ".cache" / "work"))
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Corpus:
+    def __init__(self, quick: bool):
+        self.quick = quick
+        self.root, self.projects = corpus_mod.corpus(quick, WORK / ("corpus-quick" if quick else "corpus-full"))
+        self.files: list[tuple[str, bytes]] = []
+        for e in walk(str(self.root)):
+            if not e.skip_reason and e.size <= 2_000_000:
+                self.files.append((e.path, read(e)))
+        self.bytes = sum(len(d) for _, d in self.files)
+        self._chunks = None
+
+    def chunks(self):
+        """Every chunk of the corpus (parsed here, in-process), by file."""
+        if self._chunks is None:
+            self._chunks = [(p, chunk_file(p, d)) for p, d in self.files]
+        return self._chunks
+
+    def texts(self) -> list[str]:
+        """Each distinct embedded text once, as the pipeline embeds them."""
+        seen: dict[str, str] = {}
+        for _, r in self.chunks():
+            for c in r.chunks:
+                seen.setdefault(c.content_hash, c.embed_text)
+        return list(seen.values())
+
+    def describe(self) -> dict:
+        n_chunks = sum(len(r.chunks) for _, r in self.chunks())
+        return {"projects": self.projects, "files": len(self.files), "bytes": self.bytes, "chunks": n_chunks,
+                "distinct_texts": len(self.texts()), "quick": self.quick}
+
+
+def services(stages: list[str], index_dir: Path, env: dict[str, str] | None = None) -> LocalServices:
+    saved = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})
+    try:
+        svc = LocalServices(stages, str(index_dir), timeout=300)
+        svc.start()
+        return svc
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+# --------------------------------------------------------------------------- parser
+
+
+async def _parse_all(address: str, files, streams: int = 2) -> tuple[float, int]:
+    client = ParserClient(address, 600)
+    queue: asyncio.Queue = asyncio.Queue()
+    for f in files:
+        queue.put_nowait(f)
+    for _ in range(streams):
+        queue.put_nowait(None)
+
+    async def feed():
+        while (item := await queue.get()) is not None:
+            yield item
+
+    async def one() -> int:
+        return sum([len(r.chunks) async for r in client.parse(feed())])
+
+    started = time.perf_counter()
+    n = sum(await asyncio.gather(*(one() for _ in range(streams))))
+    seconds = time.perf_counter() - started
+    await client.close()
+    return seconds, n
+
+
+def bench_parser(c: Corpus) -> dict:
+    out: dict = {}
+    cores = os.cpu_count() or 1
+    for workers in sorted({1, cores}):
+        svc = services(["parser"], WORK / "parser", {"CODEINDEX_PARSER_WORKERS": str(workers)})
+        try:
+            asyncio.run(_parse_all(svc.address("parser"), c.files[:20]))  # warm
+            seconds, chunks = asyncio.run(_parse_all(svc.address("parser"), c.files))
+        finally:
+            svc.stop()
+        out[workers] = {"workers": workers, "seconds": round(seconds, 3),
+                        "files_per_s": round(len(c.files) / seconds, 1), "chunks_per_s": round(chunks / seconds, 1),
+                        "mb_per_s": round(c.bytes / 1e6 / seconds, 2)}
+        log(f"parser, {workers} worker(s): {out[workers]}")
+    return {"parser_chunks_per_s": out[cores]["chunks_per_s"], "parser_files_per_s": out[cores]["files_per_s"],
+            "parser_mb_per_s": out[cores]["mb_per_s"],
+            "parser_worker_speedup": round(out[cores]["chunks_per_s"] / out[1]["chunks_per_s"], 2),
+            "parser_runs": list(out.values())}
+
+
+# --------------------------------------------------------------------------- embed
+
+
+async def _embed_all(address: str, texts: list[str], streams: int = 8, per_request: int = 32) -> float:
+    client = EmbedderClient(address, 600)
+    queue: asyncio.Queue = asyncio.Queue()
+    for i in range(0, len(texts), per_request):
+        queue.put_nowait((str(i), texts[i:i + per_request]))
+    for _ in range(streams):
+        queue.put_nowait(None)
+
+    async def feed():
+        while (item := await queue.get()) is not None:
+            yield item
+
+    async def one() -> int:
+        return sum([len(v) async for _, v in client.embed(feed())])
+
+    started = time.perf_counter()
+    n = sum(await asyncio.gather(*(one() for _ in range(streams))))
+    seconds = time.perf_counter() - started
+    await client.close()
+    assert n == len(texts), (n, len(texts))
+    return seconds
+
+
+def bench_embed(c: Corpus) -> dict:
+    texts = c.texts()
+    svc = services(["embed"], WORK / "embed")
+    try:
+        asyncio.run(_embed_all(svc.address("embed"), texts[:64]))  # warm
+        seconds = asyncio.run(_embed_all(svc.address("embed"), texts))
+    finally:
+        svc.stop()
+    service_rate = len(texts) / seconds
+    log(f"embed service, 8 streams: {service_rate:.1f} chunks/s over {len(texts)} texts")
+    from sentence_transformers import SentenceTransformer
+
+    from embed_svc.backend import default_model_path
+
+    model = SentenceTransformer(default_model_path(), device="cpu")
+    model.encode(texts[:64], batch_size=32)
+    started = time.perf_counter()
+    model.encode(texts, batch_size=32, normalize_embeddings=True)
+    raw_rate = len(texts) / (time.perf_counter() - started)
+    log(f"plain SentenceTransformer.encode(batch_size=32): {raw_rate:.1f} chunks/s")
+    return {"embed_standalone_chunks_per_s": round(service_rate, 1), "embed_raw_chunks_per_s": round(raw_rate, 1),
+            "embed_vs_raw_ratio": round(service_rate / raw_rate, 3), "embed_texts": len(texts)}
+
+
+# --------------------------------------------------------------------------- store
+
+
+def _records(c: Corpus, dim: int = 384) -> list[FileRecord]:
+    rng = np.random.default_rng(0)
+    records = []
+    for path, r in c.chunks():
+        if not r.chunks:
+            continue
+        v = rng.standard_normal((len(r.chunks), dim)).astype(np.float32)
+        records.append(FileRecord(path, "h" + path, list(r.chunks), v / np.linalg.norm(v, axis=1, keepdims=True),
+                                  "", "bench"))
+    return records
+
+
+async def _write_all(address: str, records: list[FileRecord]) -> float:
+    client = StoreClient(address, 600)
+
+    async def feed():
+        for r in records:
+            yield r
+
+    started = time.perf_counter()
+    acks = [a async for a in client.write(feed())]
+    seconds = time.perf_counter() - started
+    await client.close()
+    assert len(acks) == len(records)
+    return seconds
+
+
+def bench_store(c: Corpus) -> dict:
+    records = _records(c)
+    rows = sum(len(r.chunks) for r in records)
+    out = {}
+    for label, flush_rows in (("coalesced", "2048"), ("per_file", "1")):
+        index = WORK / f"store-{label}"
+        shutil.rmtree(index, ignore_errors=True)
+        svc = services(["store"], index, {"CODEINDEX_STORE_FLUSH_ROWS": flush_rows})
+        try:
+            seconds = asyncio.run(_write_all(svc.address("store"), records))
+        finally:
+            svc.stop()
+        out[label] = rows / seconds
+        log(f"store writes, {label}: {out[label]:.0f} rows/s ({len(records)} files, {rows} rows)")
+    return {"store_rows_per_s": round(out["coalesced"]), "store_per_file_rows_per_s": round(out["per_file"]),
+            "store_write_speedup": round(out["coalesced"] / out["per_file"], 2)}
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+class Sampler:
+    """CPU use of each stage process of a running index, every 0.5 s."""
+
+    def __init__(self, pid: int):
+        import psutil
+
+        self.proc = psutil.Process(pid)
+        self.samples: list[dict] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _stage(self, p) -> str:
+        cmd = " ".join(p.cmdline())
+        for stage in ("parser", "embed", "store"):
+            if f"{stage}_svc" in cmd:
+                return stage
+        return "parser" if "forkserver" in cmd or "multiprocessing" in cmd else "orchestrator"
+
+    def _run(self) -> None:
+        import psutil
+
+        started = time.perf_counter()
+        procs: dict[int, psutil.Process] = {}
+        while not self._stop.is_set():
+            try:
+                for p in [self.proc, *self.proc.children(recursive=True)]:
+                    if p.pid not in procs:
+                        procs[p.pid] = p
+                        p.cpu_percent(None)
+                sample = {"t": round(time.perf_counter() - started, 2)}
+                for pid, p in list(procs.items()):
+                    try:
+                        stage = self._stage(p)
+                        sample[stage] = sample.get(stage, 0.0) + p.cpu_percent(None)
+                    except psutil.Error:
+                        procs.pop(pid)
+                self.samples.append(sample)
+            except psutil.Error:
+                break
+            self._stop.wait(0.5)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def orchestrator_index(repo: Path, index_dir: Path, env: dict | None = None, sample: bool = False):
+    exe = str(Path(sys.executable).with_name("orchestrator"))
+    started = time.perf_counter()
+    proc = subprocess.Popen([exe, "index", str(repo), "--json", "--index-dir", str(index_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+    samples: list[dict] = []
+    if sample:
+        with Sampler(proc.pid) as s:
+            out, err = proc.communicate()
+        samples = s.samples
+    else:
+        out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"orchestrator index failed: {err[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1]), time.perf_counter() - started, samples
+
+
+def sequential_baseline(c: Corpus) -> dict:
+    """The design this project replaces: parse 10 files in a process pool,
+    then embed their chunks, then write them, one step after the other."""
+    from sentence_transformers import SentenceTransformer
+
+    from embed_svc.backend import default_model_path
+    from store_svc.store import VectorStore
+
+    model = SentenceTransformer(default_model_path(), device="cpu")
+    model.encode(["warm up"])
+    index = WORK / "sequential"
+    shutil.rmtree(index, ignore_errors=True)
+    store = VectorStore(str(index))
+    chunks = 0
+    started = time.perf_counter()
+    with ProcessPoolExecutor(os.cpu_count() or 1) as pool:
+        for i in range(0, len(c.files), 10):
+            batch = c.files[i:i + 10]
+            results = list(pool.map(chunk_file, [p for p, _ in batch], [d for _, d in batch]))
+            texts = [ch.embed_text for r in results for ch in r.chunks]
+            vecs = model.encode(texts, batch_size=32, normalize_embeddings=True) if texts else np.empty((0, 384))
+            records, pos = [], 0
+            for (path, data), r in zip(batch, results):
+                n = len(r.chunks)
+                records.append(FileRecord(path, file_hash(data), list(r.chunks), np.asarray(vecs[pos:pos + n],
+                                          dtype=np.float32).reshape(n, -1), r.skip_reason, "baseline"))
+                pos += n
+            store.write(records)
+            chunks += len(texts)
+    seconds = time.perf_counter() - started
+    return {"sequential_chunks_per_s": round(chunks / seconds, 1), "sequential_seconds": round(seconds, 1)}
+
+
+def bench_pipeline(c: Corpus, results: dict) -> dict:
+    out: dict = {}
+    e2e_dir = WORK / "e2e-index"
+    shutil.rmtree(e2e_dir, ignore_errors=True)
+    summary, wall, samples = orchestrator_index(c.root, e2e_dir, sample=True)
+    embedded_rate = summary["chunks_embedded"] / summary["seconds"]
+    out.update({
+        "e2e_chunks_per_s": round(summary["chunks_total"] / summary["seconds"], 1),
+        "e2e_embedded_chunks_per_s": round(embedded_rate, 1),
+        "e2e_seconds": summary["seconds"], "e2e_wall_seconds": round(wall, 1),
+        "e2e_chunks": summary["chunks_total"], "e2e_chunks_embedded": summary["chunks_embedded"],
+        "utilisation": samples,
+    })
+    log(f"pipeline end to end: {summary}")
+    if "embed_standalone_chunks_per_s" in results:
+        out["pipeline_efficiency"] = round(embedded_rate / results["embed_standalone_chunks_per_s"], 3)
+
+    noop, wall, _ = orchestrator_index(c.root, e2e_dir)
+    assert noop["chunks_embedded"] == 0, noop
+    out.update({"noop_reindex_seconds": noop["seconds"], "noop_reindex_wall_seconds": round(wall, 1)})
+    victim = next(c.root / p for p, _ in c.files if p.endswith(".py") and "/test" not in p)
+    original = victim.read_bytes()
+    try:
+        victim.write_bytes(original + b"\n\ndef _bench_added_function(x):\n    return x * 2\n")
+        one, wall, _ = orchestrator_index(c.root, e2e_dir)
+    finally:
+        victim.write_bytes(original)
+    assert one["files_indexed"] == 1, one
+    out.update({"one_file_reindex_seconds": one["seconds"], "one_file_reindex_wall_seconds": round(wall, 1),
+                "one_file_reindex_chunks_embedded": one["chunks_embedded"]})
+    orchestrator_index(c.root, e2e_dir)  # back to the corpus as it is, for the search benchmark
+    log(f"no-change re-index {noop['seconds']}s, one file changed {one['seconds']}s")
+
+    noembed_dir = WORK / "noembed-index"
+    shutil.rmtree(noembed_dir, ignore_errors=True)
+    fast, _, _ = orchestrator_index(c.root, noembed_dir, env={"CODEINDEX_EMBED_BACKEND": "hash"})
+    out["noembed_pipeline_chunks_per_s"] = round(fast["chunks_total"] / fast["seconds"], 1)
+    log(f"pipeline with the near-instant backend: {out['noembed_pipeline_chunks_per_s']} chunks/s")
+
+    out.update(sequential_baseline(c))
+    out["speedup_vs_sequential"] = round(out["e2e_chunks_per_s"] / out["sequential_chunks_per_s"], 2)
+    log(f"sequential baseline: {out['sequential_chunks_per_s']} chunks/s; speedup {out['speedup_vs_sequential']}x")
+    return out
+
+
+# --------------------------------------------------------------------------- search
+
+
+def bench_search(c: Corpus) -> dict:
+    import grpc
+
+    from codeindex_common.model import mode_to_pb
+    from codeindex_common.pb import orchestrator_pb2, orchestrator_pb2_grpc
+
+    e2e_dir = WORK / "e2e-index"
+    if not (e2e_dir / "lancedb").exists():
+        orchestrator_index(c.root, e2e_dir)
+    ready = Path(tempfile.mkdtemp()) / "api.json"
+    exe = str(Path(sys.executable).with_name("orchestrator"))
+    api = subprocess.Popen([exe, "serve", "--path", str(c.root), "--index-dir", str(e2e_dir), "--listen",
+                            "127.0.0.1:0", "--metrics-port", "0", "--ready-file", str(ready)])
+    try:
+        deadline = time.monotonic() + 300
+        while not ready.exists():
+            if api.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("orchestrator serve did not start")
+            time.sleep(0.1)
+        address = json.loads(ready.read_text())["address"]
+        queries = [q for q, project, _ in QUERIES if any(project in p for p in c.projects_dirs())]
+        with grpc.insecure_channel(address) as ch:
+            stub = orchestrator_pb2_grpc.OrchestratorStub(ch)
+            latencies = []
+            for i in range(220):
+                started = time.perf_counter()
+                stub.Search(orchestrator_pb2.QueryRequest(query=queries[i % len(queries)], k=10), timeout=30)
+                if i >= 20:  # the first 20 warm up
+                    latencies.append((time.perf_counter() - started) * 1000)
+            quality = {}
+            for mode in ("vector", "keyword", "hybrid"):
+                rr, hits5, per_query = [], 0, []
+                for q, project, names in QUERIES:
+                    if not any(project in p for p in c.projects_dirs()):
+                        continue
+                    resp = stub.Search(orchestrator_pb2.QueryRequest(query=q, k=10, mode=mode_to_pb(mode)),
+                                       timeout=30)
+                    rank = next((i for i, h in enumerate(resp.hits, 1)
+                                 if h.path.split("/")[0].startswith(project) and h.qualified_name in names), None)
+                    rr.append(1 / rank if rank else 0.0)
+                    hits5 += bool(rank and rank <= 5)
+                    per_query.append({"query": q, "rank": rank})
+                quality[mode] = {"mrr_at_10": round(statistics.mean(rr), 3), "hit_at_5": round(hits5 / len(rr), 3),
+                                 "queries": len(rr), "ranks": per_query}
+                log(f"search quality, {mode}: MRR@10 {quality[mode]['mrr_at_10']}, hit@5 {quality[mode]['hit_at_5']}")
+    finally:
+        api.terminate()
+        api.wait(60)
+    latencies.sort()
+    best = max(quality, key=lambda m: quality[m]["mrr_at_10"])
+    return {"search_p50_ms": round(statistics.median(latencies), 2),
+            "search_p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 2),
+            "search_rows": c.describe()["chunks"], "search_mrr_at_10": quality[best]["mrr_at_10"],
+            "search_hit_at_5": quality[best]["hit_at_5"], "search_best_mode": best, "search_quality": quality}
+
+
+Corpus.projects_dirs = lambda self: [p.name for p in self.root.iterdir() if p.is_dir()]  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------- main
+
+
+def machine() -> dict:
+    gpu = ""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001
+        pass
+    return {"cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(), "gpu": gpu or "none",
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a smaller corpus; a few minutes")
+    ap.add_argument("--stage", choices=STAGES, help="run one part and merge its keys into latest.json")
+    args = ap.parse_args(argv)
+    WORK.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    latest_path = RESULTS / "latest.json"
+    results = json.loads(latest_path.read_text()) if args.stage and latest_path.exists() else {}
+    started = time.perf_counter()
+    c = Corpus(args.quick)
+    log(f"corpus: {c.describe()}")
+    stages = [args.stage] if args.stage else list(STAGES)
+    for stage in stages:
+        log(f"--- {stage}")
+        if stage == "parser":
+            results.update(bench_parser(c))
+        elif stage == "embed":
+            results.update(bench_embed(c))
+        elif stage == "store":
+            results.update(bench_store(c))
+        elif stage == "pipeline":
+            results.update(bench_pipeline(c, results))
+        elif stage == "search":
+            results.update(bench_search(c))
+    if "e2e_embedded_chunks_per_s" in results and "embed_standalone_chunks_per_s" in results:
+        results["pipeline_efficiency"] = round(results["e2e_embedded_chunks_per_s"]
+                                               / results["embed_standalone_chunks_per_s"], 3)
+    cmd = "make bench" + (" QUICK=1" if args.quick else "") + (f" STAGE={args.stage}" if args.stage else "")
+    results.update({"machine": machine(), "corpus": c.describe(), "command": cmd,
+                    "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                    "bench_seconds": round(time.perf_counter() - started, 1)})
+    latest_path.write_text(json.dumps(results, indent=1) + "\n")
+    with open(RESULTS / "history.jsonl", "a") as fh:
+        fh.write(json.dumps({k: v for k, v in results.items() if k not in ("utilisation", "search_quality")}) + "\n")
+    from bench.report import write_report
+
+    write_report(results, ROOT / "docs")
+    log(f"done in {results['bench_seconds']}s: {latest_path}, docs/BENCHMARKS.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
