@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 K ?= 10
 
 .DEFAULT_GOAL := help
-.PHONY: help install index search status test lint protos protos-check clean
+.PHONY: help install index search status test lint protos bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -15,7 +15,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install codeindex with its pinned dependencies
@@ -36,6 +36,9 @@ test: $(STAMP) ## run the test suite
 
 lint: $(STAMP) ## static checks (ruff)
 	$(VENV)/bin/ruff check .
+
+bench: $(STAMP) ## benchmark the stages, the pipeline and search: make bench [QUICK=1] [STAGE=parser|embed|store|pipeline|search]
+	$(PY) -m bench.run $(if $(QUICK),--quick) $(if $(STAGE),--stage $(STAGE))
 
 protos: $(STAMP) ## regenerate the gRPC stubs from protos/*.proto
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. protos/*.proto

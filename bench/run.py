@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -73,6 +74,9 @@ class Corpus:
             for c in r.chunks:
                 seen.setdefault(c.content_hash, c.embed_text)
         return list(seen.values())
+
+    def projects_dirs(self) -> list[str]:
+        return [p.name for p in self.root.iterdir() if p.is_dir()]
 
     def describe(self) -> dict:
         n_chunks = sum(len(r.chunks) for _, r in self.chunks())
@@ -324,17 +328,18 @@ def sequential_baseline(c: Corpus) -> dict:
     store = VectorStore(str(index))
     chunks = 0
     started = time.perf_counter()
-    with ProcessPoolExecutor(os.cpu_count() or 1) as pool:
+    dim = model.get_embedding_dimension()
+    with ProcessPoolExecutor(os.cpu_count() or 1, mp_context=multiprocessing.get_context("forkserver")) as pool:
         for i in range(0, len(c.files), 10):
             batch = c.files[i:i + 10]
             results = list(pool.map(chunk_file, [p for p, _ in batch], [d for _, d in batch]))
             texts = [ch.embed_text for r in results for ch in r.chunks]
-            vecs = model.encode(texts, batch_size=32, normalize_embeddings=True) if texts else np.empty((0, 384))
+            vecs = model.encode(texts, batch_size=32, normalize_embeddings=True) if texts else np.empty((0, dim))
             records, pos = [], 0
             for (path, data), r in zip(batch, results):
                 n = len(r.chunks)
-                records.append(FileRecord(path, file_hash(data), list(r.chunks), np.asarray(vecs[pos:pos + n],
-                                          dtype=np.float32).reshape(n, -1), r.skip_reason, "baseline"))
+                v = np.asarray(vecs[pos:pos + n], dtype=np.float32).reshape(n, dim)
+                records.append(FileRecord(path, file_hash(data), list(r.chunks), v, r.skip_reason, "baseline"))
                 pos += n
             store.write(records)
             chunks += len(texts)
@@ -444,9 +449,6 @@ def bench_search(c: Corpus) -> dict:
             "search_p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 2),
             "search_rows": c.describe()["chunks"], "search_mrr_at_10": quality[best]["mrr_at_10"],
             "search_hit_at_5": quality[best]["hit_at_5"], "search_best_mode": best, "search_quality": quality}
-
-
-Corpus.projects_dirs = lambda self: [p.name for p in self.root.iterdir() if p.is_dir()]  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- main
