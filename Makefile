@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 K ?= 10
 
 .DEFAULT_GOAL := help
-.PHONY: help install index search status test lint protos bench clean
+.PHONY: help install index search status test lint protos bench bench-gpu clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ lint: $(STAMP) ## static checks (ruff)
 
 bench: $(STAMP) ## benchmark the stages, the pipeline and search: make bench [QUICK=1] [STAGE=parser|embed|store|pipeline|search]
 	$(PY) -m bench.run $(if $(QUICK),--quick) $(if $(STAGE),--stage $(STAGE))
+
+bench-gpu: $(STAMP) ## the same benchmark with the embedder and baselines on CUDA (writes docs/BENCHMARKS-GPU.md)
+	CODEINDEX_EMBED_DEVICE=cuda $(PY) -m bench.run $(if $(QUICK),--quick) $(if $(STAGE),--stage $(STAGE))
 
 protos: $(STAMP) ## regenerate the gRPC stubs from protos/*.proto
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. protos/*.proto

@@ -20,8 +20,8 @@ ROWS = [
     ("sequential_chunks_per_s", "sequential baseline (parse 10 files, embed, write; repeat), chunks/s"),
     ("speedup_vs_sequential", "speed-up over the sequential baseline"),
     ("noembed_pipeline_chunks_per_s", "pipeline with a near-instant embedding backend, chunks/s"),
-    ("noop_reindex_seconds", "re-index with no change, s (wall, with service start-up)"),
-    ("one_file_reindex_seconds", "re-index after one file changed, s (wall, with service start-up)"),
+    ("noop_reindex_seconds", "re-index with no change, s (in brackets: wall time, service start-up included)"),
+    ("one_file_reindex_seconds", "re-index after one file changed, s (in brackets: wall time)"),
     ("search_p50_ms", "search p50 through the public gRPC API, ms"),
     ("search_p99_ms", "search p99, ms"),
     ("search_mrr_at_10", "retrieval MRR@10 (best mode)"),
@@ -72,9 +72,10 @@ def fmt(v) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
-def write_report(r: dict, docs: Path) -> None:
+def write_report(r: dict, docs: Path, name: str = "BENCHMARKS.md") -> None:
     docs.mkdir(exist_ok=True)
-    has_chart = chart(r, docs / "benchmarks.png")
+    png = name.lower().replace(".md", ".png")
+    has_chart = chart(r, docs / png)
     m, c = r.get("machine", {}), r.get("corpus", {})
     lines = [
         "# Benchmarks",
@@ -108,7 +109,7 @@ def write_report(r: dict, docs: Path) -> None:
         lines += ["", "## Parser", "", "| workers | files/s | chunks/s | MB/s |", "| --- | --- | --- | --- |"]
         lines += [f"| {x['workers']} | {x['files_per_s']} | {x['chunks_per_s']} | {x['mb_per_s']} |" for x in runs]
     if has_chart:
-        lines += ["", "![per-stage throughput and stage utilisation](benchmarks.png)"]
+        lines += ["", f"![per-stage throughput and stage utilisation]({png})"]
     lines += ["", "## How these are measured", "",
               "- *Stage alone*: the parser service fed every corpus file over 2 streams; the embedding service "
               "fed every distinct chunk text over 8 streams of 32-text requests; the store service fed "
@@ -125,12 +126,17 @@ def write_report(r: dict, docs: Path) -> None:
               "- *Search*: 200 queries through `orchestrator serve` (query embedding included), one client.",
               "- *Utilisation*: CPU of each stage's processes, sampled every 0.5 s during the end-to-end run.",
               ""]
-    gpu = docs / "BENCHMARKS-GPU.md"
-    if gpu.exists():
-        lines += [f"GPU figures: [BENCHMARKS-GPU.md]({gpu.name}).", ""]
-    (docs / "BENCHMARKS.md").write_text("\n".join(lines))
+    if name == "BENCHMARKS.md":
+        gpu = docs / "BENCHMARKS-GPU.md"
+        lines += [f"GPU figures (`make bench-gpu` on a CUDA machine): [BENCHMARKS-GPU.md]({gpu.name})." if gpu.exists()
+                  else "GPU figures: `make bench-gpu` on a CUDA machine writes docs/BENCHMARKS-GPU.md; "
+                       "it has not been run on a GPU yet.", ""]
+    (docs / name).write_text("\n".join(lines))
 
 
 if __name__ == "__main__":
     root = Path(__file__).resolve().parent.parent
     write_report(json.loads((root / "bench/results/latest.json").read_text()), root / "docs")
+    if (root / "bench/results/latest-gpu.json").exists():
+        write_report(json.loads((root / "bench/results/latest-gpu.json").read_text()), root / "docs",
+                     "BENCHMARKS-GPU.md")

@@ -43,6 +43,7 @@ from parser_svc.chunker import chunk_file  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 STAGES = ("parser", "embed", "store", "pipeline", "search")
+DEVICE = os.environ.get("CODEINDEX_EMBED_DEVICE", "cpu")  # `make bench-gpu` sets cuda for services and baselines
 WORK = Path(os.environ.get("CODEINDEX_BENCH_WORK", ROOT / "bench" / ".cache" / "work"))
 
 
@@ -184,7 +185,7 @@ def bench_embed(c: Corpus) -> dict:
 
     from embed_svc.backend import default_model_path
 
-    model = SentenceTransformer(default_model_path(), device="cpu")
+    model = SentenceTransformer(default_model_path(), device=DEVICE)
     model.encode(texts[:64], batch_size=32)
     started = time.perf_counter()
     model.encode(texts, batch_size=32, normalize_embeddings=True)
@@ -321,7 +322,7 @@ def sequential_baseline(c: Corpus) -> dict:
     from embed_svc.backend import default_model_path
     from store_svc.store import VectorStore
 
-    model = SentenceTransformer(default_model_path(), device="cpu")
+    model = SentenceTransformer(default_model_path(), device=DEVICE)
     model.encode(["warm up"])
     index = WORK / "sequential"
     shutil.rmtree(index, ignore_errors=True)
@@ -474,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     WORK.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    latest_path = RESULTS / "latest.json"
+    gpu = DEVICE.startswith("cuda")
+    latest_path = RESULTS / ("latest-gpu.json" if gpu else "latest.json")
     results = json.loads(latest_path.read_text()) if args.stage and latest_path.exists() else {}
     started = time.perf_counter()
     c = Corpus(args.quick)
@@ -495,17 +497,18 @@ def main(argv: list[str] | None = None) -> int:
     if "e2e_embedded_chunks_per_s" in results and "embed_standalone_chunks_per_s" in results:
         results["pipeline_efficiency"] = round(results["e2e_embedded_chunks_per_s"]
                                                / results["embed_standalone_chunks_per_s"], 3)
-    cmd = "make bench" + (" QUICK=1" if args.quick else "") + (f" STAGE={args.stage}" if args.stage else "")
+    cmd = " ".join(part for part in ["make bench-gpu" if gpu else "make bench", "QUICK=1" if args.quick else "",
+                                     f"STAGE={args.stage}" if args.stage else ""] if part)
     results.update({"machine": machine(), "corpus": c.describe(), "command": cmd,
                     "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                     "bench_seconds": round(time.perf_counter() - started, 1)})
     latest_path.write_text(json.dumps(results, indent=1) + "\n")
-    with open(RESULTS / "history.jsonl", "a") as fh:
+    with open(RESULTS / ("history-gpu.jsonl" if gpu else "history.jsonl"), "a") as fh:
         fh.write(json.dumps({k: v for k, v in results.items() if k not in ("utilisation", "search_quality")}) + "\n")
     from bench.report import write_report
 
-    write_report(results, ROOT / "docs")
-    log(f"done in {results['bench_seconds']}s: {latest_path}, docs/BENCHMARKS.md")
+    write_report(results, ROOT / "docs", "BENCHMARKS-GPU.md" if gpu else "BENCHMARKS.md")
+    log(f"done in {results['bench_seconds']}s: {latest_path}")
     return 0
 
 
