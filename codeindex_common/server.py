@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from collections.abc import Awaitable, Callable, Iterable
@@ -19,7 +20,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
+from prometheus_client import Counter, Histogram, start_http_server
 
 from . import errors
 
@@ -36,30 +37,73 @@ def _status(exc: errors.CodeindexError) -> grpc.StatusCode:
     return getattr(grpc.StatusCode, exc.status)
 
 
+_RPC_METRICS: dict[str, tuple[Counter, Histogram]] = {}
+
+
+def rpc_metrics(stage: str) -> tuple[Counter, Histogram]:
+    """``<stage>_rpcs_total{method,code}`` and ``<stage>_rpc_seconds{method}``."""
+    if stage not in _RPC_METRICS:
+        _RPC_METRICS[stage] = (
+            Counter(f"{stage}_rpcs_total", "RPCs finished, by method and status code", ["method", "code"]),
+            Histogram(f"{stage}_rpc_seconds", "RPC duration (whole stream for streaming RPCs)", ["method"],
+                      buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)))
+    return _RPC_METRICS[stage]
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Maps domain exceptions to status codes, for all four RPC shapes."""
+    """Maps domain exceptions to status codes, for all four RPC shapes, and
+    counts every RPC by method and status code."""
+
+    def __init__(self, stage: str = "codeindex"):
+        self.total, self.seconds = rpc_metrics(stage)
+
+    def _done(self, method: str, code: str, started: float) -> None:
+        self.total.labels(method, code).inc()
+        self.seconds.labels(method).observe(time.perf_counter() - started)
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        done = self._done
 
         def wrap_unary(fn):
             async def wrapped(request, context):
+                started, code = time.perf_counter(), "OK"
                 try:
                     return await fn(request, context)
                 except errors.CodeindexError as exc:
+                    code = exc.status
                     await context.abort(_status(exc), str(exc))
+                except asyncio.CancelledError:
+                    code = "CANCELLED"
+                    raise
+                except Exception:
+                    code = "INTERNAL"
+                    raise
+                finally:
+                    done(method, code, started)
 
             return wrapped
 
         def wrap_stream(fn):
             async def wrapped(request, context):
+                started, code = time.perf_counter(), "OK"
                 try:
                     async for item in fn(request, context):
                         yield item
                 except errors.CodeindexError as exc:
+                    code = exc.status
                     await context.abort(_status(exc), str(exc))
+                except (asyncio.CancelledError, GeneratorExit):
+                    code = "CANCELLED"
+                    raise
+                except Exception:
+                    code = "INTERNAL"
+                    raise
+                finally:
+                    done(method, code, started)
 
             return wrapped
 
@@ -117,7 +161,7 @@ def bind(server: grpc.aio.Server, listen: str) -> str:
 
 async def start(service: Service, listen: str, metrics_port: int, metrics_host: str = "127.0.0.1") -> Running:
     """Start serving; health is NOT_SERVING until ``service.start`` finishes."""
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=CHANNEL_OPTIONS)
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(service.name)], options=CHANNEL_OPTIONS)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     service.register(server)

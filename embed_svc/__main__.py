@@ -9,6 +9,7 @@ import sys
 from codeindex_common import config, server
 from codeindex_common.pb import embed_pb2, embed_pb2_grpc
 
+from . import metrics
 from .backend import EmbeddingBackend, make_backend
 from .batcher import Batcher
 from .config import EmbedConfig
@@ -30,6 +31,7 @@ def build(cfg: EmbedConfig) -> server.Service:
         batcher = Batcher(backend, cfg.max_batch_size, cfg.max_batch_tokens, cfg.max_wait_ms, cfg.max_queue)
         batcher.start()
         servicer.backend, servicer.batcher = backend, batcher
+        metrics.INFO.labels(backend.model_id, backend.name, backend.device).set(1)
         log.info("model %s loaded on %s (dim %d, max tokens %d)", backend.model_id, backend.device, backend.dim,
                  backend.max_tokens)
 

@@ -75,6 +75,7 @@ class Batcher:
         self.max_batch_tokens = max_batch_tokens
         self.max_wait = max_wait_ms / 1000
         self.max_queue = max_queue
+        metrics.QUEUE_CAPACITY.set(max_queue)
         self.group_window = 8 * max_batch_size  # how far ahead batches look for texts of similar length
         self._items: collections.deque[_Item] = collections.deque()
         self._cond = threading.Condition()
@@ -164,8 +165,13 @@ class Batcher:
                 error = None
             except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
                 vectors, error = None, exc
-            metrics.INFERENCE_SECONDS.observe(time.perf_counter() - now)
+            took = time.perf_counter() - now
+            metrics.INFERENCE_SECONDS.observe(took)
+            metrics.BUSY_SECONDS.labels(self.backend.name, self.backend.device).inc(took)
             metrics.BATCH_SIZE.observe(len(batch))
+            padded = len(batch) * max(item.tokens for item in batch)
+            metrics.BATCH_TOKENS.observe(padded)
+            metrics.PADDING_RATIO.observe(1 - sum(item.tokens for item in batch) / padded)
             metrics.TEXTS.inc(len(batch))
             metrics.TOKENS.inc(sum(item.tokens for item in batch))
             for i, item in enumerate(batch):

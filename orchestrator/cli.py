@@ -51,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def live_view(p: Progress) -> str:
+    """Per-stage rates and the bottleneck, for the progress bar."""
+    t = max(p.elapsed, 1e-9)
+    return (f"parse {p.files_parsed / t:.0f} files/s | embed {p.chunks_embedded / t:.0f} chunks/s | "
+            f"write {p.chunks_done / t:.0f} chunks/s | bottleneck: {p.waits.bottleneck(t)}")
+
+
 class _Bar:
     """A tqdm progress bar over files, with chunk rates in its postfix."""
 
@@ -67,9 +74,7 @@ class _Bar:
 
             self.bar = tqdm(total=p.files_total, unit="file", desc="indexing", file=sys.stderr, disable=None)
         self.bar.n = p.files_done
-        rate = p.chunks_done / max(1e-9, time.perf_counter() - self.started)
-        self.bar.set_postfix_str(f"{p.chunks_done} chunks, {p.chunks_embedded} embedded, {rate:.0f} chunks/s",
-                                 refresh=False)
+        self.bar.set_postfix_str(live_view(p), refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:
@@ -106,6 +111,11 @@ def cmd_index(cfg: OrchestratorConfig, args) -> int:
     if not os.path.isdir(root):
         raise CodeindexError(f"not a directory: {args.path}")
     bar = _Bar(enabled=True)
+    if cfg.index_metrics_port >= 0:
+        from prometheus_client import start_http_server
+
+        http, _ = start_http_server(cfg.index_metrics_port, addr="127.0.0.1")
+        print(f"orchestrator metrics on http://127.0.0.1:{http.server_port}/metrics", file=sys.stderr)
     with stage_addresses(cfg, root) as addresses:
         try:
             summary = asyncio.run(_index(cfg, root, addresses, bar))

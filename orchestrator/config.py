@@ -19,6 +19,9 @@ class OrchestratorConfig:
     """`serve`: the public API's gRPC address. CODEINDEX_ORCHESTRATOR_LISTEN"""
     metrics_port: int = 9100
     """`serve`: Prometheus HTTP port (0 lets the OS pick). CODEINDEX_ORCHESTRATOR_METRICS_PORT"""
+    index_metrics_port: int = -1
+    """`index`: serve the orchestrator's metrics on this port during the run (-1: off, 0: the OS picks).
+    CODEINDEX_ORCHESTRATOR_INDEX_METRICS_PORT"""
     ready_file: str = ""
     """`serve`: write {address, metrics_port, pid} as JSON here once serving. CODEINDEX_ORCHESTRATOR_READY_FILE"""
     parse_streams: int = 2

@@ -49,12 +49,70 @@ class Summary:
         return d
 
 
+class Waits:
+    """Time each stage spends starved (waiting for input) and blocked
+    (waiting to hand its output on): what shows the bottleneck."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[tuple[str, str], float] = {}
+
+    def add(self, stage: str, kind: str, seconds: float) -> None:
+        self.seconds[(stage, kind)] = self.seconds.get((stage, kind), 0.0) + seconds
+        metrics.STAGE_WAIT.labels(stage, kind).inc(seconds)
+
+    async def get(self, queue: asyncio.Queue, name: str, stage: str):
+        started = time.perf_counter()
+        item = await queue.get()
+        self.add(stage, "starved", time.perf_counter() - started)
+        metrics.QUEUE_DEPTH.labels(name).set(queue.qsize())
+        return item
+
+    async def put(self, queue: asyncio.Queue, name: str, stage: str, item) -> None:
+        started = time.perf_counter()
+        await queue.put(item)
+        self.add(stage, "blocked", time.perf_counter() - started)
+        metrics.QUEUE_DEPTH.labels(name).set(queue.qsize())
+
+    async def drain(self, queue: asyncio.Queue, name: str, stage: str):
+        """Yield queue items until the None sentinel."""
+        while (item := await self.get(queue, name, stage)) is not None:
+            yield item
+
+    def bottleneck(self, elapsed: float) -> str:
+        """The stage that waited least: busy the longest."""
+        busy = {stage: elapsed - self.seconds.get((stage, "starved"), 0.0) - self.seconds.get((stage, "blocked"), 0.0)
+                for stage in ("parse", "embed", "write")}
+        return max(busy, key=busy.get)
+
+
 @dataclass
 class Progress:
     files_total: int = 0
     files_done: int = 0
+    files_parsed: int = 0
+    chunks_total: int = 0  # chunks of the files parsed so far
     chunks_done: int = 0
     chunks_embedded: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    waits: Waits = field(default_factory=Waits)
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def publish(self) -> None:
+        """The run's progress as gauges: done, remaining, rate, time left."""
+        rate = self.chunks_done / max(self.elapsed, 1e-9)
+        remaining_files = max(self.files_total - self.files_done, 0)
+        metrics.RUN_FILES.labels("total").set(self.files_total)
+        metrics.RUN_FILES.labels("done").set(self.files_done)
+        metrics.RUN_FILES.labels("remaining").set(remaining_files)
+        metrics.RUN_CHUNKS.labels("done").set(self.chunks_done)
+        metrics.RUN_CHUNKS.labels("embedded").set(self.chunks_embedded)
+        metrics.RUN_CHUNKS.labels("remaining").set(max(self.chunks_total - self.chunks_done, 0))
+        metrics.RUN_CHUNKS_PER_SECOND.set(rate)
+        per_file = self.elapsed / self.files_done if self.files_done else 0.0
+        metrics.RUN_ETA_SECONDS.set(per_file * remaining_files)
 
 
 @dataclass(frozen=True)
@@ -122,10 +180,6 @@ async def _supervise(tasks: dict[str, asyncio.Task]) -> None:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def _drain(queue: asyncio.Queue):
-    """Yield queue items until the None sentinel."""
-    while (item := await queue.get()) is not None:
-        yield item
 
 
 class Pipeline:
@@ -165,9 +219,11 @@ class Pipeline:
             else:
                 todo.append(e)
         progress = Progress(files_total=len(todo))
+        progress.publish()
         self.on_progress(progress)
         if todo:
             await self._run(todo, info, summary, progress)
+        progress.publish()
         # removed files go last, so that a moved file reuses their vectors
         removed = sorted(p for p in manifest if p not in present)
         if removed:
@@ -208,6 +264,7 @@ class Pipeline:
         requests: dict[str, list[str]] = {}
         ids = itertools.count()
         dim, model_id = info.dim, info.model_id
+        waits = progress.waits
 
         async def read_files() -> None:
             for e in todo:
@@ -218,14 +275,16 @@ class Pipeline:
                     progress.files_done += 1
                     continue
                 file_hashes[e.path] = file_hash(data)
-                await files_q.put((e.path, data))
+                await waits.put(files_q, "files", "read", (e.path, data))
             for _ in range(s.parse_streams):
                 await files_q.put(None)
 
         async def parse_stream() -> None:
-            async for result in self.stages.parser.parse(_drain(files_q)):
+            async for result in self.stages.parser.parse(waits.drain(files_q, "files", "parse")):
                 metrics.STAGE_FILES.labels("parse").inc()
-                await parsed_q.put(result)
+                progress.files_parsed += 1
+                progress.chunks_total += len(result.chunks)
+                await waits.put(parsed_q, "parsed", "parse", result)
 
         async def parse_all() -> None:
             await _all(*(parse_stream() for _ in range(s.parse_streams)))
@@ -236,7 +295,7 @@ class Pipeline:
             queue the rest for embedding (each distinct text once)."""
             done = False
             while not done:
-                batch = [await parsed_q.get()]
+                batch = [await waits.get(parsed_q, "parsed", "reuse")]
                 while not parsed_q.empty() and len(batch) < 64:
                     batch.append(parsed_q.get_nowait())
                 if batch[-1] is None:
@@ -253,7 +312,8 @@ class Pipeline:
                         continue
                     if result.skip_reason:
                         summary.skip(result.skip_reason)
-                        await write_q.put(FileRecord(result.path, fhash, [], np.empty((0, dim), np.float32),
+                        await waits.put(write_q, "write", "reuse", FileRecord(
+                            result.path, fhash, [], np.empty((0, dim), np.float32),
                                                      result.skip_reason, model_id))
                         continue
                     summary.chunks_total += len(result.chunks)
@@ -273,17 +333,17 @@ class Pipeline:
                             waiting[c.content_hash].append((job, i))
                             new_texts.append((c.content_hash, c.embed_text))
                     if complete:
-                        await write_q.put(job.record(model_id))
+                        await waits.put(write_q, "write", "reuse", job.record(model_id))
                 for start in range(0, len(new_texts), s.embed_request_texts):
                     part = new_texts[start:start + s.embed_request_texts]
                     rid = str(next(ids))
                     requests[rid] = [h for h, _ in part]
-                    await embed_q.put((rid, [t for _, t in part]))
+                    await waits.put(embed_q, "embed", "reuse", (rid, [t for _, t in part]))
             for _ in range(s.embed_streams):
                 await embed_q.put(None)
 
         async def embed_stream() -> None:
-            async for rid, vecs in self.stages.embedder.embed(_drain(embed_q)):
+            async for rid, vecs in self.stages.embedder.embed(waits.drain(embed_q, "embed", "embed")):
                 hashes = requests.pop(rid)
                 summary.chunks_embedded += len(hashes)
                 progress.chunks_embedded += len(hashes)
@@ -292,18 +352,19 @@ class Pipeline:
                     cache[h] = v
                     for job, i in waiting.pop(h):
                         if job.fill(i, v):
-                            await write_q.put(job.record(model_id))
+                            await waits.put(write_q, "write", "embed", job.record(model_id))
 
         async def embed_all() -> None:
             await _all(*(embed_stream() for _ in range(s.embed_streams)))
 
         async def write_stream() -> None:
-            async for _path, rows in self.stages.store.write(_drain(write_q)):
+            async for _path, rows in self.stages.store.write(waits.drain(write_q, "write", "write")):
                 progress.files_done += 1
                 progress.chunks_done += rows
                 if rows:
                     summary.files_indexed += 1
                 metrics.STAGE_FILES.labels("write").inc()
+                progress.publish()
                 self.on_progress(progress)
 
         async def write_all() -> None:

@@ -10,3 +10,4 @@ PARSE_SECONDS = Histogram("parser_parse_seconds", "Time to chunk one file, queue
 IN_FLIGHT = Gauge("parser_in_flight_files", "Files submitted to the worker pool and not yet answered")
 WORKER_RESTARTS = Counter("parser_worker_restarts_total", "Times the worker pool was replaced after a worker died")
 STREAMS = Gauge("parser_active_streams", "Open Parse streams")
+WORKERS = Gauge("parser_workers", "Worker processes in the pool")

@@ -45,6 +45,7 @@ class Parser:
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_warm)
 
     def start(self) -> None:
+        metrics.WORKERS.set(self.workers)
         self._pool = self._new_pool()
         # start every worker now, so the first files do not pay for it
         list(self._pool.map(_pid, range(self.workers * 2)))
