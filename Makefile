@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 K ?= 10
 
 .DEFAULT_GOAL := help
-.PHONY: help install index search status test lint protos bench bench-gpu clean
+.PHONY: test-deps help install index search status test lint protos bench bench-gpu clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -31,7 +31,14 @@ search: $(STAMP) ## search an indexed repository: make search REPO=path Q="query
 status: $(STAMP) ## what the index of REPO holds: make status REPO=path
 	$(VENV)/bin/orchestrator status --path "$(or $(REPO),.)"
 
-test: $(STAMP) ## run the test suite
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+test-deps: ## Debian's prometheus (prometheus, promtool) for the metrics tests
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  echo "installing Debian's prometheus package (for tests/test_prometheus.py)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+
+test: $(STAMP) test-deps ## run the test suite
 	$(VENV)/bin/pytest
 
 lint: $(STAMP) ## static checks (ruff)

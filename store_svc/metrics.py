@@ -11,5 +11,7 @@ COMMIT_SECONDS = Histogram("store_commit_seconds", "Time to commit one coalesced
 SEARCH_SECONDS = Histogram("store_search_seconds", "Time to answer a search, by mode", ["mode"],
                            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 VECTORS_LOOKED_UP = Counter("store_vectors_lookup_total", "Content hashes asked for, by result", ["result"])
+for _result in ("found", "missing"):
+    VECTORS_LOOKED_UP.labels(_result)
 TABLE_ROWS = Gauge("store_table_rows", "Chunk rows in the table after the last commit")
 ACTIVE_STREAMS = Gauge("store_active_streams", "Open Write streams")

@@ -223,6 +223,7 @@ class VectorStore:
         if bad:
             raise InvalidArgument(f"content hashes must be lowercase hex: {bad[0]!r}")
         if self._chunks is None or not wanted:
+            metrics.VECTORS_LOOKED_UP.labels("missing").inc(len(wanted))
             return [], np.empty((0, self.dim), np.float32)
         found: dict[str, np.ndarray] = {}
         for i in range(0, len(wanted), 500):
