@@ -54,7 +54,12 @@ def _parser() -> argparse.ArgumentParser:
 def live_view(p: Progress) -> str:
     """Per-stage rates and the bottleneck, for the progress bar."""
     t = max(p.elapsed, 1e-9)
-    return (f"parse {p.files_parsed / t:.0f} files/s | embed {p.chunks_embedded / t:.0f} chunks/s | "
+
+    def active(stage: str) -> float:  # a stage's rate over the time it had work
+        return max(min(t, p.waits.finished.get(stage, t)), 1e-9)
+
+    return (f"parse {p.files_parsed / active('parse'):.0f} files/s | "
+            f"embed {p.chunks_embedded / active('embed'):.0f} chunks/s | "
             f"write {p.chunks_done / t:.0f} chunks/s | bottleneck: {p.waits.bottleneck(t)}")
 
 

@@ -55,6 +55,11 @@ class Waits:
 
     def __init__(self) -> None:
         self.seconds: dict[tuple[str, str], float] = {}
+        self.started = time.perf_counter()
+        self.finished: dict[str, float] = {}  # stage -> seconds into the run when it had no more work
+
+    def finish(self, stage: str) -> None:
+        self.finished[stage] = time.perf_counter() - self.started
 
     def add(self, stage: str, kind: str, seconds: float) -> None:
         self.seconds[(stage, kind)] = self.seconds.get((stage, kind), 0.0) + seconds
@@ -79,9 +84,9 @@ class Waits:
             yield item
 
     def bottleneck(self, elapsed: float) -> str:
-        """The stage that waited least: busy the longest."""
-        busy = {stage: elapsed - self.seconds.get((stage, "starved"), 0.0) - self.seconds.get((stage, "blocked"), 0.0)
-                for stage in ("parse", "embed", "write")}
+        """The stage that waited least: busy the longest (a finished stage stops counting)."""
+        busy = {stage: min(elapsed, self.finished.get(stage, elapsed)) - self.seconds.get((stage, "starved"), 0.0)
+                - self.seconds.get((stage, "blocked"), 0.0) for stage in ("parse", "embed", "write")}
         return max(busy, key=busy.get)
 
 
@@ -288,6 +293,7 @@ class Pipeline:
 
         async def parse_all() -> None:
             await _all(*(parse_stream() for _ in range(s.parse_streams)))
+            waits.finish("parse")
             await parsed_q.put(None)
 
         async def reuse() -> None:
@@ -356,6 +362,7 @@ class Pipeline:
 
         async def embed_all() -> None:
             await _all(*(embed_stream() for _ in range(s.embed_streams)))
+            waits.finish("embed")
 
         async def write_stream() -> None:
             async for _path, rows in self.stages.store.write(waits.drain(write_q, "write", "write")):

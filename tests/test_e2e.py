@@ -251,3 +251,17 @@ def test_running_services_and_the_public_api(tmp_path, embed_service, start_serv
     finally:
         api.terminate()
         assert api.wait(30) == 0
+
+
+def test_live_view_names_the_bottleneck():
+    from orchestrator.cli import live_view
+    from orchestrator.pipeline import Progress
+
+    p = Progress(files_total=10, files_parsed=10, chunks_embedded=50, chunks_done=40)
+    p.started -= 10  # ten seconds into the run
+    p.waits.finished["parse"] = 1.0  # parsing was over after one second
+    p.waits.add("write", "starved", 8.0)
+    p.waits.add("embed", "starved", 0.5)
+    view = live_view(p)
+    assert view.startswith("parse 10 files/s | embed 5 chunks/s | write 4 chunks/s")
+    assert view.endswith("bottleneck: embed")
