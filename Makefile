@@ -33,10 +33,11 @@ status: $(STAMP) ## what the index of REPO holds: make status REPO=path
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-test-deps: ## Debian's prometheus (prometheus, promtool) for the metrics tests
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
-	  echo "installing Debian's prometheus package (for tests/test_prometheus.py)"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+test-deps: ## Debian's prometheus and docker-compose, for the metrics and deployment tests
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v docker-compose >/dev/null || { \
+	  echo "installing Debian's prometheus and docker-compose packages (for the metrics and deployment tests)"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus docker-compose >/dev/null; }
 
 test: $(STAMP) test-deps ## run the test suite
 	$(VENV)/bin/pytest

@@ -119,8 +119,8 @@ def cmd_index(cfg: OrchestratorConfig, args) -> int:
     if cfg.index_metrics_port >= 0:
         from prometheus_client import start_http_server
 
-        http, _ = start_http_server(cfg.index_metrics_port, addr="127.0.0.1")
-        print(f"orchestrator metrics on http://127.0.0.1:{http.server_port}/metrics", file=sys.stderr)
+        http, _ = start_http_server(cfg.index_metrics_port, addr=cfg.metrics_host)
+        print(f"orchestrator metrics on http://{cfg.metrics_host}:{http.server_port}/metrics", file=sys.stderr)
     with stage_addresses(cfg, root) as addresses:
         try:
             summary = asyncio.run(_index(cfg, root, addresses, bar))
@@ -189,7 +189,7 @@ def cmd_serve(cfg: OrchestratorConfig, args) -> int:
                 OrchestratorServicer(stages, settings(cfg), addresses), srv)
 
         server.main(server.Service(name="orchestrator", service_names=[name], register=register),
-                    cfg.listen, cfg.metrics_port, cfg.ready_file)
+                    cfg.listen, cfg.metrics_port, cfg.ready_file, metrics_host=cfg.metrics_host)
     return 0
 
 

@@ -19,6 +19,8 @@ class OrchestratorConfig:
     """`serve`: the public API's gRPC address. CODEINDEX_ORCHESTRATOR_LISTEN"""
     metrics_port: int = 9100
     """`serve`: Prometheus HTTP port (0 lets the OS pick). CODEINDEX_ORCHESTRATOR_METRICS_PORT"""
+    metrics_host: str = "127.0.0.1"
+    """`serve` and `index`: address the metrics endpoint binds. CODEINDEX_ORCHESTRATOR_METRICS_HOST"""
     index_metrics_port: int = -1
     """`index`: serve the orchestrator's metrics on this port during the run (-1: off, 0: the OS picks).
     CODEINDEX_ORCHESTRATOR_INDEX_METRICS_PORT"""

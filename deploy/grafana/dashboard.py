@@ -1,4 +1,5 @@
-"""Generates deploy/grafana/dashboards/codeindex.json (run it after editing
+"""Generates deploy/grafana/dashboards/codeindex.json and its copy in
+k8s/monitoring/ (run it after editing
 the panels; tests/test_prometheus.py checks that the JSON is up to date and
 that every query returns data from the real services)."""
 
@@ -7,7 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-OUT = Path(__file__).resolve().parent / "dashboards" / "codeindex.json"
+ROOT = Path(__file__).resolve().parents[2]
+# the dashboard, and its copy inside the Kubernetes kustomization (kustomize reads no file outside it)
+OUTPUTS = [ROOT / "deploy/grafana/dashboards/codeindex.json", ROOT / "k8s/monitoring/codeindex-dashboard.json"]
 SEL = '{namespace=~"$namespace", instance=~"$instance"}'
 
 
@@ -157,5 +160,7 @@ def render() -> str:
 
 
 if __name__ == "__main__":
-    OUT.write_text(render())
-    print(f"wrote {OUT}")
+    for out in OUTPUTS:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(render())
+        print(f"wrote {out}")
