@@ -14,7 +14,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -242,6 +242,3 @@ def wait_for_serving(address: str, timeout: float, service: str = "") -> None:
             time.sleep(0.1)
     raise errors.Unavailable(f"{address} did not become SERVING within {timeout:.0f}s ({last})")
 
-
-def iter_names(services: Iterable[Any]) -> list[str]:
-    return [s.full_name for s in services]
