@@ -41,7 +41,8 @@ from orchestrator.launcher import LocalServices  # noqa: E402
 from orchestrator.walker import file_hash, read, walk  # noqa: E402
 from parser_svc.chunker import chunk_file  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(os.environ.get("CODEINDEX_BENCH_RESULTS", ROOT / "bench" / "results"))
+DOCS = Path(os.environ.get("CODEINDEX_BENCH_DOCS", ROOT / "docs"))
 STAGES = ("parser", "embed", "store", "pipeline", "search")
 DEVICE = os.environ.get("CODEINDEX_EMBED_DEVICE", "cpu")  # `make bench-gpu` sets cuda for services and baselines
 WORK = Path(os.environ.get("CODEINDEX_BENCH_WORK", ROOT / "bench" / ".cache" / "work"))
@@ -103,26 +104,32 @@ def services(stages: list[str], index_dir: Path, env: dict[str, str] | None = No
 # --------------------------------------------------------------------------- parser
 
 
-async def _parse_all(address: str, files, streams: int = 2) -> tuple[float, int]:
-    client = ParserClient(address, 600)
+async def _over_streams(items: list, streams: int, call, count) -> tuple[float, int]:
+    """Send ``items`` over ``streams`` concurrent streams opened by ``call``
+    (which takes an async iterator); returns (seconds, sum of ``count`` over
+    the responses)."""
     queue: asyncio.Queue = asyncio.Queue()
-    for f in files:
-        queue.put_nowait(f)
-    for _ in range(streams):
-        queue.put_nowait(None)
+    for item in [*items, *([None] * streams)]:
+        queue.put_nowait(item)
 
     async def feed():
         while (item := await queue.get()) is not None:
             yield item
 
     async def one() -> int:
-        return sum([len(r.chunks) async for r in client.parse(feed())])
+        return sum([count(r) async for r in call(feed())])
 
     started = time.perf_counter()
     n = sum(await asyncio.gather(*(one() for _ in range(streams))))
-    seconds = time.perf_counter() - started
-    await client.close()
-    return seconds, n
+    return time.perf_counter() - started, n
+
+
+async def _parse_all(address: str, files, streams: int = 2) -> tuple[float, int]:
+    client = ParserClient(address, 600)
+    try:
+        return await _over_streams(files, streams, client.parse, lambda r: len(r.chunks))
+    finally:
+        await client.close()
 
 
 def bench_parser(c: Corpus) -> dict:
@@ -150,23 +157,11 @@ def bench_parser(c: Corpus) -> dict:
 
 async def _embed_all(address: str, texts: list[str], streams: int = 8, per_request: int = 32) -> float:
     client = EmbedderClient(address, 600)
-    queue: asyncio.Queue = asyncio.Queue()
-    for i in range(0, len(texts), per_request):
-        queue.put_nowait((str(i), texts[i:i + per_request]))
-    for _ in range(streams):
-        queue.put_nowait(None)
-
-    async def feed():
-        while (item := await queue.get()) is not None:
-            yield item
-
-    async def one() -> int:
-        return sum([len(v) async for _, v in client.embed(feed())])
-
-    started = time.perf_counter()
-    n = sum(await asyncio.gather(*(one() for _ in range(streams))))
-    seconds = time.perf_counter() - started
-    await client.close()
+    requests = [(str(i), texts[i:i + per_request]) for i in range(0, len(texts), per_request)]
+    try:
+        seconds, n = await _over_streams(requests, streams, client.embed, lambda r: len(r[1]))
+    finally:
+        await client.close()
     assert n == len(texts), (n, len(texts))
     return seconds
 
@@ -478,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     gpu = DEVICE.startswith("cuda")
     latest_path = RESULTS / ("latest-gpu.json" if gpu else "latest.json")
     results = json.loads(latest_path.read_text()) if args.stage and latest_path.exists() else {}
+    if results.get("corpus", {}).get("quick") != args.quick:
+        results = {}  # never mix figures from two corpora: a STAGE run on the other corpus starts afresh
     started = time.perf_counter()
     c = Corpus(args.quick)
     log(f"corpus: {c.describe()}")
@@ -507,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         fh.write(json.dumps({k: v for k, v in results.items() if k not in ("utilisation", "search_quality")}) + "\n")
     from bench.report import write_report
 
-    write_report(results, ROOT / "docs", "BENCHMARKS-GPU.md" if gpu else "BENCHMARKS.md")
+    write_report(results, DOCS, "BENCHMARKS-GPU.md" if gpu else "BENCHMARKS.md")
     log(f"done in {results['bench_seconds']}s: {latest_path}")
     return 0
 
