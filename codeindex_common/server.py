@@ -7,6 +7,7 @@ stop workers)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -57,53 +58,45 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, stage: str = "codeindex"):
         self.total, self.seconds = rpc_metrics(stage)
 
-    def _done(self, method: str, code: str, started: float) -> None:
-        self.total.labels(method, code).inc()
-        self.seconds.labels(method).observe(time.perf_counter() - started)
+    @contextlib.asynccontextmanager
+    async def _outcome(self, method: str, context):
+        """Around one RPC: domain errors become status codes; every RPC is counted."""
+        started, code = time.perf_counter(), "OK"
+        try:
+            yield
+        except errors.CodeindexError as exc:
+            code = exc.status
+            await context.abort(_status(exc), str(exc))
+        except (asyncio.CancelledError, GeneratorExit):
+            code = "CANCELLED"
+            raise
+        except Exception:
+            code = "INTERNAL"
+            raise
+        finally:
+            self.total.labels(method, code).inc()
+            self.seconds.labels(method).observe(time.perf_counter() - started)
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method.rsplit("/", 1)[-1]
-        done = self._done
+
+        outcome = self._outcome
 
         def wrap_unary(fn):
             async def wrapped(request, context):
-                started, code = time.perf_counter(), "OK"
-                try:
+                async with outcome(method, context):
                     return await fn(request, context)
-                except errors.CodeindexError as exc:
-                    code = exc.status
-                    await context.abort(_status(exc), str(exc))
-                except asyncio.CancelledError:
-                    code = "CANCELLED"
-                    raise
-                except Exception:
-                    code = "INTERNAL"
-                    raise
-                finally:
-                    done(method, code, started)
 
             return wrapped
 
         def wrap_stream(fn):
             async def wrapped(request, context):
-                started, code = time.perf_counter(), "OK"
-                try:
+                async with outcome(method, context):
                     async for item in fn(request, context):
                         yield item
-                except errors.CodeindexError as exc:
-                    code = exc.status
-                    await context.abort(_status(exc), str(exc))
-                except (asyncio.CancelledError, GeneratorExit):
-                    code = "CANCELLED"
-                    raise
-                except Exception:
-                    code = "INTERNAL"
-                    raise
-                finally:
-                    done(method, code, started)
 
             return wrapped
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 from codeindex_common.model import Chunk, FileResult
@@ -295,7 +295,7 @@ class TreeChunker:
             if c.kind == "method" and not c.parent_id and "." in c.qualified_name:
                 owner = types.get(c.qualified_name.split(".", 1)[0])
                 if owner:
-                    self.out[i] = _replace(c, parent_id=owner)
+                    self.out[i] = replace(c, parent_id=owner)
 
     def _class_skeletons(self) -> None:
         """A class chunk embeds as a skeleton: its own lines plus the first
@@ -360,8 +360,3 @@ def _walk(node):
         yield n
         stack.extend(reversed(n.children))
 
-
-def _replace(chunk: Chunk, **changes) -> Chunk:
-    from dataclasses import replace
-
-    return replace(chunk, **changes)
