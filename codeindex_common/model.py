@@ -58,6 +58,8 @@ class Chunk:
     text: str
     embed_text: str
     content_hash: str
+    docstring: str = ""
+    signature: str = ""
 
     @classmethod
     def from_pb(cls, pb: common_pb2.Chunk) -> Chunk:
@@ -65,7 +67,8 @@ class Chunk:
             id=pb.id, path=pb.path, language=pb.language, kind=kind_from_pb(pb.kind), symbol=pb.symbol,
             qualified_name=pb.qualified_name, parent_id=pb.parent_id, start_line=pb.start_line,
             end_line=pb.end_line, start_byte=pb.start_byte, end_byte=pb.end_byte, text=pb.text,
-            embed_text=pb.embed_text, content_hash=pb.content_hash,
+            embed_text=pb.embed_text, content_hash=pb.content_hash, docstring=pb.docstring,
+            signature=pb.signature,
         )
 
     def to_pb(self) -> common_pb2.Chunk:

@@ -20,6 +20,7 @@ class EmbeddingBackend(Protocol):
     max_tokens: int
     device: str
     name: str
+    tokenizer_json: bytes  # the model's Hugging Face fast tokenizer, serialized; b"" if none
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """(len(texts), dim) float32, each row L2-normalised."""
@@ -54,6 +55,8 @@ class TorchBackend:
         self.model = SentenceTransformer(model, device=self.device)
         self.dim = int(self.model.get_embedding_dimension())
         self.max_tokens = int(self.model.max_seq_length or 512)
+        fast = getattr(self.model.tokenizer, "backend_tokenizer", None)  # what the parser counts tokens with
+        self.tokenizer_json = fast.to_str().encode("utf-8") if fast is not None else b""
         self.inner_batch = inner_batch
         self._torch = torch
 
@@ -76,6 +79,7 @@ class HashBackend:
         self.dim = dim
         self.max_tokens = 256
         self.device = "cpu"
+        self.tokenizer_json = b""
 
     def encode(self, texts: list[str]) -> np.ndarray:
         out = np.empty((len(texts), self.dim), dtype=np.float32)

@@ -43,4 +43,4 @@ class EmbedderServicer(embed_pb2_grpc.EmbedderServicer):
         self._ready()
         b = self.backend
         return embed_pb2.InfoResponse(model_id=b.model_id, dim=b.dim, max_tokens=b.max_tokens, backend=b.name,
-                                      device=b.device)
+                                      device=b.device, tokenizer_json=b.tokenizer_json)

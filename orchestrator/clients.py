@@ -61,14 +61,20 @@ class ParserClient(_Client):
         super().__init__(address, timeout)
         self.stub = parser_pb2_grpc.ParserStub(self.channel)
 
-    async def parse(self, files: AsyncIterator[tuple[str, bytes]]) -> AsyncIterator[FileResult]:
+    async def parse(self, files: AsyncIterator[tuple[str, bytes]], max_tokens: int = 0,
+                    tokenizer_json: bytes = b"") -> AsyncIterator[FileResult]:
+        """Chunks of each file, as each is done; chunks are sized for a model
+        window of ``max_tokens`` counted with ``tokenizer_json`` (both from the
+        embedder's Info)."""
         async def requests():
+            options = parser_pb2.ChunkOptions(max_tokens=max_tokens, tokenizer_json=tokenizer_json)
             async for path, content in files:
-                yield parser_pb2.ParseRequest(path=path, content=content)
+                yield parser_pb2.ParseRequest(path=path, content=content, options=options)
+                options = None
 
         try:
             async for r in self.stub.Parse(requests()):
-                yield FileResult(r.path, r.language, tuple(Chunk.from_pb(c) for c in r.chunks), r.skip_reason,
+                yield FileResult(r.path, r.language, tuple(map(Chunk.from_pb, r.chunks)), r.skip_reason,
                                  r.detail)
         except grpc.aio.AioRpcError as err:
             raise self.error(err) from err
@@ -78,6 +84,7 @@ class EmbedInfo:
     def __init__(self, pb: embed_pb2.InfoResponse):
         self.model_id, self.dim, self.max_tokens = pb.model_id, pb.dim, pb.max_tokens
         self.backend, self.device = pb.backend, pb.device
+        self.tokenizer_json = pb.tokenizer_json
 
 
 class EmbedderClient(_Client):

@@ -131,7 +131,7 @@ class Settings:
 
 
 # Skips that say nothing about the file's content: not remembered in the index.
-TRANSIENT_SKIPS = {"worker_died", "parse_failed"}
+TRANSIENT_SKIPS = {"worker_died", "timeout", "parse_failed"}
 
 
 class _Job:
@@ -285,7 +285,8 @@ class Pipeline:
                 await files_q.put(None)
 
         async def parse_stream() -> None:
-            async for result in self.stages.parser.parse(waits.drain(files_q, "files", "parse")):
+            async for result in self.stages.parser.parse(waits.drain(files_q, "files", "parse"), info.max_tokens,
+                                                         info.tokenizer_json):
                 metrics.STAGE_FILES.labels("parse").inc()
                 progress.files_parsed += 1
                 progress.chunks_total += len(result.chunks)

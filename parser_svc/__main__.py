@@ -6,18 +6,14 @@ import asyncio
 import sys
 
 from codeindex_common import config, server
-from codeindex_common.pb import parser_pb2, parser_pb2_grpc
 
-from .chunker import Limits
 from .config import ParserConfig
 from .parser import Parser
-from .servicer import ParserServicer
-
-SERVICE_NAME = parser_pb2.DESCRIPTOR.services_by_name["Parser"].full_name
+from .servicer import SERVICE_NAME, ParserServicer
 
 
 def build(cfg: ParserConfig) -> tuple[server.Service, Parser]:
-    parser = Parser(cfg.worker_count(), Limits(cfg.max_file_bytes, cfg.max_line_length, cfg.max_text_bytes))
+    parser = Parser(cfg.worker_count(), cfg.limits(), cfg.parse_timeout, cfg.worker_memory_mb)
     parser.start()  # worker processes exist before the gRPC server starts
 
     async def stop() -> None:
@@ -25,8 +21,7 @@ def build(cfg: ParserConfig) -> tuple[server.Service, Parser]:
 
     service = server.Service(
         name="parser", service_names=[SERVICE_NAME],
-        register=lambda s: parser_pb2_grpc.add_ParserServicer_to_server(
-            ParserServicer(parser, cfg.max_in_flight), s),
+        register=ParserServicer(parser, cfg.max_in_flight).register,
         stop=stop)
     return service, parser
 

@@ -3,51 +3,16 @@ worker processes (everything here is picklable and imports no grpc)."""
 
 from __future__ import annotations
 
-import hashlib
+import inspect
 import re
-from dataclasses import dataclass, replace
 from functools import cache
 
-from codeindex_common.model import Chunk, FileResult
+from codeindex_common.model import FileResult
 
 from .languages import SPECS, Spec, detect, generated
+from .sizing import Item, Limits, Sizer, Unit
 
-WINDOW_LINES = 40  # line window size for files without a grammar
-MODULE_WINDOW_LINES = 60
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_file_bytes: int = 2_000_000
-    max_line_length: int = 4_000
-    max_text_bytes: int = 256_000  # files without a grammar (data, logs, prose) are cut in line windows up to this
-
-
-def _digest(*parts: str) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for p in parts:
-        h.update(p.encode("utf-8", "surrogatepass"))
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-def make_chunk(path: str, language: str, kind: str, symbol: str, qualified: str, parent_id: str,
-               start_line: int, end_line: int, start_byte: int, end_byte: int, text: str,
-               embed_body: str | None = None) -> Chunk:
-    """Build a chunk. Its embedded text is a short context header (language,
-    kind, qualified name) plus the body; the path is left out of it, so that
-    the content hash (of exactly what is embedded) is the same wherever the
-    code lives, and a moved or copied file reuses its vectors."""
-    body = text if embed_body is None else embed_body
-    label = f"{language} {kind} {qualified}".strip() if qualified else f"{language} {kind}"
-    embed_text = f"{label}\n{body}"
-    return Chunk(
-        id=_digest(path, kind, qualified, str(start_byte), str(end_byte)),
-        path=path, language=language, kind=kind, symbol=symbol, qualified_name=qualified,
-        parent_id=parent_id, start_line=start_line, end_line=end_line, start_byte=start_byte,
-        end_byte=end_byte, text=text, embed_text=embed_text,
-        content_hash=_digest(embed_text),
-    )
+__all__ = ["Limits", "chunk_file", "decode", "get_parser"]
 
 
 def decode(data: bytes) -> tuple[str | None, str]:
@@ -84,78 +49,38 @@ def chunk_file(path: str, data: bytes, language: str = "", limits: Limits = Limi
         return FileResult(path, language, skip_reason="long_lines",
                           detail=f"a line of {longest} characters > max_line_length {limits.max_line_length}")
     spec = SPECS.get(language)
+    sizer = Sizer(path, language, data, limits)
     if language == "markdown":
-        chunks = markdown_sections(path, text)
+        chunks = sizer.chunks(markdown_sections(data))
     elif spec is None:
-        chunks = line_windows(path, language, text, WINDOW_LINES, "block")
+        chunks = sizer.chunks([Item("block", 0, len(data), window=True)])
     else:
-        chunks = TreeChunker(path, spec, language, data).chunks()
+        chunks = sizer.chunks(TreeChunker(spec, language, data, sizer).items(), module_root=True)
     if not chunks:
         return FileResult(path, language, skip_reason="no_chunks", detail="nothing but punctuation and blanks")
     return FileResult(path, language, tuple(chunks), detail=note and "invalid UTF-8 decoded with replacements")
 
 
-def split_lines(text: str) -> list[str]:
-    """Lines ending in "\n" only, as tree-sitter and editors count them
-    (str.splitlines also breaks at form feeds and other separators)."""
-    lines = text.split("\n")
-    out = [line + "\n" for line in lines[:-1]]
-    if lines[-1]:
-        out.append(lines[-1])
-    return out
-
-
-def _line_starts(lines: list[str]) -> list[int]:
-    """Byte offset of the start of each line (UTF-8), plus the end."""
-    starts, pos = [0], 0
-    for line in lines:
-        pos += len(line.encode("utf-8", "surrogatepass"))
-        starts.append(pos)
-    return starts
-
-
-def line_windows(path: str, language: str, text: str, size: int, kind: str,
-                 first_line: int = 1, base_byte: int = 0) -> list[Chunk]:
-    """Split ``text`` (which starts at ``first_line``/``base_byte`` of its file)
-    into windows of ``size`` lines; blank windows are dropped."""
-    lines = split_lines(text)
-    offsets = _line_starts(lines)
-    base = base_byte
-    chunks = []
-    for i in range(0, len(lines), size):
-        piece = "".join(lines[i:i + size])
-        if piece.strip():
-            chunks.append(make_chunk(path, language, kind, "", "", "", first_line + i,
-                                     first_line + min(i + size, len(lines)) - 1, base + offsets[i],
-                                     base + offsets[min(i + size, len(lines))], piece))
-    return chunks
-
-
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 
 
-def markdown_sections(path: str, text: str) -> list[Chunk]:
-    """One chunk per heading section (long sections in line windows)."""
-    lines = split_lines(text)
-    offsets = _line_starts(lines)
-    starts = [i for i, line in enumerate(lines) if _HEADING.match(line)]
-    if not starts or starts[0] != 0:
-        starts.insert(0, 0)
-    chunks = []
-    for n, begin in enumerate(starts):
-        end = starts[n + 1] if n + 1 < len(starts) else len(lines)
-        body = "".join(lines[begin:end])
-        if not body.strip():
-            continue
-        m = _HEADING.match(lines[begin])
-        title = m.group(2) if m else ""
-        for offset in range(0, end - begin, MODULE_WINDOW_LINES):
-            part_end = min(begin + offset + MODULE_WINDOW_LINES, end)
-            piece = "".join(lines[begin + offset:part_end])
-            if piece.strip():
-                chunks.append(make_chunk(path, "markdown", "section", title, title, "", begin + offset + 1,
-                                         part_end, offsets[begin + offset], offsets[part_end], piece))
-    return chunks
+def markdown_sections(data: bytes) -> list[Item]:
+    """One item per heading section (a long section is cut in windows);
+    a "#" line inside a fenced code block is not a heading."""
+    starts, titles, fence, pos = [0], [""], b"", 0
+    for line in data.splitlines(keepends=True):
+        stripped = line.lstrip()
+        if stripped.startswith((b"```", b"~~~")):
+            fence = b"" if fence and stripped.startswith(fence) else (fence or stripped[:3])
+        elif not fence and (m := _HEADING.match(line.decode("utf-8", "replace").rstrip("\r\n"))):
+            if pos == 0:
+                starts, titles = [], []
+            starts.append(pos)
+            titles.append(m.group(2))
+        pos += len(line)
+    bounds = [*starts[1:], len(data)]
+    return [Item("section", begin, end, symbol=title, qualified=title, window=True)
+            for begin, end, title in zip(starts, bounds, titles)]
 
 
 @cache
@@ -184,17 +109,35 @@ def node_name(node) -> str:
     for child in node.named_children:
         if child.type in _NAME_TYPES:
             return child.text.decode("utf-8", "replace")
+    for child in node.children:  # Swift's init/deinit, Kotlin's constructor: named by their keyword
+        if not child.is_named and child.type in ("init", "deinit", "constructor"):
+            return child.type
     return ""
 
 
-class TreeChunker:
-    """Definitions (functions, classes, methods) become chunks linked by
-    parent_id; top-level code outside them becomes module chunks."""
+_BODY_TYPES = ("block", "body", "compound_statement", "declaration_list", "statement_block")
+_STRING_QUOTES = re.compile(r"^[rRbBuUfF]*(\"\"\"|\'\'\'|\"|\')(.*)\1$", re.DOTALL)
+_COMMENT_MARKS = re.compile(r"^\s*(?:/\*+!?|\*+/|//+!?|#+|\*+(?!/)|--+)\s?")
 
-    def __init__(self, path: str, spec: Spec, language: str, data: bytes):
-        self.path, self.spec, self.language = path, spec, language
-        self.data = data  # the file's own bytes: offsets are exact even where UTF-8 is invalid
-        self.out: list[Chunk] = []
+
+def _clean_comment(text: str) -> str:
+    lines = [_COMMENT_MARKS.sub("", line).rstrip() for line in text.splitlines()]
+    lines = [line.removesuffix("*/").rstrip() for line in lines]
+    return inspect.cleandoc("\n".join(lines)).strip()
+
+
+class TreeChunker:
+    """Definitions (functions, classes, methods) become items linked by
+    parent; top-level code outside them becomes module items. A class embeds
+    as a skeleton: its own lines, each member's signature, bodies elided."""
+
+    MAX_SIGNATURE = 1000
+    MAX_DOC_CONTEXT = 600  # characters of a doc comment repeated in the header
+
+    def __init__(self, spec: Spec, language: str, data: bytes, sizer: Sizer):
+        self.spec, self.language, self.data, self.sizer = spec, language, data, sizer
+        self.out: list[Item] = []
+        self.sig_end: list[int] = []  # per item: the byte where its signature ends
 
     def _src(self, start: int, end: int) -> str:
         return self.data[start:end].decode("utf-8", "replace")
@@ -239,12 +182,12 @@ class TreeChunker:
                 return "function", outer, node_name(node)
         return None
 
-    def chunks(self) -> list[Chunk]:
+    def items(self) -> list[Item]:
         tree = get_parser(self.spec.grammar).parse(self.data)
         root = tree.root_node
         top_ranges: list[tuple[int, int]] = []
-        # Iterative walk: (node, parent chunk, qualified prefix, in_class, in_function)
-        stack = [(root, None, "", False, False)]
+        # Iterative walk: (node, parent item, qualified prefix, in_class, in_function)
+        stack = [(root, -1, "", False, False)]
         while stack:
             node, parent, prefix, in_class, in_function = stack.pop()
             found = self._definition(node) if node is not root else None
@@ -257,20 +200,17 @@ class TreeChunker:
                     self.language == "go" else ""
                 qual_prefix = receiver or prefix
                 qualified = f"{qual_prefix}.{name}" if qual_prefix and name else name
-                chunk = self._emit(outer, kind, name, qualified, parent.id if parent else "")
-                if parent is None:
+                index = self._add(node, outer, kind, name, qualified, parent)
+                if parent < 0:
                     top_ranges.append((outer.start_byte, outer.end_byte))
-                if group == "class":
-                    children = [(c, chunk, qualified, True, False) for c in node.children]
-                else:
-                    children = [(c, chunk, qualified, False, True) for c in node.children]
-                stack.extend(reversed(children))
+                in_def = (True, False) if group == "class" else (False, True)
+                stack.extend(reversed([(c, index, qualified, *in_def) for c in node.children]))
                 continue
             stack.extend(reversed([(c, parent, prefix, in_class, in_function) for c in node.children]))
         self._link_go_methods()
+        self._contexts()
         self._class_skeletons()
-        self._module_chunks(top_ranges)
-        self.out.sort(key=lambda c: (c.start_byte, -c.end_byte))
+        self._module_items(top_ranges)
         return self.out
 
     def _go_receiver(self, node) -> str:
@@ -280,55 +220,105 @@ class TreeChunker:
         ids = [n for n in _walk(recv) if n.type == "type_identifier"]
         return ids[0].text.decode("utf-8", "replace") if ids else ""
 
-    def _emit(self, node, kind: str, name: str, qualified: str, parent_id: str) -> Chunk:
-        chunk = make_chunk(self.path, self.language, kind, name, qualified, parent_id,
-                           node.start_point[0] + 1, node.end_point[0] + 1, node.start_byte, node.end_byte,
-                           self._src(node.start_byte, node.end_byte))
-        self.out.append(chunk)
-        return chunk
+    def _add(self, node, outer, kind: str, name: str, qualified: str, parent: int) -> int:
+        body = self._body(node)
+        sig_end = body.start_byte if body is not None else self.data.find(b"\n", node.start_byte, node.end_byte)
+        if sig_end < 0:
+            sig_end = node.end_byte
+        sig_start = node.start_byte if node.type != "variable_declarator" else outer.start_byte
+        raw = self.data[sig_start:sig_end].rstrip()
+        signature = raw.decode("utf-8", "replace").strip()
+        if len(signature) > self.MAX_SIGNATURE:
+            signature = signature[:self.MAX_SIGNATURE] + "..."
+        docstring, outside = self._docstring(body), False
+        if not docstring:
+            docstring, outside = self._doc_comment(outer), True
+        self.out.append(Item(kind, outer.start_byte, outer.end_byte, name, qualified, parent, signature,
+                               docstring))
+        self.sig_end.append(sig_start + len(raw))
+        if outside and docstring:  # a doc comment above the definition: outside its range, so in its header
+            self.out[-1].context = [docstring[:self.MAX_DOC_CONTEXT]]
+        return len(self.out) - 1
+
+    @staticmethod
+    def _body(node):
+        if node.type == "variable_declarator":
+            node = node.child_by_field_name("value") or node
+        body = node.child_by_field_name("body")
+        if body is not None:
+            return body
+        return next((c for c in reversed(node.named_children) if any(t in c.type for t in _BODY_TYPES)), None)
+
+    def _docstring(self, body) -> str:
+        """A docstring: the first statement of the body, if a string literal (Python)."""
+        if body is None or self.language != "python":
+            return ""
+        first = next((c for c in body.named_children if c.type != "comment"), None)
+        if first is not None and first.type == "expression_statement" and first.named_child_count == 1:
+            first = first.named_children[0]
+        if first is None or first.type != "string":
+            return ""
+        m = _STRING_QUOTES.match(first.text.decode("utf-8", "replace"))
+        return inspect.cleandoc(m.group(2)).strip() if m else ""
+
+    def _doc_comment(self, outer) -> str:
+        """The comment lines directly above a definition (no blank line between)."""
+        comments, node, row = [], outer.prev_named_sibling, outer.start_point[0]
+        while node is not None and "comment" in node.type and node.end_point[0] >= row - 1:
+            text = node.text.decode("utf-8", "replace")
+            if text.startswith("#!"):
+                break
+            prev = node.prev_sibling
+            if prev is not None and prev.end_point[0] == node.start_point[0] and "comment" not in prev.type:
+                break  # a trailing comment of the line above
+            comments.append(text)
+            row, node = node.start_point[0], node.prev_named_sibling
+        return _clean_comment("\n".join(reversed(comments))) if comments else ""
 
     def _link_go_methods(self) -> None:
         if self.language != "go":
             return
-        types = {c.symbol: c.id for c in self.out if c.kind == "class"}
-        for i, c in enumerate(self.out):
-            if c.kind == "method" and not c.parent_id and "." in c.qualified_name:
-                owner = types.get(c.qualified_name.split(".", 1)[0])
-                if owner:
-                    self.out[i] = replace(c, parent_id=owner)
+        types = {it.symbol: i for i, it in enumerate(self.out) if it.kind == "class"}
+        for it in self.out:
+            if it.kind == "method" and it.parent < 0 and "." in it.qualified:
+                it.parent = types.get(it.qualified.split(".", 1)[0], -1)
+
+    def _contexts(self) -> None:
+        """A method's header names the signature of its class."""
+        for it in self.out:
+            if it.parent >= 0 and self.out[it.parent].kind == "class":
+                it.context = [self.out[it.parent].signature, *it.context]
 
     def _class_skeletons(self) -> None:
-        """A class chunk embeds as a skeleton: its own lines plus the first
-        line (signature) of each member; member bodies are elided."""
-        by_parent: dict[str, list[Chunk]] = {}
-        for c in self.out:
-            if c.parent_id:
-                by_parent.setdefault(c.parent_id, []).append(c)
-        for i, c in enumerate(self.out):
-            members = by_parent.get(c.id)
-            if c.kind != "class" or not members:
-                continue
-            lines = split_lines(c.text)
-            keep = [True] * len(lines)
-            for m in members:
-                for ln in range(m.start_line + 1, m.end_line + 1):
-                    idx = ln - c.start_line
-                    if 0 <= idx < len(keep):
-                        keep[idx] = False
-            skeleton, elided = [], False
-            for line, k in zip(lines, keep):
-                if k:
-                    skeleton.append(line)
-                    elided = False
-                elif not elided:
-                    skeleton.append("    ...\n")
-                    elided = True
-            self.out[i] = make_chunk(c.path, c.language, c.kind, c.symbol, c.qualified_name, c.parent_id,
-                                     c.start_line, c.end_line, c.start_byte, c.end_byte, c.text,
-                                     embed_body="".join(skeleton))
+        """Each member keeps its lines up to the end of its signature; the rest
+        of its body becomes one "..." line."""
+        elided: dict[int, list[tuple[int, int]]] = {}
+        for i, it in enumerate(self.out):
+            owner = self.out[it.parent] if it.parent >= 0 else None
+            # members inside the class's range (a Go method is declared outside its type)
+            if owner is not None and owner.kind == "class" and owner.start <= it.start and it.end <= owner.end:
+                cut = self.data.find(b"\n", self.sig_end[i], it.end)
+                if cut != -1 and cut + 1 < it.end:
+                    end = self.data.find(b"\n", it.end)
+                    elided.setdefault(it.parent, []).append((cut + 1, it.end if end == -1 else end + 1))
+        for i, spans in elided.items():
+            cls = self.out[i]
+            units: list[Unit] = []
+            spans.sort()
+            pos = cls.start
+            for start, end in spans:
+                if start < pos:
+                    continue  # nested inside a member already elided
+                units.extend(self.sizer.lines(pos, start))
+                first = self.data[start:self.data.find(b"\n", start, end) + 1 or end].decode("utf-8", "replace")
+                indent = first[:len(first) - len(first.lstrip())]
+                units.append((start, min(end, cls.end), f"{indent}...\n"))
+                pos = min(end, cls.end)
+            units.extend(self.sizer.lines(pos, cls.end))
+            cls.skeleton = units
 
-    def _module_chunks(self, covered: list[tuple[int, int]]) -> None:
-        """Top-level code outside every definition, in line windows."""
+    def _module_items(self, covered: list[tuple[int, int]]) -> None:
+        """Top-level code outside every definition."""
         covered.sort()
         gaps, pos = [], 0
         for start, end in covered:
@@ -337,8 +327,7 @@ class TreeChunker:
             pos = max(pos, end)
         gaps.append((pos, len(self.data)))
         for start, end in gaps:
-            piece = self._src(start, end)
-            if not re.search(r"\w", piece):
+            if not re.search(rb"\w", self.data[start:end]):
                 continue  # whitespace and punctuation only
             # a gap that starts mid-line after a definition starts on the next line
             nl = self.data.find(b"\n", start, end)
@@ -348,9 +337,7 @@ class TreeChunker:
             line_start = self.data.rfind(b"\n", 0, start) + 1
             if self.data[line_start:start].strip():
                 line_start = start
-            first_line = self.data.count(b"\n", 0, line_start) + 1
-            self.out.extend(line_windows(self.path, self.language, self._src(line_start, end),
-                                         MODULE_WINDOW_LINES, "module", first_line, line_start))
+            self.out.append(Item("module", line_start, end, window=True))
 
 
 def _walk(node):

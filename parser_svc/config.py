@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from .sizing import Limits
+
 
 @dataclass(frozen=True)
 class ParserConfig:
@@ -25,10 +27,28 @@ class ParserConfig:
     max_text_bytes: int = 256_000
     """Files without a grammar (data, logs) larger than this are skipped as too_large.
     CODEINDEX_PARSER_MAX_TEXT_BYTES"""
+    parse_timeout: float = 60.0
+    """Seconds one file may take in a worker; past it the worker is replaced and the file reported as timeout.
+    CODEINDEX_PARSER_PARSE_TIMEOUT"""
+    worker_memory_mb: int = 4096
+    """Address-space limit of each worker (0 = none): a file that needs more fails alone.
+    CODEINDEX_PARSER_WORKER_MEMORY_MB"""
+    overlap_tokens: int = 32
+    """Pieces of a definition longer than the model's window repeat this many tokens of the previous piece.
+    CODEINDEX_PARSER_OVERLAP_TOKENS"""
+    min_tokens: int = 24
+    """Adjacent functions shorter than this many tokens (getters, stubs) are merged into one chunk; 0 = never.
+    CODEINDEX_PARSER_MIN_TOKENS"""
     ready_file: str = ""
     """Write {address, metrics_port, pid} as JSON here once serving. CODEINDEX_PARSER_READY_FILE"""
     grace_seconds: float = 10.0
     """Shutdown grace period for in-flight streams. CODEINDEX_PARSER_GRACE_SECONDS"""
+
+    def limits(self) -> Limits:
+        """Per-file limits; the window and tokenizer come with each stream (from the embedder's Info)."""
+        return Limits(max_file_bytes=self.max_file_bytes, max_line_length=self.max_line_length,
+                      max_text_bytes=self.max_text_bytes, overlap_tokens=self.overlap_tokens,
+                      min_tokens=self.min_tokens)
 
     def worker_count(self) -> int:
         return self.workers if self.workers > 0 else (os.cpu_count() or 1)

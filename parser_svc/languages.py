@@ -18,6 +18,9 @@ EXTENSIONS: dict[str, str] = {
     ".swift": "swift", ".scala": "scala", ".sc": "scala",
     ".sh": "bash", ".bash": "bash", ".zsh": "bash",
     ".md": "markdown", ".markdown": "markdown",
+    # no grammar: cut in windows, but named, so that searches can filter on them
+    ".yaml": "yaml", ".yml": "yaml", ".toml": "toml", ".json": "json", ".sql": "sql",
+    ".html": "html", ".htm": "html", ".css": "css", ".scss": "css", ".txt": "text", ".rst": "text",
 }
 
 SHEBANGS = {"python": "python", "python3": "python", "node": "javascript", "bash": "bash", "sh": "bash",

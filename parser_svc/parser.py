@@ -1,13 +1,30 @@
-"""The Parser core: a pool of tree-sitter worker processes. No grpc here."""
+"""The Parser core: a pool of tree-sitter worker processes. No grpc here.
+
+Workers are started with forkserver before the gRPC server. Each file goes
+to a worker as it arrives and comes back as a serialized ParseResponse, so
+the service process only forwards bytes: the cores go to parsing. A worker
+that dies (a crashing grammar, out of memory) or runs past the per-file
+timeout costs only its file, reported as failed; pebble replaces the worker.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import multiprocessing
+import os
+import shutil
+import tempfile
+import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections import Counter
+from dataclasses import dataclass, field, replace
+
+import pebble
+
+from codeindex_common.errors import InvalidArgument
+from protos import parser_pb2
 
 from . import metrics
 from .chunker import FileResult, Limits, chunk_file, get_parser
@@ -15,9 +32,52 @@ from .languages import SPECS
 
 log = logging.getLogger("codeindex.parser")
 
+# Skips that say the parser failed, not that the file is unfit: the file is tried again next run.
+FAILURES = ("worker_died", "timeout", "parse_failed")
 
-def _warm() -> None:
-    """Worker initializer: load every grammar once, up front."""
+
+@dataclass(frozen=True)
+class Parsed:
+    """One file's ParseResponse, serialized, and what the metrics need from it."""
+
+    payload: bytes
+    skip_reason: str = ""
+    chunks: dict[tuple[str, str], int] = field(default_factory=dict)  # (language, kind) -> count
+    seconds: float = 0.0  # time in the worker
+
+
+def _response(result: FileResult) -> bytes:
+    return parser_pb2.ParseResponse(
+        path=result.path, language=result.language, chunks=[c.to_pb() for c in result.chunks],
+        skip_reason=result.skip_reason, detail=result.detail).SerializeToString()
+
+
+def parse_file(path: str, data: bytes, language: str, limits: Limits) -> Parsed:
+    """Runs in a worker: chunk one file and serialize the answer there."""
+    started = time.perf_counter()
+    try:
+        result = chunk_file(path, data, language, limits)
+    except Exception as exc:  # noqa: BLE001 - a bug in chunking costs one file, not the run
+        log.exception("parsing %s failed", path)
+        result = FileResult(path, language, skip_reason="parse_failed", detail=f"{type(exc).__name__}: {exc}")
+    return Parsed(_response(result), result.skip_reason, dict(Counter((c.language, c.kind) for c in result.chunks)),
+                  time.perf_counter() - started)
+
+
+def _init_worker(memory_bytes: int) -> None:
+    """Worker initializer: cap its memory, exit with the service, load every grammar once."""
+    if memory_bytes > 0:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    parent = os.getppid()  # the forkserver, which exits when the service does
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watchdog").start()
     for spec in SPECS.values():
         try:
             get_parser(spec.grammar)
@@ -25,71 +85,93 @@ def _warm() -> None:
             log.exception("grammar %s failed to load", spec.grammar)
 
 
-def _pid(_: int = 0) -> int:
-    import os
-
+def _pid() -> int:
     return os.getpid()
 
 
 class Parser:
-    """Chunks files in a process pool (started with forkserver, before the
-    gRPC server). A worker that dies costs only the file it was parsing."""
+    """Chunks files in a pebble process pool; one file per task."""
 
-    def __init__(self, workers: int, limits: Limits):
-        self.workers = workers
-        self.limits = limits
-        self._pool: ProcessPoolExecutor | None = None
-
-    def _new_pool(self) -> ProcessPoolExecutor:
-        ctx = multiprocessing.get_context("forkserver")
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx, initializer=_warm)
+    def __init__(self, workers: int, limits: Limits, timeout: float = 60.0, memory_mb: int = 0):
+        self.workers, self.limits, self.timeout = workers, limits, timeout
+        self.memory_bytes = memory_mb * 1024 * 1024
+        self._pool: pebble.ProcessPool | None = None
+        self._tokenizers = ""  # a directory of tokenizer.json files, by hash
 
     def start(self) -> None:
         metrics.WORKERS.set(self.workers)
-        self._pool = self._new_pool()
+        self._tokenizers = tempfile.mkdtemp(prefix="codeindex-parser-")
+        self._pool = pebble.ProcessPool(self.workers, initializer=_init_worker, initargs=(self.memory_bytes,),
+                                        context=multiprocessing.get_context("forkserver"))
         # start every worker now, so the first files do not pay for it
-        list(self._pool.map(_pid, range(self.workers * 2)))
+        for f in [self._pool.schedule(_pid) for _ in range(self.workers * 2)]:
+            f.result()
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.close()
+            self._pool.join(timeout=10)
+            self._pool.stop()
             self._pool = None
+        if self._tokenizers:
+            shutil.rmtree(self._tokenizers, ignore_errors=True)
 
-    async def _run(self, path: str, data: bytes, language: str) -> FileResult:
-        """One try in the current pool; a broken pool is replaced (once, by
-        whoever notices first) and BrokenProcessPool re-raised."""
-        pool = self._pool
-        assert pool is not None, "Parser.start() first"
-        try:
-            return await asyncio.get_running_loop().run_in_executor(
-                pool, chunk_file, path, data, language, self.limits)
-        except BrokenProcessPool:
-            if self._pool is pool:
-                log.error("a parser worker died (while parsing %s?); replacing the pool", path)
-                metrics.WORKER_RESTARTS.inc()
-                self._pool = self._new_pool()
-                pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    def limits_for(self, max_tokens: int, tokenizer_json: bytes) -> Limits:
+        """Limits for a stream whose client named the embedding model's window and tokenizer."""
+        if max_tokens and not 16 <= max_tokens <= 1_000_000:
+            raise InvalidArgument(f"max_tokens must be 0 or between 16 and 1,000,000, not {max_tokens}")
+        path = ""
+        if tokenizer_json:
+            path = os.path.join(self._tokenizers, hashlib.sha256(tokenizer_json).hexdigest() + ".json")
+            if not os.path.exists(path):
+                from tokenizers import Tokenizer
 
-    async def parse(self, path: str, data: bytes, language: str = "") -> FileResult:
+                try:
+                    Tokenizer.from_str(tokenizer_json.decode("utf-8"))
+                except Exception as exc:  # noqa: BLE001 - any reason it does not load
+                    raise InvalidArgument(f"tokenizer_json is not a Hugging Face tokenizer: {exc}") from None
+                tmp = f"{path}.{os.getpid()}.tmp"
+                with open(tmp, "wb") as fh:
+                    fh.write(tokenizer_json)
+                os.replace(tmp, path)
+        return replace(self.limits, max_tokens=max_tokens, tokenizer=path)
+
+    async def parse(self, path: str, data: bytes, language: str = "", limits: Limits | None = None) -> Parsed:
+        assert self._pool is not None, "Parser.start() first"
         started = time.perf_counter()
         metrics.IN_FLIGHT.inc()
+        future = self._pool.schedule(parse_file, args=(path, data, language, limits or self.limits),
+                                     timeout=self.timeout)
         try:
-            try:
-                result = await self._run(path, data, language)
-            except BrokenProcessPool:  # maybe another file killed the worker: one more try in the new pool
-                result = await self._run(path, data, language)
-        except BrokenProcessPool:
-            result = FileResult(path, language, skip_reason="worker_died",
-                                detail="the worker process parsing this file died, twice")
-        except Exception as exc:  # noqa: BLE001 - a bug in chunking costs one file, not the run
+            parsed = await asyncio.wrap_future(future)
+        except pebble.ProcessExpired as exc:
+            log.error("the worker parsing %s died (exit code %s); it is replaced", path, exc.exitcode)
+            parsed = self._failed(path, language, "worker_died",
+                                  f"the worker process parsing this file died (exit code {exc.exitcode})")
+        except TimeoutError:
+            log.error("parsing %s took over %.0f s; its worker is replaced", path, self.timeout)
+            parsed = self._failed(path, language, "timeout", f"parsing took over {self.timeout:g} s")
+        except asyncio.CancelledError:
+            future.cancel()  # a running file's worker is stopped (and replaced)
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. a file the worker could not receive
             log.exception("parsing %s failed", path)
-            result = FileResult(path, language, skip_reason="parse_failed", detail=f"{type(exc).__name__}: {exc}")
+            parsed = self._failed(path, language, "parse_failed", f"{type(exc).__name__}: {exc}")
         finally:
             metrics.IN_FLIGHT.dec()
         metrics.PARSE_SECONDS.observe(time.perf_counter() - started)
+        if parsed.seconds:
+            metrics.WORKER_SECONDS.observe(parsed.seconds)
         metrics.BYTES.inc(len(data))
-        metrics.FILES.labels(result.skip_reason or "chunked").inc()
-        for c in result.chunks:
-            metrics.CHUNKS.labels(c.language, c.kind).inc()
-        return result
+        metrics.FILES.labels(parsed.skip_reason or "chunked").inc()
+        if parsed.skip_reason in FAILURES:
+            metrics.FAILURES.labels(parsed.skip_reason).inc()
+        for (lang, kind), n in parsed.chunks.items():
+            metrics.CHUNKS.labels(lang, kind).inc(n)
+        return parsed
+
+    @staticmethod
+    def _failed(path: str, language: str, reason: str, detail: str) -> Parsed:
+        if reason in ("worker_died", "timeout"):
+            metrics.WORKER_RESTARTS.inc()
+        return Parsed(_response(FileResult(path, language, skip_reason=reason, detail=detail)), reason)

@@ -2,30 +2,46 @@
 
 from __future__ import annotations
 
-from codeindex_common.pb import parser_pb2, parser_pb2_grpc
+import grpc
+
+from codeindex_common.pb import parser_pb2
 from codeindex_common.streams import map_unordered
 
 from . import metrics
 from .parser import Parser
 
+SERVICE_NAME = parser_pb2.DESCRIPTOR.services_by_name["Parser"].full_name
 
-class ParserServicer(parser_pb2_grpc.ParserServicer):
+
+class ParserServicer:
     def __init__(self, parser: Parser, max_in_flight: int):
         self.parser = parser
         self.max_in_flight = max_in_flight
 
-    async def _parse_one(self, req: parser_pb2.ParseRequest) -> parser_pb2.ParseResponse:
-        result = await self.parser.parse(req.path, req.content, req.language)
-        return parser_pb2.ParseResponse(
-            path=result.path, language=result.language, chunks=[c.to_pb() for c in result.chunks],
-            skip_reason=result.skip_reason, detail=result.detail)
-
     async def Parse(self, request_iterator, context):
-        """Files go to workers as they arrive; each file's chunks are sent
-        back as soon as it is done (no per-batch barrier)."""
+        """Files go to workers as they arrive; each file's answer is sent back
+        as soon as it is done (no per-batch barrier). The first request may
+        carry the stream's chunk options."""
         metrics.STREAMS.inc()
+        stream = {"limits": None, "first": True}
+
+        async def parse_one(req: parser_pb2.ParseRequest) -> bytes:
+            if stream["first"]:
+                stream["first"] = False
+                if req.HasField("options"):
+                    stream["limits"] = self.parser.limits_for(req.options.max_tokens, req.options.tokenizer_json)
+            parsed = await self.parser.parse(req.path, req.content, req.language, stream["limits"])
+            return parsed.payload
+
         try:
-            async for response in map_unordered(request_iterator, self._parse_one, self.max_in_flight):
-                yield response
+            async for payload in map_unordered(request_iterator, parse_one, self.max_in_flight):
+                yield payload
         finally:
             metrics.STREAMS.dec()
+
+    def register(self, server) -> None:
+        """Responses are ParseResponse messages the workers already serialized:
+        the serializer passes their bytes through."""
+        handler = grpc.stream_stream_rpc_method_handler(
+            self.Parse, request_deserializer=parser_pb2.ParseRequest.FromString, response_serializer=bytes)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, {"Parse": handler}),))

@@ -34,7 +34,7 @@ SEARCH_MODE_KEYWORD: SearchMode
 SEARCH_MODE_HYBRID: SearchMode
 
 class Chunk(_message.Message):
-    __slots__ = ("id", "path", "language", "kind", "symbol", "qualified_name", "parent_id", "start_line", "end_line", "start_byte", "end_byte", "text", "embed_text", "content_hash")
+    __slots__ = ("id", "path", "language", "kind", "symbol", "qualified_name", "parent_id", "start_line", "end_line", "start_byte", "end_byte", "text", "embed_text", "content_hash", "docstring", "signature")
     ID_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,8 @@ class Chunk(_message.Message):
     TEXT_FIELD_NUMBER: _ClassVar[int]
     EMBED_TEXT_FIELD_NUMBER: _ClassVar[int]
     CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    DOCSTRING_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
     id: str
     path: str
     language: str
@@ -63,4 +65,6 @@ class Chunk(_message.Message):
     text: str
     embed_text: str
     content_hash: str
-    def __init__(self, id: _Optional[str] = ..., path: _Optional[str] = ..., language: _Optional[str] = ..., kind: _Optional[_Union[ChunkKind, str]] = ..., symbol: _Optional[str] = ..., qualified_name: _Optional[str] = ..., parent_id: _Optional[str] = ..., start_line: _Optional[int] = ..., end_line: _Optional[int] = ..., start_byte: _Optional[int] = ..., end_byte: _Optional[int] = ..., text: _Optional[str] = ..., embed_text: _Optional[str] = ..., content_hash: _Optional[str] = ...) -> None: ...
+    docstring: str
+    signature: str
+    def __init__(self, id: _Optional[str] = ..., path: _Optional[str] = ..., language: _Optional[str] = ..., kind: _Optional[_Union[ChunkKind, str]] = ..., symbol: _Optional[str] = ..., qualified_name: _Optional[str] = ..., parent_id: _Optional[str] = ..., start_line: _Optional[int] = ..., end_line: _Optional[int] = ..., start_byte: _Optional[int] = ..., end_byte: _Optional[int] = ..., text: _Optional[str] = ..., embed_text: _Optional[str] = ..., content_hash: _Optional[str] = ..., docstring: _Optional[str] = ..., signature: _Optional[str] = ...) -> None: ...

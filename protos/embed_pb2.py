@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/embed.proto\x12\x0c\x63odeindex.v1\"1\n\x0c\x45mbedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\"P\n\rEmbedResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\x12\x0f\n\x07vectors\x18\x04 \x01(\x0c\"\r\n\x0bInfoRequest\"b\n\x0cInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x12\n\nmax_tokens\x18\x03 \x01(\r\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t2\xd5\x01\n\x08\x45mbedder\x12\x44\n\x05\x45mbed\x12\x1a.codeindex.v1.EmbedRequest\x1a\x1b.codeindex.v1.EmbedResponse(\x01\x30\x01\x12\x44\n\tEmbedOnce\x12\x1a.codeindex.v1.EmbedRequest\x1a\x1b.codeindex.v1.EmbedResponse\x12=\n\x04Info\x12\x19.codeindex.v1.InfoRequest\x1a\x1a.codeindex.v1.InfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/embed.proto\x12\x0c\x63odeindex.v1\"1\n\x0c\x45mbedRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\"P\n\rEmbedResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\x12\x0f\n\x07vectors\x18\x04 \x01(\x0c\"\r\n\x0bInfoRequest\"z\n\x0cInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x12\n\nmax_tokens\x18\x03 \x01(\r\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x16\n\x0etokenizer_json\x18\x06 \x01(\x0c\x32\xd5\x01\n\x08\x45mbedder\x12\x44\n\x05\x45mbed\x12\x1a.codeindex.v1.EmbedRequest\x1a\x1b.codeindex.v1.EmbedResponse(\x01\x30\x01\x12\x44\n\tEmbedOnce\x12\x1a.codeindex.v1.EmbedRequest\x1a\x1b.codeindex.v1.EmbedResponse\x12=\n\x04Info\x12\x19.codeindex.v1.InfoRequest\x1a\x1a.codeindex.v1.InfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,7 +38,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INFOREQUEST']._serialized_start=169
   _globals['_INFOREQUEST']._serialized_end=182
   _globals['_INFORESPONSE']._serialized_start=184
-  _globals['_INFORESPONSE']._serialized_end=282
-  _globals['_EMBEDDER']._serialized_start=285
-  _globals['_EMBEDDER']._serialized_end=498
+  _globals['_INFORESPONSE']._serialized_end=306
+  _globals['_EMBEDDER']._serialized_start=309
+  _globals['_EMBEDDER']._serialized_end=522
 # @@protoc_insertion_point(module_scope)

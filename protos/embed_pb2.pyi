@@ -31,15 +31,17 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model_id", "dim", "max_tokens", "backend", "device")
+    __slots__ = ("model_id", "dim", "max_tokens", "backend", "device", "tokenizer_json")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    TOKENIZER_JSON_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     dim: int
     max_tokens: int
     backend: str
     device: str
-    def __init__(self, model_id: _Optional[str] = ..., dim: _Optional[int] = ..., max_tokens: _Optional[int] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
+    tokenizer_json: bytes
+    def __init__(self, model_id: _Optional[str] = ..., dim: _Optional[int] = ..., max_tokens: _Optional[int] = ..., backend: _Optional[str] = ..., device: _Optional[str] = ..., tokenizer_json: _Optional[bytes] = ...) -> None: ...

