@@ -87,6 +87,12 @@ def write_report(r: dict, docs: Path, name: str = "BENCHMARKS.md") -> None:
         f"- Corpus: {', '.join(c.get('projects', []))} from PyPI: {fmt(c.get('files', 0))} files, "
         f"{fmt(c.get('chunks', 0))} chunks ({fmt(c.get('distinct_texts', 0))} distinct texts), "
         f"{c.get('bytes', 0) / 1e6:.1f} MB",
+    ]
+    runs = r.get("stage_runs", {})
+    if len({(v["command"], v["date"]) for v in runs.values()}) > 1:  # figures from several runs: say which
+        lines.append("- Figures by stage: " + "; ".join(
+            f"{stage}: `{v['command']}` at {v['commit']}, {v['date']}" for stage, v in runs.items()))
+    lines += [
         "",
         "| measure | value |",
         "| --- | --- |",

@@ -537,8 +537,13 @@ def main(argv: list[str] | None = None) -> int:
                                                / results["embed_standalone_chunks_per_s"], 3)
     cmd = " ".join(part for part in ["make bench-gpu" if gpu else "make bench", "QUICK=1" if args.quick else "",
                                      f"STAGE={args.stage}" if args.stage else ""] if part)
-    results.update({"machine": machine(), "corpus": c.describe(), "command": cmd,
-                    "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    date = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    runs = results.setdefault("stage_runs", {})  # which command measured each stage's figures, on which code
+    for stage in stages:
+        runs[stage] = {"command": cmd, "date": date, "commit": commit}
+    results.update({"machine": machine(), "corpus": c.describe(), "command": cmd, "date": date,
                     "bench_seconds": round(time.perf_counter() - started, 1)})
     latest_path.write_text(json.dumps(results, indent=1) + "\n")
     with open(RESULTS / ("history-gpu.jsonl" if gpu else "history.jsonl"), "a") as fh:
