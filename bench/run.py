@@ -540,6 +540,9 @@ def main(argv: list[str] | None = None) -> int:
     date = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
+    if results and "stage_runs" not in results:  # figures from a run that did not record this: its command
+        results["stage_runs"] = {st: {"command": results.get("command", "?"), "date": results.get("date", "?"),
+                                      "commit": "?"} for st in STAGES}
     runs = results.setdefault("stage_runs", {})  # which command measured each stage's figures, on which code
     for stage in stages:
         runs[stage] = {"command": cmd, "date": date, "commit": commit}
