@@ -31,14 +31,14 @@ def chunk_file(path: str, data: bytes, language: str = "", limits: Limits = Limi
     if len(data) > limits.max_file_bytes:
         return FileResult(path, language, skip_reason="too_large",
                           detail=f"{len(data)} bytes > max_file_bytes {limits.max_file_bytes}")
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # a BOM; offsets count from after it
     language = language or detect(path, data[:256])
     if generated(path, data[:1024]):
         return FileResult(path, language, skip_reason="generated", detail="a lock file or generated code")
     if language not in SPECS and language != "markdown" and len(data) > limits.max_text_bytes:
         return FileResult(path, language, skip_reason="too_large",
                           detail=f"{len(data)} bytes of {language} > max_text_bytes {limits.max_text_bytes}")
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]  # a BOM; offsets count from after it
     text, note = decode(data)
     if text is None:
         return FileResult(path, language, skip_reason=note)
@@ -133,6 +133,8 @@ class TreeChunker:
 
     MAX_SIGNATURE = 1000
     MAX_DOC_CONTEXT = 600  # characters of a doc comment repeated in the header
+    MAX_DOCSTRING = 4000  # characters kept in the docstring field
+    MAX_DOC_COMMENTS = 64  # comment nodes walked back from a definition (each step scans siblings)
 
     def __init__(self, spec: Spec, language: str, data: bytes, sizer: Sizer):
         self.spec, self.language, self.data, self.sizer = spec, language, data, sizer
@@ -222,7 +224,17 @@ class TreeChunker:
 
     def _add(self, node, outer, kind: str, name: str, qualified: str, parent: int) -> int:
         body = self._body(node)
-        sig_end = body.start_byte if body is not None else self.data.find(b"\n", node.start_byte, node.end_byte)
+        if body is not None:  # up to the last token before the body that is not a comment
+            sig_end = node.start_byte
+            for child in node.children:
+                if child.start_byte >= body.start_byte:
+                    break
+                if "comment" not in child.type:
+                    sig_end = child.end_byte
+            if sig_end == node.start_byte:
+                sig_end = body.start_byte
+        else:
+            sig_end = self.data.find(b"\n", node.start_byte, node.end_byte)
         if sig_end < 0:
             sig_end = node.end_byte
         sig_start = node.start_byte if node.type != "variable_declarator" else outer.start_byte
@@ -233,6 +245,7 @@ class TreeChunker:
         docstring, outside = self._docstring(body), False
         if not docstring:
             docstring, outside = self._doc_comment(outer), True
+        docstring = docstring[:self.MAX_DOCSTRING]
         self.out.append(Item(kind, outer.start_byte, outer.end_byte, name, qualified, parent, signature,
                                docstring))
         self.sig_end.append(sig_start + len(raw))
@@ -264,7 +277,8 @@ class TreeChunker:
     def _doc_comment(self, outer) -> str:
         """The comment lines directly above a definition (no blank line between)."""
         comments, node, row = [], outer.prev_named_sibling, outer.start_point[0]
-        while node is not None and "comment" in node.type and node.end_point[0] >= row - 1:
+        while node is not None and "comment" in node.type and node.end_point[0] >= row - 1 and \
+                len(comments) < self.MAX_DOC_COMMENTS:
             text = node.text.decode("utf-8", "replace")
             if text.startswith("#!"):
                 break
@@ -327,17 +341,21 @@ class TreeChunker:
             pos = max(pos, end)
         gaps.append((pos, len(self.data)))
         for start, end in gaps:
-            if not re.search(rb"\w", self.data[start:end]):
+            if not _WORDLIKE.search(self.data, start, end):
                 continue  # whitespace and punctuation only
-            # a gap that starts mid-line after a definition starts on the next line
+            # a gap that starts mid-line after a definition (its `;`, `}`) starts on the next line
             nl = self.data.find(b"\n", start, end)
-            if nl != -1 and not re.search(rb"\w", self.data[start:nl]):
+            if start > 0 and self.data[start - 1:start] != b"\n" and nl != -1 and \
+                    not _WORDLIKE.search(self.data, start, nl):
                 start = nl + 1
             # widen to the start of the line only over blanks, never into a definition
             line_start = self.data.rfind(b"\n", 0, start) + 1
             if self.data[line_start:start].strip():
                 line_start = start
             self.out.append(Item("module", line_start, end, window=True))
+
+
+_WORDLIKE = re.compile(rb"[\w\x80-\xff]")  # a letter, digit or any non-ASCII character
 
 
 def _walk(node):

@@ -110,9 +110,13 @@ class Parser:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
-            self._pool.join(timeout=10)
-            self._pool.stop()
-            self._pool = None
+            try:
+                self._pool.join(timeout=10)
+            except TimeoutError:
+                pass  # a worker still busy: stopped below
+            finally:
+                self._pool.stop()
+                self._pool = None
         if self._tokenizers:
             shutil.rmtree(self._tokenizers, ignore_errors=True)
 
@@ -130,8 +134,8 @@ class Parser:
                     Tokenizer.from_str(tokenizer_json.decode("utf-8"))
                 except Exception as exc:  # noqa: BLE001 - any reason it does not load
                     raise InvalidArgument(f"tokenizer_json is not a Hugging Face tokenizer: {exc}") from None
-                tmp = f"{path}.{os.getpid()}.tmp"
-                with open(tmp, "wb") as fh:
+                fd, tmp = tempfile.mkstemp(dir=self._tokenizers, suffix=".tmp")  # streams may race here
+                with os.fdopen(fd, "wb") as fh:
                     fh.write(tokenizer_json)
                 os.replace(tmp, path)
         return replace(self.limits, max_tokens=max_tokens, tokenizer=path)

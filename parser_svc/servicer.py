@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from codeindex_common.pb import parser_pb2
@@ -23,14 +25,22 @@ class ParserServicer:
         as soon as it is done (no per-batch barrier). The first request may
         carry the stream's chunk options."""
         metrics.STREAMS.inc()
-        stream = {"limits": None, "first": True}
+        limits: asyncio.Future = asyncio.get_running_loop().create_future()
+        seen = []
 
         async def parse_one(req: parser_pb2.ParseRequest) -> bytes:
-            if stream["first"]:
-                stream["first"] = False
-                if req.HasField("options"):
-                    stream["limits"] = self.parser.limits_for(req.options.max_tokens, req.options.tokenizer_json)
-            parsed = await self.parser.parse(req.path, req.content, req.language, stream["limits"])
+            if not seen:  # the first request: later ones wait for its options
+                seen.append(True)
+                try:
+                    found = None
+                    if req.HasField("options"):  # loading a tokenizer blocks: off the event loop
+                        found = await asyncio.to_thread(self.parser.limits_for, req.options.max_tokens,
+                                                        req.options.tokenizer_json)
+                    limits.set_result(found)
+                except BaseException as exc:
+                    limits.set_exception(exc)
+                    raise
+            parsed = await self.parser.parse(req.path, req.content, req.language, await limits)
             return parsed.payload
 
         try:

@@ -15,7 +15,7 @@ import hashlib
 import math
 import os
 import re
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, replace
 from functools import cache
 
@@ -23,6 +23,7 @@ from codeindex_common.model import Chunk
 
 CHARS_PER_TOKEN = 3  # the estimate when no tokenizer is given (code averages 3-4 characters a token)
 MIN_BUDGET = 16
+MAX_REPEATED_SIGNATURE = 300  # characters; a longer (or cut) signature is not repeated in later pieces
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class TokenCounter:
 
 
 _INDENT = re.compile(r"[ \t]*")
+_WORD = re.compile(r"\w")
 
 
 def pack(tokens: list[int], budget: int, overlap: int = 0, breaks: set[int] | None = None) -> list[tuple[int, int]]:
@@ -103,16 +105,17 @@ def pack(tokens: list[int], budget: int, overlap: int = 0, breaks: set[int] | No
     statement start) in its second half, if any; the next group repeats up to
     ``overlap`` tokens of the previous one. Every unit is in some group."""
     groups: list[tuple[int, int]] = []
+    cuts = sorted(breaks or ())
     i, n = 0, len(tokens)
     while i < n:
         j, total = i, 0
         while j < n and (j == i or total + tokens[j] <= budget):
             total += tokens[j]
             j += 1
-        if j < n and breaks:
-            best = max((b for b in breaks if i + (j - i) // 2 < b < j), default=None)
-            if best is not None:
-                j = best
+        if j < n and cuts:
+            k = bisect_left(cuts, j) - 1  # the last break before j
+            if k >= 0 and cuts[k] > i + (j - i) // 2:
+                j = cuts[k]
         groups.append((i, j))
         if j >= n:
             break
@@ -187,22 +190,27 @@ class Sizer:
                 first.symbol = ", ".join(items[i].symbol for i in run)
                 first.qualified = ", ".join(items[i].qualified for i in run)
                 first.end, first.signature, first.docstring = last.end, "", ""
+                owner = items[first.parent] if first.parent >= 0 else None
+                first.context = [owner.signature] if owner is not None and owner.kind == "class" else []
                 for i in run[1:]:
                     merged_into[i] = run[0]
             run.clear()
 
+        def cost(i: int) -> int:  # its code, and its name in the merged label
+            return sizes[i] + math.ceil(len(items[i].qualified) / CHARS_PER_TOKEN) + 1
+
         total = 0
         for i in order:
             tiny = sizes.get(i, small) < small
-            if run and tiny and items[i].parent == items[run[-1]].parent and total + sizes[i] <= limit and \
+            if run and tiny and items[i].parent == items[run[-1]].parent and total + cost(i) <= limit and \
                     not self.data[items[run[-1]].end:items[i].start].strip():
                 run.append(i)
-                total += sizes[i]
+                total += cost(i)
                 continue
             flush()
             if tiny:
                 run.append(i)
-                total = sizes[i]
+                total = cost(i)
         flush()
         return items, [i for i in order if i not in merged_into]
 
@@ -225,6 +233,20 @@ class Sizer:
         return self._split_long((start, mid, self.src(start, mid)), budget) + \
             self._split_long((mid, end, self.src(mid, end)), budget)
 
+    def _fit(self, header: list[str], budget: int) -> list[str]:
+        """The header cut to at most half the budget (context lines dropped
+        from the end, then the label shortened), so the code keeps the rest."""
+        cap = max(MIN_BUDGET, budget // 2)
+        header = list(header)
+        while self.counter.count("\n".join([self.path, *header])) > cap:
+            if len(header) > 1:
+                header.pop()
+            else:
+                header[0] = header[0][:max(8, min(len(header[0]) // 2, cap))]
+                if len(header[0]) <= 8:
+                    break
+        return header
+
     def _pieces(self, item: Item, parent_id: str) -> list[Chunk]:
         header = [self._label(item), *item.context]
         units = self._units(item)
@@ -235,14 +257,16 @@ class Sizer:
         else:
             budget = lim.max_tokens - self.counter.special if lim.max_tokens else 0
             head = "\n".join([self.path, *header]) + "\n"
-            head_tokens = self.counter.count(head)
-            # a token covers at least one character, so short texts fit without counting
-            if not budget or len(head) + len(body) <= budget or head_tokens + self.counter.count(body) <= budget:
+            # an ASCII token covers at least one character, so short ASCII texts fit without counting
+            short = len(head) + len(body) <= budget and head.isascii() and body.isascii()
+            if not budget or short or self.counter.count(head) + self.counter.count(body) <= budget:
                 if not item.window or body.strip():
                     return [self._chunk(item, item.start, item.end, body, header, parent_id)]
                 return []
+            header = self._fit(header, budget)
+            head_tokens = self.counter.count("\n".join([self.path, *header]) + "\n")
             if not item.window:
-                later = self._continued(item, header, "")
+                later = self._fit(self._continued(item, header, ""), budget)
                 head_tokens = max(head_tokens, self.counter.count("\n".join([self.path, *later]) + "\n"))
             # per-line counts can differ from the joined text's by a token at a seam: keep a margin
             budget = max(MIN_BUDGET, budget - head_tokens - 2)
@@ -255,22 +279,25 @@ class Sizer:
             piece_body = "".join(u[2] for u in units[i:j])
             if item.window and not piece_body.strip():
                 continue
-            piece_header = self._continued(item, header, piece_body) if n > 0 and not item.window else header
+            piece_header = header
+            if n > 0 and not item.window:
+                piece_header = self._fit(self._continued(item, header, piece_body), budget + head_tokens)
             out.append(self._chunk(item, units[i][0], units[j - 1][1], piece_body, piece_header, parent_id))
         return out
 
     @staticmethod
     def _continued(item: Item, header: list[str], body: str) -> list[str]:
         """The header of a later piece: the enclosing signature, and the item's own if the piece lacks it."""
-        later = [header[0] + " (continued)", *item.context[:1]]
-        if item.signature and item.signature not in body:
+        later = [header[0] + " (continued)", *header[1:2]]
+        if item.signature and item.signature not in body and len(item.signature) <= MAX_REPEATED_SIGNATURE:
             later.append(item.signature)
         return later
 
     @staticmethod
     def _breaks(units: list[Unit]) -> set[int]:
         """Units that start a statement at the body's own level (or are blank): good places to cut."""
-        depths = [len(_INDENT.match(u[2]).group()) for u in units[1:] if u[2].strip()]
+        # the body's own level: lines after the first, not counting the closing line or lone punctuation
+        depths = [len(_INDENT.match(u[2]).group()) for u in units[1:-1] if _WORD.search(u[2])]
         if not depths:
             return set()
         base = min(depths)
@@ -282,13 +309,14 @@ class Sizer:
         order = sorted(range(len(items)), key=lambda i: (items[i].start, -items[i].end))
         items, order = self._merge_tiny(items, order)
         first_id: dict[int, str] = {}
-        out: list[Chunk] = []
-        for i in order:  # parents come before their children
-            item = items[i]
-            pieces = self._pieces(item, first_id.get(item.parent, ""))
+        made: list[tuple[int, list[Chunk]]] = []
+        for i in order:
+            pieces = self._pieces(items[i], "")
             if pieces:
                 first_id[i] = pieces[0].id
-            out.extend(pieces)
+                made.append((i, pieces))
+        # a second pass: a parent may come after its child (a Go method declared before its type)
+        out = [replace(c, parent_id=first_id.get(items[i].parent, "")) for i, pieces in made for c in pieces]
         if module_root:  # module -> top-level definitions
             root = next((c for c in out if c.kind == "module"), None)
             if root is not None:
