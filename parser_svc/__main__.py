@@ -13,7 +13,8 @@ from .servicer import SERVICE_NAME, ParserServicer
 
 
 def build(cfg: ParserConfig) -> tuple[server.Service, Parser]:
-    parser = Parser(cfg.worker_count(), cfg.limits(), cfg.parse_timeout, cfg.worker_memory_mb)
+    parser = Parser(cfg.worker_count(), cfg.limits(), cfg.parse_timeout, cfg.worker_memory_mb,
+                    cfg.group_below_bytes)
     parser.start()  # worker processes exist before the gRPC server starts
 
     async def stop() -> None:

@@ -33,6 +33,10 @@ class ParserConfig:
     worker_memory_mb: int = 4096
     """Address-space limit of each worker (0 = none): a file that needs more fails alone.
     CODEINDEX_PARSER_WORKER_MEMORY_MB"""
+    group_below_bytes: int = 32_768
+    """Files smaller than this that arrive together go to a worker in groups of up to 16 (one task, less
+    overhead); a group whose worker dies is parsed again one file per task. 0 = one file per task.
+    CODEINDEX_PARSER_GROUP_BELOW_BYTES"""
     overlap_tokens: int = 32
     """Pieces of a definition longer than the model's window repeat this many tokens of the previous piece.
     CODEINDEX_PARSER_OVERLAP_TOKENS"""

@@ -23,6 +23,7 @@ from codeindex_common.model import Chunk
 
 CHARS_PER_TOKEN = 3  # the estimate when no tokenizer is given (code averages 3-4 characters a token)
 MIN_BUDGET = 16
+SEAM_MARGIN = 2  # tokens: counts of lines and of their joined text can differ by one at a seam
 MAX_REPEATED_SIGNATURE = 300  # characters; a longer (or cut) signature is not repeated in later pieces
 
 
@@ -258,20 +259,26 @@ class Sizer:
             budget = lim.max_tokens - self.counter.special if lim.max_tokens else 0
             head = "\n".join([self.path, *header]) + "\n"
             # an ASCII token covers at least one character, so short ASCII texts fit without counting
-            short = len(head) + len(body) <= budget and head.isascii() and body.isascii()
-            if not budget or short or self.counter.count(head) + self.counter.count(body) <= budget:
-                if not item.window or body.strip():
-                    return [self._chunk(item, item.start, item.end, body, header, parent_id)]
-                return []
+            if not budget or (len(head) + len(body) <= budget and head.isascii() and body.isascii()):
+                return self._whole(item, body, header, parent_id)
+            # lines are counted once, in one batch: their sum is the body's count give or take a token at a
+            # seam, so only a sum close to the budget is checked against the joined text
+            counted = self.counter.counts([u[2] for u in units])
+            whole = self.counter.count(head) + sum(counted)
+            if whole <= budget - SEAM_MARGIN or (whole <= budget + SEAM_MARGIN and
+                                                 self.counter.count(head + body) <= budget):
+                return self._whole(item, body, header, parent_id)
             header = self._fit(header, budget)
             head_tokens = self.counter.count("\n".join([self.path, *header]) + "\n")
             if not item.window:
                 later = self._fit(self._continued(item, header, ""), budget)
                 head_tokens = max(head_tokens, self.counter.count("\n".join([self.path, *later]) + "\n"))
-            # per-line counts can differ from the joined text's by a token at a seam: keep a margin
-            budget = max(MIN_BUDGET, budget - head_tokens - 2)
-            units = [part for u in units for part in self._split_long(u, budget)]
-            tokens = self.counter.counts([u[2] for u in units])
+            budget = max(MIN_BUDGET, budget - head_tokens - SEAM_MARGIN)
+            if max(counted) > budget:  # lines longer than a piece are cut in parts
+                parts = [[u] if t <= budget else self._split_long(u, budget) for u, t in zip(units, counted)]
+                units = [part for group in parts for part in group]
+                counted = self.counter.counts([u[2] for u in units])
+            tokens = counted
             breaks = None if item.window else self._breaks(units)
             groups = pack(tokens, budget, 0 if item.window else lim.overlap_tokens, breaks)
         out = []
@@ -284,6 +291,11 @@ class Sizer:
                 piece_header = self._fit(self._continued(item, header, piece_body), budget + head_tokens)
             out.append(self._chunk(item, units[i][0], units[j - 1][1], piece_body, piece_header, parent_id))
         return out
+
+    def _whole(self, item: Item, body: str, header: list[str], parent_id: str) -> list[Chunk]:
+        if not item.window or body.strip():
+            return [self._chunk(item, item.start, item.end, body, header, parent_id)]
+        return []
 
     @staticmethod
     def _continued(item: Item, header: list[str], body: str) -> list[str]:

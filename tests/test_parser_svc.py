@@ -3,6 +3,7 @@ run, a worker killed mid-file, a file past the timeout, chunk options."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -173,3 +174,37 @@ def test_chunk_options_size_chunks_for_the_model_window(start_service):
         with pytest.raises(grpc.RpcError) as err:
             list(stub.Parse(iter([parser_pb2.ParseRequest(path="p.py", content=source, options=bad)]), timeout=30))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def own_workers() -> list[psutil.Process]:
+    """This process's pool workers: children of its own forkserver."""
+    servers = [p for p in psutil.Process().children() if "forkserver" in " ".join(p.cmdline())]
+    return [w for s in servers for w in s.children()]
+
+
+def test_a_group_of_small_files_whose_worker_dies_is_parsed_again_file_by_file(caplog):
+    """Files that arrive together travel in one task; when its worker is
+    killed, each file is parsed again on its own and every one gets chunks."""
+    from parser_svc.chunker import Limits
+    from parser_svc.parser import Parser
+
+    parser = Parser(1, Limits(), group_below=4_000_000)  # the slow file joins the group too
+    parser.GROUP_BYTES = 8_000_000
+    parser.start()
+    try:
+        async def run():
+            files = [("slow.py", slow_file(20_000))] + [(f"ok_{i}.py", hostile_files()["ok.py"]) for i in range(5)]
+            tasks = [asyncio.create_task(parser.parse(path, data)) for path, data in files]
+            await asyncio.sleep(0.8)  # the one worker is busy with the group
+            victims = own_workers()
+            assert len(victims) == 1
+            victims[0].kill()
+            return [await t for t in tasks], victims[0].pid
+
+        results, killed = asyncio.run(run())
+        assert "a group of 6 files failed (ProcessExpired)" in caplog.text
+        assert [r.skip_reason for r in results] == [""] * 6
+        assert all(r.chunks for r in results)
+        assert killed not in {p.pid for p in own_workers()}
+    finally:
+        parser.close()
