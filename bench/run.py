@@ -173,8 +173,9 @@ async def _parse_all(address: str, files, streams: int = 2) -> tuple[float, int]
     return seconds, chunks
 
 
-def bench_parser(c: Corpus, repeats: int = 3) -> dict:
-    """Each worker count: the best of ``repeats`` passes, each pass over the
+def bench_parser(c: Corpus, repeats: int = 3, instances: int = 2) -> dict:
+    """Each worker count: the best of ``repeats`` passes on each of
+    ``instances`` freshly started services, each pass over the
     corpus ``rounds`` times (the quick corpus six times, so that the last
     big file's tail, when only one worker still has work, weighs as little
     as in a long run)."""
@@ -183,12 +184,15 @@ def bench_parser(c: Corpus, repeats: int = 3) -> dict:
     rounds = 6 if c.quick else 1
     files = c.files * rounds
     for workers in sorted({1, cores}):
-        svc = services(["parser"], WORK / "parser", {"CODEINDEX_PARSER_WORKERS": str(workers)})
-        try:
-            asyncio.run(_parse_all(svc.address("parser"), c.files[:20]))  # warm
-            seconds, chunks = min(asyncio.run(_parse_all(svc.address("parser"), files)) for _ in range(repeats))
-        finally:
-            svc.stop()
+        passes = []
+        for _ in range(instances):  # times differ more between service instances than between passes
+            svc = services(["parser"], WORK / "parser", {"CODEINDEX_PARSER_WORKERS": str(workers)})
+            try:
+                asyncio.run(_parse_all(svc.address("parser"), c.files[:20]))  # warm
+                passes += [asyncio.run(_parse_all(svc.address("parser"), files)) for _ in range(repeats)]
+            finally:
+                svc.stop()
+        seconds, chunks = min(passes)
         out[workers] = {"workers": workers, "rounds": rounds, "seconds": round(seconds, 3),
                         "files_per_s": round(len(files) / seconds, 1), "chunks_per_s": round(chunks / seconds, 1),
                         "mb_per_s": round(c.bytes * rounds / 1e6 / seconds, 2)}
