@@ -11,6 +11,8 @@ ROWS = [
     ("embed_standalone_chunks_per_s", "embedder alone through gRPC (8 streams), chunks/s"),
     ("embed_raw_chunks_per_s", "plain SentenceTransformer.encode(batch_size=32), chunks/s"),
     ("embed_vs_raw_ratio", "embedder service / plain encode"),
+    ("embed_onnx_chunks_per_s", "embedder alone, ONNX Runtime backend (8 streams), chunks/s"),
+    ("onnx_vs_raw_ratio", "ONNX embedder service / plain encode"),
     ("store_rows_per_s", "store writes, coalesced, rows/s"),
     ("store_per_file_rows_per_s", "store writes, one commit per file, rows/s"),
     ("store_write_speedup", "coalesced / one commit per file"),
@@ -110,6 +112,22 @@ def write_report(r: dict, docs: Path, name: str = "BENCHMARKS.md") -> None:
                   "(`bench/queries.py`), each with the function it should find.", "",
                   "| mode | MRR@10 | hit@5 |", "| --- | --- | --- |"]
         lines += [f"| {mode} | {v['mrr_at_10']} | {v['hit_at_5']} |" for mode, v in q.items()]
+    gpu = r.get("embed_gpu")
+    if gpu:
+        lines += ["", f"GPU during the embedder run: {gpu['gpu_util_mean_pct']}% mean utilisation while busy "
+                  f"(max {gpu['gpu_util_max_pct']}%), {gpu['gpu_memory_mb']:,.0f} MB used, "
+                  f"{gpu['gpu_samples']} samples by nvidia-smi."]
+    sweep = r.get("embed_sweep")
+    if sweep:
+        sizes = sorted({x["max_batch_tokens"] for x in sweep})
+        lines += ["", "## Embedder: streams x max_batch_tokens", "",
+                  f"Chunks/s of the embedding service on {r.get('embed_sweep_texts')} corpus texts "
+                  "(max_batch_size 256, so the token budget decides the batch).", "",
+                  "| streams | " + " | ".join(f"{t:,} tokens" for t in sizes) + " |",
+                  "| --- |" + " --- |" * len(sizes)]
+        for streams in sorted({x["streams"] for x in sweep}):
+            row = {x["max_batch_tokens"]: x["chunks_per_s"] for x in sweep if x["streams"] == streams}
+            lines.append(f"| {streams} | " + " | ".join(str(row.get(t, "")) for t in sizes) + " |")
     runs = r.get("parser_runs")
     if runs:
         lines += ["", "## Parser", "", "| workers | files/s | chunks/s | MB/s |", "| --- | --- | --- | --- |"]

@@ -217,28 +217,83 @@ async def _embed_all(address: str, texts: list[str], streams: int = 8, per_reque
     return seconds
 
 
-def bench_embed(c: Corpus) -> dict:
-    texts = c.texts()
-    svc = services(["embed"], WORK / "embed")
+class GpuSampler:
+    """GPU utilisation (%) sampled by nvidia-smi every 200 ms while the block runs."""
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used",
+                                      "--format=csv,noheader,nounits", "-lms", "200", "-i", "0"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=10)
+        rows = [line.split(",") for line in out.splitlines() if line.count(",") == 1]
+        self.util = [float(u) for u, _ in rows]
+        self.memory_mb = max((float(m) for _, m in rows), default=0.0)
+
+    def summary(self) -> dict:
+        busy = [u for u in self.util if u > 0] or [0.0]
+        return {"gpu_util_mean_pct": round(sum(busy) / len(busy), 1), "gpu_util_max_pct": max(busy),
+                "gpu_memory_mb": self.memory_mb, "gpu_samples": len(self.util)}
+
+
+WARM_TEXTS = [f"def warm_up_{i}(x):\n    return x * {i}\n" * (1 + i % 8) for i in range(64)]  # not in the corpus
+
+
+def _embed_service_rate(texts: list[str], streams: int = 8, env: dict[str, str] | None = None) -> float:
+    """Chunks/s of a fresh embedding service (``env``: its settings) on ``texts`` over ``streams`` streams."""
+    svc = services(["embed"], WORK / "embed", env)
     try:
-        asyncio.run(_embed_all(svc.address("embed"), texts[:64]))  # warm
-        seconds = asyncio.run(_embed_all(svc.address("embed"), texts))
+        asyncio.run(_embed_all(svc.address("embed"), WARM_TEXTS, streams))  # warm, with texts not measured
+        seconds = asyncio.run(_embed_all(svc.address("embed"), texts, streams))
     finally:
         svc.stop()
-    service_rate = len(texts) / seconds
-    log(f"embed service, 8 streams: {service_rate:.1f} chunks/s over {len(texts)} texts")
+    return len(texts) / seconds
+
+
+def bench_embed(c: Corpus) -> dict:
+    """The service (8 streams, its defaults) against plain SentenceTransformer.encode on the same texts,
+    one after the other in this run; the ONNX backend likewise; then a sweep of streams x max_batch_tokens."""
+    texts = c.texts()
+    gpu = None
+    if DEVICE.startswith("cuda"):
+        with GpuSampler() as sampler:
+            service_rate = _embed_service_rate(texts)
+        gpu = sampler.summary()
+        log(f"GPU during the service run: {gpu}")
+    else:
+        service_rate = _embed_service_rate(texts)
+    log(f"embed service (torch), 8 streams: {service_rate:.1f} chunks/s over {len(texts)} texts")
     from sentence_transformers import SentenceTransformer
 
     from embed_svc.backend import default_model_path
 
     model = SentenceTransformer(default_model_path(), device=DEVICE)
-    model.encode(texts[:64], batch_size=32)
+    model.encode(WARM_TEXTS, batch_size=32)
     started = time.perf_counter()
     model.encode(texts, batch_size=32, normalize_embeddings=True)
     raw_rate = len(texts) / (time.perf_counter() - started)
     log(f"plain SentenceTransformer.encode(batch_size=32): {raw_rate:.1f} chunks/s")
-    return {"embed_standalone_chunks_per_s": round(service_rate, 1), "embed_raw_chunks_per_s": round(raw_rate, 1),
-            "embed_vs_raw_ratio": round(service_rate / raw_rate, 3), "embed_texts": len(texts)}
+    out = {"embed_standalone_chunks_per_s": round(service_rate, 1), "embed_raw_chunks_per_s": round(raw_rate, 1),
+           "embed_vs_raw_ratio": round(service_rate / raw_rate, 3), "embed_texts": len(texts)}
+    if gpu:
+        out["embed_gpu"] = gpu
+    if not DEVICE.startswith("cuda"):
+        onnx_rate = _embed_service_rate(texts, env={"CODEINDEX_EMBED_BACKEND": "onnx"})
+        log(f"embed service (onnx), 8 streams: {onnx_rate:.1f} chunks/s")
+        out.update(embed_onnx_chunks_per_s=round(onnx_rate, 1), onnx_vs_raw_ratio=round(onnx_rate / raw_rate, 3))
+    sample = texts[:300 if c.quick else 800]
+    sweep = []
+    for streams in (1, 8):
+        for tokens in (1024, 4096, 16384):
+            rate = _embed_service_rate(sample, streams, {"CODEINDEX_EMBED_MAX_BATCH_SIZE": "256",
+                                                         "CODEINDEX_EMBED_MAX_BATCH_TOKENS": str(tokens)})
+            sweep.append({"streams": streams, "max_batch_tokens": tokens, "chunks_per_s": round(rate, 1)})
+            log(f"sweep: {sweep[-1]}")
+    out.update(embed_sweep=sweep, embed_sweep_texts=len(sample))
+    return out
 
 
 # --------------------------------------------------------------------------- store

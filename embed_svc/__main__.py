@@ -19,6 +19,12 @@ SERVICE_NAME = embed_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
 log = logging.getLogger("codeindex.embed")
 
 
+def warm_up(backend: EmbeddingBackend, batch_size: int) -> None:
+    """Before SERVING: a small batch and a full long one (kernels compiled, memory allocated)."""
+    backend.encode(["def warm_up(): return 1", "warm up " * 64])
+    backend.encode(["def warm_up(x):\n    return x * 2\n" * 40] * min(batch_size, 32))
+
+
 def build(cfg: EmbedConfig) -> server.Service:
     """The model loads in start(), after the server is up (health says
     NOT_SERVING until it is loaded and warmed up)."""
@@ -26,9 +32,12 @@ def build(cfg: EmbedConfig) -> server.Service:
 
     async def start() -> None:
         backend: EmbeddingBackend = await asyncio.to_thread(
-            make_backend, cfg.backend, cfg.model, cfg.device, cfg.threads)
-        await asyncio.to_thread(backend.encode, ["def warm_up(): return 1", "warm up " * 64])
-        batcher = Batcher(backend, cfg.max_batch_size, cfg.max_batch_tokens, cfg.max_wait_ms, cfg.max_queue)
+            make_backend, cfg.backend, cfg.model, cfg.device, cfg.threads, cfg.dtype, quantize=cfg.onnx_quantize,
+            cache_dir=cfg.onnx_cache, url=cfg.triton_url, model_name=cfg.triton_model, in_flight=cfg.in_flight)
+        await asyncio.to_thread(warm_up, backend, cfg.max_batch_size or getattr(backend, "preferred_batch", 32))
+        size = cfg.max_batch_size or getattr(backend, "preferred_batch", 32)
+        batcher = Batcher(backend, size, cfg.max_batch_tokens or size * backend.max_tokens, cfg.max_wait_ms,
+                          cfg.max_queue, cfg.in_flight, cfg.cache_size)
         batcher.start()
         servicer.backend, servicer.batcher = backend, batcher
         metrics.INFO.labels(backend.model_id, backend.name, backend.device).set(1)

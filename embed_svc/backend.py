@@ -39,6 +39,7 @@ class EmbeddingBackend(Protocol):
     device: str
     name: str
     tokenizer_json: bytes  # the model's Hugging Face fast tokenizer, serialized; b"" if none
+    preferred_batch: int  # texts per model call where it runs fastest (the max_batch_size default)
 
     def tokenize(self, texts: list[str]) -> Tokenized:
         """Runs on the tokenizer thread: CPU only, never the model."""
@@ -117,6 +118,7 @@ class TorchBackend(Steps):
         self.max_tokens = int(self.model.max_seq_length or 512)
         fast = getattr(self.model.tokenizer, "backend_tokenizer", None)  # what the parser counts tokens with
         self.tokenizer_json = fast.to_str().encode("utf-8") if fast is not None else b""
+        self.preferred_batch = 128 if self.device.startswith("cuda") else 16  # see max_batch_size
         self._torch = torch
         self._stream = torch.cuda.Stream(device=self.device) if self.device.startswith("cuda") else None
 
@@ -154,6 +156,7 @@ class HashBackend(Steps):
     everything but the model; it has no notion of meaning."""
 
     name = "hash"
+    preferred_batch = 128
 
     def __init__(self, dim: int = 384):
         self.model_id = f"hash-{dim}"

@@ -1,25 +1,55 @@
-"""The dynamic batcher: one bounded queue shared by every stream and client,
-one inference thread that forms batches by size and token budget. No grpc."""
+"""The dynamic batcher, shared by every stream and client. No grpc.
+
+Requests go into one bounded queue of texts. Three threads keep the model
+busy:
+
+- the **tokenizer** thread waits for texts (at most ``max_wait_ms`` for a
+  batch to fill), picks a batch of similar lengths around the oldest text
+  (less padding) within ``max_batch_size`` and ``max_batch_tokens``, and
+  tokenizes it;
+- the **inference** thread launches the model on each tokenized batch; on a
+  GPU or a remote Triton server the launch returns at once, and up to
+  ``in_flight`` batches run while the next ones are tokenized;
+- the **completion** thread waits for each batch's vectors and hands them to
+  the waiting requests.
+
+Identical texts are embedded once: a text whose vector is in the cache
+(keyed by the text's content hash) is answered at the front door, and a text
+already queued or running is joined, not queued again. Texts of a request
+whose caller went away are dropped before they are tokenized. A full queue
+is refused at the front door (ResourceExhausted).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import itertools
+import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from codeindex_common.errors import ResourceExhausted, Unavailable
 
 from . import metrics
-from .backend import EmbeddingBackend
+from .backend import EmbeddingBackend, Tokenized
+
+log = logging.getLogger("codeindex.embed")
 
 
 def estimate_tokens(text: str, max_tokens: int) -> int:
+    """A cheap length estimate to group texts (the tokenizer gives the real count later)."""
     return min(max_tokens, len(text) // 4 + 2)
+
+
+def text_key(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def select_batch(window: list, max_size: int, max_tokens: int) -> list:
@@ -60,133 +90,273 @@ class _Request:
 
 @dataclass(eq=False)
 class _Item:
-    request: _Request
-    index: int
+    """One distinct text, and every (request, row) waiting for its vector."""
+
+    key: bytes
     text: str
     tokens: int
+    waiters: list[tuple[_Request, int]]
     enqueued: float = field(default_factory=time.perf_counter)
+
+    def wanted(self) -> bool:
+        return any(not req.cancelled for req, _ in self.waiters)
+
+
+@dataclass(eq=False)
+class _Launched:
+    items: list[_Item]
+    batch: Tokenized
+    handle: Any = None
+    error: BaseException | None = None
+    started: float = 0.0
+
+
+_STOP = object()
+
+
+class LRUCache:
+    """Vectors by text key, least recently used evicted first (not thread-safe: callers hold a lock)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._data: collections.OrderedDict[bytes, np.ndarray] = collections.OrderedDict()
+
+    def get(self, key: bytes) -> np.ndarray | None:
+        vec = self._data.get(key)
+        if vec is not None:
+            self._data.move_to_end(key)
+        return vec
+
+    def put(self, key: bytes, vec: np.ndarray) -> None:
+        if self.capacity <= 0:
+            return
+        self._data[key] = vec
+        self._data.move_to_end(key)
+        while len(self._data) > self.capacity:
+            self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
 
 
 class Batcher:
     def __init__(self, backend: EmbeddingBackend, max_batch_size: int = 128, max_batch_tokens: int = 32768,
-                 max_wait_ms: float = 5.0, max_queue: int = 65536):
+                 max_wait_ms: float = 5.0, max_queue: int = 65536, in_flight: int = 2, cache_size: int = 100_000):
         self.backend = backend
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.max_wait = max_wait_ms / 1000
         self.max_queue = max_queue
+        self.in_flight = max(1, in_flight)
+        self.labels = (backend.name, backend.device)
         metrics.QUEUE_CAPACITY.set(max_queue)
         self.group_window = 8 * max_batch_size  # how far ahead batches look for texts of similar length
         self._items: collections.deque[_Item] = collections.deque()
+        self._pending: dict[bytes, _Item] = {}  # queued or running, by text key
+        self._cache = LRUCache(cache_size)
         self._cond = threading.Condition()
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="embed-batcher", daemon=True)
+        self._tokenized: queue.Queue = queue.Queue(maxsize=self.in_flight)  # tokenizer -> inference
+        self._launched: queue.Queue = queue.Queue()  # inference -> completion
+        self._slots = threading.BoundedSemaphore(self.in_flight)  # batches launched and not yet collected
+        self._threads = [threading.Thread(target=fn, name=f"embed-{name}", daemon=True) for name, fn in
+                         (("tokenizer", self._tokenize_loop), ("inference", self._inference_loop),
+                          ("completion", self._completion_loop))]
 
     def start(self) -> None:
-        self._thread.start()
+        for t in self._threads:
+            t.start()
 
     def stop(self) -> None:
+        """Refuse queued texts, finish the batches already tokenized or running, stop the threads."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._thread.join()
+        for t in self._threads:
+            t.join()
 
+    # ------------------------------------------------------------------ front door (event loop)
     async def embed(self, texts: list[str]) -> np.ndarray:
         """Vectors for ``texts``; raises ResourceExhausted when the queue is full."""
         if not texts:
             return np.empty((0, self.backend.dim), dtype=np.float32)
         loop = asyncio.get_running_loop()
         req = _Request(loop, loop.create_future(), np.empty((len(texts), self.backend.dim), np.float32), len(texts))
+        keys = [text_key(t) for t in texts]
+        hits = joined = 0
         with self._cond:
             if self._stopping:
                 raise Unavailable("the embedder is shutting down")
-            if len(self._items) + len(texts) > self.max_queue:
+            new = {k for k in keys if k not in self._pending and self._cache.get(k) is None}
+            if len(self._items) + len(new) > self.max_queue:
                 metrics.REQUESTS.labels("queue_full").inc()
-                raise ResourceExhausted(f"embed queue full ({len(self._items)} of {self.max_queue} texts queued)")
+                metrics.FAILURES.labels("queue_full").inc(len(texts))
+                raise ResourceExhausted(f"embed queue full ({len(self._items)} of {self.max_queue} texts queued, "
+                                        f"{len(new)} more asked)")
             mt = self.backend.max_tokens
-            self._items.extend(_Item(req, i, t, estimate_tokens(t, mt)) for i, t in enumerate(texts))
+            for i, (key, text) in enumerate(zip(keys, texts)):
+                vec = self._cache.get(key)
+                if vec is not None:
+                    req.out[i] = vec
+                    req.remaining -= 1
+                    hits += 1
+                elif (item := self._pending.get(key)) is not None:
+                    item.waiters.append((req, i))
+                    joined += 1
+                else:
+                    item = _Item(key, text, estimate_tokens(text, mt), [(req, i)])
+                    self._pending[key] = item
+                    self._items.append(item)
             metrics.QUEUE_DEPTH.set(len(self._items))
             self._cond.notify()
+        metrics.CACHE.labels("hit").inc(hits)
+        metrics.CACHE.labels("joined").inc(joined)
+        metrics.CACHE.labels("miss").inc(len(texts) - hits - joined)
+        if req.remaining == 0:
+            metrics.REQUESTS.labels("ok").inc()
+            return req.out
         try:
             result = await req.future
         except asyncio.CancelledError:
-            req.cancelled = True  # the caller went away: its queued texts are dropped
+            req.cancelled = True  # the caller went away: its texts are dropped unless someone else wants them
             metrics.REQUESTS.labels("cancelled").inc()
             raise
         metrics.REQUESTS.labels("ok").inc()
         return result
 
-    def _take_batch(self) -> list[_Item]:
+    # ------------------------------------------------------------------ tokenizer thread
+    def _take_batch(self) -> list[_Item] | None:
         """Wait for work, then up to max_wait for the batch to fill; then
-        pick texts of similar length (less padding) around the oldest one."""
+        pick texts of similar length (less padding) around the oldest one.
+        None once stopping."""
         with self._cond:
             while not self._items and not self._stopping:
                 self._cond.wait()
-            if not self._items:
-                return []
+            if self._stopping:
+                return None
             deadline = self._items[0].enqueued + self.max_wait
             while len(self._items) < self.max_batch_size and not self._stopping:
                 left = deadline - time.perf_counter()
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            while self._items and self._items[0].request.cancelled:
-                self._items.popleft()  # the caller went away
-            window = [it for it in itertools.islice(self._items, self.group_window) if not it.request.cancelled]
+            if self._stopping:
+                return None
+            dropped = [it for it in self._items if not it.wanted()]
+            for it in dropped:  # every caller of these went away
+                self._pending.pop(it.key, None)
+            if dropped:
+                metrics.FAILURES.labels("cancelled").inc(len(dropped))
+                self._items = collections.deque(it for it in self._items if it.wanted())
+            window = list(itertools.islice(self._items, self.group_window))
             batch = select_batch(window, self.max_batch_size, self.max_batch_tokens)
             chosen = {id(it) for it in batch}
-            live = (it for it in self._items if id(it) not in chosen and not it.request.cancelled)
-            self._items = collections.deque(live)
+            self._items = collections.deque(it for it in self._items if id(it) not in chosen)
             metrics.QUEUE_DEPTH.set(len(self._items))
             return batch
 
-    def _run(self) -> None:
-        while True:
-            batch = self._take_batch()
-            with self._cond:
-                if self._stopping:  # the server drained in-flight RPCs already; what is left is refused
-                    for item in self._items:
-                        if item.request.remaining > 0:
-                            item.request.remaining = 0
-                            item.request.loop.call_soon_threadsafe(
-                                _fail, item.request.future, Unavailable("the embedder is shutting down"))
-                    self._items.clear()
-                    if not batch:
-                        return
-            if not batch:
+    def _tokenize_loop(self) -> None:
+        try:
+            while (items := self._take_batch()) is not None:
+                if not items:
+                    continue
+                now = time.perf_counter()
+                for it in items:
+                    metrics.QUEUE_WAIT.observe(now - it.enqueued)
+                texts = [it.text for it in items]
+                try:
+                    job = _Launched(items, self.backend.tokenize(texts))
+                except Exception as exc:  # noqa: BLE001 - handed to the waiting callers
+                    job = _Launched(items, Tokenized(texts), error=exc)
+                self._tokenized.put(job)  # blocks while `in_flight` batches wait: the queue holds the rest
+        finally:
+            self._refuse_queued()
+            self._tokenized.put(_STOP)
+
+    def _refuse_queued(self) -> None:
+        with self._cond:
+            items, self._items = list(self._items), collections.deque()
+            metrics.QUEUE_DEPTH.set(0)
+        if items:
+            metrics.FAILURES.labels("shutdown").inc(len(items))
+        self._deliver(items, None, Unavailable("the embedder is shutting down"))
+
+    # ------------------------------------------------------------------ inference thread
+    def _inference_loop(self) -> None:
+        while (job := self._tokenized.get()) is not _STOP:
+            if not any(it.wanted() for it in job.items):  # every caller went away while it waited
+                metrics.FAILURES.labels("cancelled").inc(len(job.items))
+                self._deliver(job.items, None, None)
                 continue
-            now = time.perf_counter()
-            for item in batch:
-                metrics.QUEUE_WAIT.observe(now - item.enqueued)
+            self._slots.acquire()  # at most `in_flight` batches launched and not yet collected
+            if job.error is None:
+                job.started = time.perf_counter()
+                try:
+                    job.handle = self.backend.launch(job.batch)
+                except Exception as exc:  # noqa: BLE001
+                    job.error = exc
+            self._launched.put(job)
+        self._launched.put(_STOP)
+
+    # ------------------------------------------------------------------ completion thread
+    def _completion_loop(self) -> None:
+        while (job := self._launched.get()) is not _STOP:
             try:
-                vectors = self.backend.encode([item.text for item in batch])
-                if vectors.shape != (len(batch), self.backend.dim):
-                    raise RuntimeError(f"the backend returned {vectors.shape} for {len(batch)} texts")
-                error = None
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting caller
-                vectors, error = None, exc
-            took = time.perf_counter() - now
-            metrics.INFERENCE_SECONDS.observe(took)
-            metrics.BUSY_SECONDS.labels(self.backend.name, self.backend.device).inc(took)
-            metrics.BATCH_SIZE.observe(len(batch))
-            padded = len(batch) * max(item.tokens for item in batch)
-            metrics.BATCH_TOKENS.observe(padded)
-            metrics.PADDING_RATIO.observe(1 - sum(item.tokens for item in batch) / padded)
-            metrics.TEXTS.inc(len(batch))
-            metrics.TOKENS.inc(sum(item.tokens for item in batch))
-            for i, item in enumerate(batch):
-                req = item.request
-                if error is not None:
-                    if req.remaining > 0:
+                vectors = None
+                if job.error is None:
+                    try:
+                        vectors = self.backend.collect(job.handle)
+                        if vectors.shape != (len(job.items), self.backend.dim):
+                            raise RuntimeError(f"the backend returned {vectors.shape} for {len(job.items)} texts")
+                    except Exception as exc:  # noqa: BLE001
+                        job.error = exc
+                self._observe(job)
+            finally:
+                self._slots.release()
+            if job.error is not None:
+                log.error("embedding a batch of %d texts failed: %s", len(job.items), job.error)
+                metrics.FAILURES.labels("backend_error").inc(len(job.items))
+            self._deliver(job.items, vectors, job.error)
+
+    def _observe(self, job: _Launched) -> None:
+        labels = self.labels
+        if job.started:
+            took = time.perf_counter() - job.started
+            metrics.INFERENCE_SECONDS.labels(*labels).observe(took)
+            metrics.BUSY_SECONDS.labels(*labels).inc(took)
+        if job.error is not None:
+            return
+        b = job.batch
+        metrics.BATCH_SIZE.labels(*labels).observe(len(job.items))
+        metrics.BATCH_TOKENS.labels(*labels).observe(b.padded)
+        if b.padded:
+            metrics.PADDING_RATIO.labels(*labels).observe(1 - b.tokens / b.padded)
+        metrics.TEXTS.labels(*labels).inc(len(job.items))
+        metrics.TOKENS.labels(*labels).inc(b.tokens)
+
+    def _deliver(self, items: list[_Item], vectors: np.ndarray | None, error: BaseException | None) -> None:
+        """Under the lock: the front door also fills requests (from the cache) and joins texts."""
+        with self._cond:
+            for n, it in enumerate(items):
+                self._pending.pop(it.key, None)
+                if vectors is not None:
+                    self._cache.put(it.key, vectors[n])
+                elif error is None:
+                    continue  # dropped: nobody waits for it
+                for req, row in it.waiters:
+                    if req.remaining <= 0:
+                        continue
+                    if error is not None:
                         req.remaining = 0
                         req.cancelled = True  # its other queued texts are not embedded for nothing
                         metrics.REQUESTS.labels("failed").inc()
                         req.loop.call_soon_threadsafe(_fail, req.future, error)
-                    continue
-                req.out[item.index] = vectors[i]
-                req.remaining -= 1
-                if req.remaining == 0:
-                    req.loop.call_soon_threadsafe(_resolve, req.future, req.out)
+                        continue
+                    req.out[row] = vectors[n]
+                    req.remaining -= 1
+                    if req.remaining == 0:
+                        req.loop.call_soon_threadsafe(_resolve, req.future, req.out)
+            metrics.CACHE_ENTRIES.set(len(self._cache))
 
 
 def _resolve(future: asyncio.Future, value) -> None:

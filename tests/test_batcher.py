@@ -20,10 +20,10 @@ class RecordingBackend(HashBackend):
         self.gate = threading.Event()
         self.gate.set()
 
-    def encode(self, texts):
+    def launch(self, batch):
         self.gate.wait()
-        self.batches.append(len(texts))
-        return super().encode(texts)
+        self.batches.append(len(batch.texts))
+        return super().launch(batch)
 
 
 def run(coro):
@@ -56,7 +56,7 @@ def test_batches_respect_size_and_token_caps():
     batcher.start()
 
     async def main():
-        task = asyncio.ensure_future(batcher.embed(["x" * 100] * 30))  # ~27 estimated tokens each
+        task = asyncio.ensure_future(batcher.embed([f"{i:03d}" + "x" * 97 for i in range(30)]))  # ~27 tokens each
         await asyncio.sleep(0.05)
         backend.gate.set()
         return await task
@@ -111,3 +111,79 @@ def test_cancelled_requests_are_dropped():
     finally:
         batcher.stop()
     assert sum(backend.batches) == 3, backend.batches  # 2 + 1: the 10 cancelled texts never ran
+
+
+def test_identical_texts_are_embedded_once_cached_or_joined():
+    backend = RecordingBackend()
+    backend.gate.clear()  # hold the first batch: the duplicates below arrive while it runs
+    batcher = Batcher(backend, max_batch_size=64, max_wait_ms=1)
+    batcher.start()
+
+    async def main():
+        first = asyncio.ensure_future(batcher.embed(["licence header", "a", "b"]))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(batcher.embed(["a", "licence header", "c"]))  # joins the running texts
+        await asyncio.sleep(0.05)
+        backend.gate.set()
+        one, two = await first, await second
+        three = await batcher.embed(["b", "a"])  # from the cache: no model call
+        return one, two, three
+
+    try:
+        one, two, three = run(main())
+    finally:
+        batcher.stop()
+    expect = HashBackend(16).encode
+    np.testing.assert_allclose(one, expect(["licence header", "a", "b"]))
+    np.testing.assert_allclose(two, expect(["a", "licence header", "c"]))
+    np.testing.assert_allclose(three, expect(["b", "a"]))
+    assert sum(backend.batches) == 4, backend.batches  # licence header, a, b, c: each once
+
+
+def test_several_batches_are_in_flight_and_a_failing_batch_fails_only_its_callers():
+    class Deferred(HashBackend):
+        """launch returns at once (like a GPU or Triton); collect waits for a release."""
+
+        def __init__(self):
+            super().__init__(dim=8)
+            self.launched = 0
+            self.release = threading.Semaphore(0)
+
+        def launch(self, batch):
+            self.launched += 1
+            if any(t.startswith("bad") for t in batch.texts):
+                return None
+            return super().launch(batch)
+
+        def collect(self, handle):
+            self.release.acquire()
+            if handle is None:
+                raise RuntimeError("the model failed")
+            return handle
+
+    backend = Deferred()
+    batcher = Batcher(backend, max_batch_size=2, max_wait_ms=1, in_flight=2)
+    batcher.start()
+
+    async def main():
+        good = asyncio.ensure_future(batcher.embed(["g1", "g2"]))
+        await asyncio.sleep(0.05)
+        bad = asyncio.ensure_future(batcher.embed(["bad1", "bad2"]))
+        await asyncio.sleep(0.1)
+        in_flight = backend.launched  # both launched before either was collected
+        backend.release.release(2)
+        with pytest.raises(RuntimeError, match="the model failed"):
+            await bad
+        backend.release.release(1)
+        ok = await good
+        after = asyncio.ensure_future(batcher.embed(["after"]))
+        await asyncio.sleep(0.01)
+        backend.release.release(1)
+        return in_flight, ok, await after
+
+    try:
+        in_flight, ok, after = run(main())
+    finally:
+        batcher.stop()
+    assert in_flight == 2
+    assert ok.shape == (2, 8) and after.shape == (1, 8)
