@@ -84,6 +84,9 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
         ("Batch tokens (padding included)", "short", quantiles("embed_batch_tokens")),
         ("Padding share", "percentunit", quantiles("embed_padding_ratio")),
         ("Files per store commit", "short", quantiles("store_commit_files")),
+        ("Embedder texts: cache hit, joined, run", "ops", [
+            (rate("embed_cache_texts_total", by="result"), "{{result}}"),
+        ]),
     ]),
     ("Errors and skips", [
         ("RPCs by status code", "ops", [
