@@ -136,7 +136,8 @@ def write_report(r: dict, docs: Path, name: str = "BENCHMARKS.md") -> None:
         lines += ["", f"![per-stage throughput and stage utilisation]({png})"]
     lines += ["", "## How these are measured", "",
               "- *Stage alone*: the parser service fed every corpus file over 2 streams; the embedding service "
-              "fed every distinct chunk text over 8 streams of 32-text requests; the store service fed "
+              "fed the first 3,000 distinct chunk texts (`embed_texts`) over 8 streams of 32-text requests, then "
+              "plain `SentenceTransformer.encode` on the same texts in the same run; the store service fed "
               "precomputed rows (random unit vectors) over one Write stream, once coalesced and once with "
               "one commit per file.",
               "- *Pipeline*: `orchestrator index` of the corpus into a fresh index (embedded default); chunks/s is "
