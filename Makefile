@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 K ?= 10
 
 .DEFAULT_GOAL := help
-.PHONY: test-deps help install index search status test lint protos bench bench-gpu clean
+.PHONY: triton-venv triton-serve test-deps help install index search status test lint protos bench bench-gpu clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -39,7 +39,13 @@ test-deps: ## Debian's prometheus and docker-compose, for the metrics and deploy
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus docker-compose >/dev/null; }
 
-test: $(STAMP) test-deps ## run the test suite
+triton-venv: ## NVIDIA Triton in its own virtualenv (.venv-triton: numpy<2), for the triton backend and its tests
+	scripts/setup-triton-venv.sh
+
+triton-serve: triton-venv ## run Triton on deploy/triton/model_repository (gRPC 127.0.0.1:$(or $(PORT),8001))
+	scripts/triton-serve.sh --grpc-port $(or $(PORT),8001)
+
+test: $(STAMP) test-deps triton-venv ## run the test suite (the triton tests against a real Triton server)
 	$(VENV)/bin/pytest
 
 lint: $(STAMP) ## static checks (ruff)
@@ -55,4 +61,4 @@ protos: $(STAMP) ## regenerate the gRPC stubs from protos/*.proto
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. protos/*.proto
 
 clean: ## remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .venv-triton .pytest_cache build *.egg-info
