@@ -259,13 +259,14 @@ def bench_embed(c: Corpus) -> dict:
     one after the other in this run; the ONNX backend likewise; then a sweep of streams x max_batch_tokens."""
     texts = c.texts()[:EMBED_TEXTS]
     gpu = None
+    torch_env = {"CODEINDEX_EMBED_BACKEND": "torch"}
     if DEVICE.startswith("cuda"):
         with GpuSampler() as sampler:
-            service_rate = _embed_service_rate(texts)
+            service_rate = _embed_service_rate(texts, env=torch_env)
         gpu = sampler.summary()
         log(f"GPU during the service run: {gpu}")
     else:
-        service_rate = _embed_service_rate(texts)
+        service_rate = _embed_service_rate(texts, env=torch_env)
     log(f"embed service (torch), 8 streams: {service_rate:.1f} chunks/s over {len(texts)} texts")
     from sentence_transformers import SentenceTransformer
 
@@ -289,7 +290,7 @@ def bench_embed(c: Corpus) -> dict:
     sweep = []
     for streams in (1, 8):
         for tokens in (1024, 4096, 16384):
-            rate = _embed_service_rate(sample, streams, {"CODEINDEX_EMBED_MAX_BATCH_SIZE": "256",
+            rate = _embed_service_rate(sample, streams, {**torch_env, "CODEINDEX_EMBED_MAX_BATCH_SIZE": "256",
                                                          "CODEINDEX_EMBED_MAX_BATCH_TOKENS": str(tokens)})
             sweep.append({"streams": streams, "max_batch_tokens": tokens, "chunks_per_s": round(rate, 1)})
             log(f"sweep: {sweep[-1]}")

@@ -181,12 +181,16 @@ class HashBackend(Steps):
         return handle
 
 
-BACKENDS = ("torch", "onnx", "triton", "hash")
+BACKENDS = ("auto", "torch", "onnx", "triton", "hash")
 
 
 def make_backend(name: str, model: str = "", device: str = "", threads: int = 0, dtype: str = "auto",
                  **options: Any) -> EmbeddingBackend:
     """``options``: backend-specific settings (onnx: quantize; triton: url, model_name)."""
+    if name == "auto":  # the fastest with the model's own vectors: torch on a GPU, ONNX Runtime on a CPU
+        import torch
+
+        name = "torch" if device.startswith("cuda") or (not device and torch.cuda.is_available()) else "onnx"
     if name == "torch":
         return TorchBackend(model, device, threads, dtype)
     if name == "onnx":

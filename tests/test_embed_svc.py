@@ -72,8 +72,8 @@ def test_identical_texts_are_embedded_once_and_metrics_carry_backend_and_device(
     np.testing.assert_allclose(a[0], a[2])
     np.testing.assert_allclose(b, a[:2])
     m = metrics_text(svc.metrics_port)
-    assert 'embed_texts_total{backend="torch",device="cpu"} 3.0' in m  # licence, unique_a, unique_b
+    assert 'embed_texts_total{backend="onnx",device="cpu"} 3.0' in m  # the CPU default; licence, unique_a, unique_b
     assert 'embed_cache_texts_total{result="hit"} 2.0' in m
     assert 'embed_cache_texts_total{result="joined"} 1.0' in m  # the licence's second copy in one request
     assert metric(m, "embed_tokens_total") > 3 * 5
-    assert 'embed_padding_ratio_count{backend="torch",device="cpu"}' in m
+    assert 'embed_padding_ratio_count{backend="onnx",device="cpu"}' in m
