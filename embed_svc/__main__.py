@@ -34,8 +34,8 @@ def build(cfg: EmbedConfig) -> server.Service:
         backend: EmbeddingBackend = await asyncio.to_thread(
             make_backend, cfg.backend, cfg.model, cfg.device, cfg.threads, cfg.dtype, quantize=cfg.onnx_quantize,
             cache_dir=cfg.onnx_cache, url=cfg.triton_url, model_name=cfg.triton_model, in_flight=cfg.in_flight)
-        await asyncio.to_thread(warm_up, backend, cfg.max_batch_size or getattr(backend, "preferred_batch", 32))
-        size = cfg.max_batch_size or getattr(backend, "preferred_batch", 32)
+        size = cfg.max_batch_size or backend.preferred_batch
+        await asyncio.to_thread(warm_up, backend, size)
         batcher = Batcher(backend, size, cfg.max_batch_tokens or size * backend.max_tokens, cfg.max_wait_ms,
                           cfg.max_queue, cfg.in_flight, cfg.cache_size)
         batcher.start()
