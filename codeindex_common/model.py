@@ -98,3 +98,51 @@ class FileRecord:
     vectors: np.ndarray  # (len(chunks), dim) float32
     skip_reason: str = ""
     model_id: str = ""
+
+
+MAX_K = 1000
+
+
+@dataclass(frozen=True)
+class Query:
+    """What a search asks for: ranking mode, how many, and filters. Filter
+    values are matched literally (the store quotes them), never interpreted."""
+
+    text: str = ""
+    k: int = 10
+    mode: str = DEFAULT_MODE
+    language: str = ""
+    path_glob: str = ""
+    kind: str = ""
+    symbol: str = ""
+    min_score: float | None = None  # minimum cosine similarity (vector and hybrid modes)
+
+    def validate(self) -> None:
+        from .errors import InvalidArgument
+
+        if not 1 <= self.k <= MAX_K:
+            raise InvalidArgument(f"k must be between 1 and {MAX_K}, got {self.k}")
+        if self.mode not in MODES:
+            raise InvalidArgument(f"unknown search mode {self.mode!r}; one of {', '.join(MODES)}")
+        if self.mode in ("keyword", "hybrid") and not self.text.strip():
+            raise InvalidArgument(f"{self.mode} search needs the query text")
+        if self.kind and self.kind not in KINDS:
+            raise InvalidArgument(f"unknown kind {self.kind!r}; one of {', '.join(KINDS)}")
+        if self.min_score is not None:
+            if self.mode == "keyword":
+                raise InvalidArgument("min_score is a cosine similarity: keyword mode has none")
+            if not -1.0 <= self.min_score <= 1.0:
+                raise InvalidArgument(f"min_score is a cosine similarity in [-1, 1], got {self.min_score}")
+        for name in ("text", "language", "path_glob", "kind", "symbol"):
+            if "\0" in getattr(self, name):
+                raise InvalidArgument(f"{name} contains a NUL byte")
+
+    def filters(self) -> dict[str, str]:
+        return {name: value for name in ("language", "path_glob", "kind", "symbol") if (value := getattr(self, name))}
+
+    @classmethod
+    def from_pb(cls, pb, mode: str) -> Query:
+        """From a store SearchRequest or an orchestrator QueryRequest."""
+        text = pb.query_text if hasattr(pb, "query_text") else pb.query
+        return cls(text=text, k=pb.k or 10, mode=mode, language=pb.language, path_glob=pb.path_glob,
+                   kind=pb.kind, symbol=pb.symbol, min_score=pb.min_score if pb.HasField("min_score") else None)

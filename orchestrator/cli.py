@@ -13,7 +13,7 @@ import time
 
 from codeindex_common import config as configlib
 from codeindex_common.errors import CodeindexError
-from codeindex_common.model import DEFAULT_MODE, MODES
+from codeindex_common.model import DEFAULT_MODE, KINDS, MODES, Query
 
 from .config import OrchestratorConfig
 from .pipeline import Pipeline, Progress, search
@@ -29,12 +29,21 @@ def _parser() -> argparse.ArgumentParser:
     ix = sub.add_parser("index", help="index (or incrementally re-index) a repository")
     ix.add_argument("path", help="repository root")
     ix.add_argument("--json", action="store_true", help="print the summary as one JSON object (last line)")
+    ix.add_argument("--reindex", action="store_true",
+                    help="drop the index and build it again (needed to switch the embedding model)")
 
     se = sub.add_parser("search", help="search an index")
     se.add_argument("query")
     se.add_argument("--path", default=".", help="the indexed repository (default: .)")
     se.add_argument("-k", type=int, default=10, help="number of results (default: 10)")
     se.add_argument("--language", default="", help="only chunks of this language")
+    se.add_argument("--glob", default="", dest="path_glob",
+                    help="only files matching this glob (`*` within a directory, `**` across; "
+                         "without `/` it matches file names anywhere), e.g. 'src/**/*.py'")
+    se.add_argument("--kind", default="", choices=("",) + KINDS, help="only chunks of this kind")
+    se.add_argument("--symbol", default="", help="only chunks with this symbol or qualified name")
+    se.add_argument("--min-score", type=float, default=None,
+                    help="drop results less similar than this cosine similarity (vector and hybrid modes)")
     se.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
                     help="vector (meaning), keyword (full text) or hybrid (both, fused; the default)")
     se.add_argument("--json", action="store_true", help="print results as a JSON list")
@@ -87,18 +96,18 @@ class _Bar:
             self.bar.close()
 
 
-async def _index(cfg: OrchestratorConfig, root: str, addresses: dict[str, str], bar: _Bar):
+async def _index(cfg: OrchestratorConfig, root: str, addresses: dict[str, str], bar: _Bar, reindex: bool):
     stages = make_stages(cfg, addresses)
     try:
-        return await Pipeline(stages, settings(cfg), bar).index(root)
+        return await Pipeline(stages, settings(cfg), bar).index(root, reindex=reindex)
     finally:
         await stages.close()
 
 
-async def _search(cfg: OrchestratorConfig, addresses, query: str, k: int, language: str, mode: str):
+async def _search(cfg: OrchestratorConfig, addresses, query: Query):
     stages = make_stages(cfg, addresses)
     try:
-        return await search(stages, query, k, language, mode)
+        return await search(stages, query)
     finally:
         await stages.close()
 
@@ -123,7 +132,7 @@ def cmd_index(cfg: OrchestratorConfig, args) -> int:
         print(f"orchestrator metrics on http://{cfg.metrics_host}:{http.server_port}/metrics", file=sys.stderr)
     with stage_addresses(cfg, root) as addresses:
         try:
-            summary = asyncio.run(_index(cfg, root, addresses, bar))
+            summary = asyncio.run(_index(cfg, root, addresses, bar, args.reindex))
         finally:
             bar.close()
     d = summary.to_dict()
@@ -144,19 +153,22 @@ def cmd_search(cfg: OrchestratorConfig, args) -> int:
     if not cfg.store_addr and not os.path.isdir(os.path.join(cfg.index_dir or os.path.join(root, ".codeindex"),
                                                              "lancedb")):
         raise CodeindexError(f"no index at {root}: run `orchestrator index {args.path}` first")
+    query = Query(text=args.query, k=args.k, mode=args.mode, language=args.language, path_glob=args.path_glob,
+                  kind=args.kind, symbol=args.symbol, min_score=args.min_score)
+    query.validate()
     with stage_addresses(cfg, root, need_parser=False) as addresses:
-        hits = asyncio.run(_search(cfg, addresses, args.query, args.k, args.language, args.mode))
+        hits = asyncio.run(_search(cfg, addresses, query))
     if args.json:
         print(json.dumps([{
             "path": h.chunk.path, "start_line": h.chunk.start_line, "end_line": h.chunk.end_line,
             "symbol": h.chunk.symbol, "qualified_name": h.chunk.qualified_name, "kind": h.chunk.kind,
-            "language": h.chunk.language, "score": round(h.score, 4)} for h in hits]))
+            "language": h.chunk.language, "score": round(h.score, 4), "snippet": h.snippet} for h in hits]))
     else:
         for h in hits:
             c = h.chunk
             print(f"{h.score:.3f}  {c.path}:{c.start_line}-{c.end_line}  {c.qualified_name or '-'} "
                   f"({c.kind}, {c.language})")
-            for line in c.text.splitlines()[:3]:
+            for line in h.snippet.splitlines():
                 print(f"        {line[:120]}")
     return 0
 
@@ -166,7 +178,7 @@ def cmd_status(cfg: OrchestratorConfig, args) -> int:
     with stage_addresses(cfg, root, need_parser=False) as addresses:
         stats = asyncio.run(_status(cfg, addresses))
     d = {"chunks": stats.chunks, "files": stats.files, "dim": stats.dim, "model_id": stats.model_id,
-         "index_uri": stats.uri}
+         "index_uri": stats.uri, "versions": stats.versions, "vector_index": stats.vector_index or "none (exact)"}
     print(json.dumps(d) if args.json else "\n".join(f"{k}: {v}" for k, v in d.items()))
     return 0
 

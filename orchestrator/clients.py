@@ -12,7 +12,7 @@ import numpy as np
 
 from codeindex_common import vectors
 from codeindex_common.errors import CodeindexError
-from codeindex_common.model import DEFAULT_MODE, Chunk, FileRecord, FileResult, mode_to_pb
+from codeindex_common.model import Chunk, FileRecord, FileResult, Query, mode_to_pb
 from codeindex_common.pb import embed_pb2, embed_pb2_grpc, parser_pb2, parser_pb2_grpc, store_pb2, store_pb2_grpc
 from codeindex_common.server import CHANNEL_OPTIONS
 
@@ -128,9 +128,9 @@ class StoreClient(_Client):
         super().__init__(address, timeout)
         self.stub = store_pb2_grpc.StoreStub(self.channel)
 
-    async def _call(self, method, request):
+    async def _call(self, method, request, timeout: float | None = None):
         try:
-            return await method(request, timeout=self.timeout)
+            return await method(request, timeout=timeout or self.timeout)
         except grpc.aio.AioRpcError as err:
             raise self.error(err) from err
 
@@ -166,15 +166,20 @@ class StoreClient(_Client):
         vecs = vectors.unpack(r.vectors, r.dim, len(r.content_hashes))
         return dict(zip(r.content_hashes, vecs))
 
-    async def search(self, vector: np.ndarray | None, k: int, language: str = "", text: str = "",
-                     mode: str = DEFAULT_MODE) -> list[tuple[Chunk, float]]:
+    async def search(self, vector: np.ndarray | None, q: Query) -> list[tuple[Chunk, float, str]]:
+        """(chunk, score, snippet) of the top hits."""
         r = await self._call(self.stub.Search, store_pb2.SearchRequest(
-            query_vector=vectors.pack(vector) if vector is not None else b"", k=k, language=language,
-            query_text=text, mode=mode_to_pb(mode)))
-        return [(Chunk.from_pb(h.chunk), h.score) for h in r.hits]
+            query_vector=vectors.pack(vector) if vector is not None else b"", k=q.k, language=q.language,
+            query_text=q.text, mode=mode_to_pb(q.mode), path_glob=q.path_glob, kind=q.kind, symbol=q.symbol,
+            min_score=q.min_score))
+        return [(Chunk.from_pb(h.chunk), h.score, h.snippet) for h in r.hits]
 
-    async def optimize(self) -> float:
-        return (await self._call(self.stub.Optimize, store_pb2.OptimizeRequest())).seconds
+    async def optimize(self) -> store_pb2.OptimizeResponse:
+        # building the vector index of a large table takes minutes, not the usual deadline
+        return await self._call(self.stub.Optimize, store_pb2.OptimizeRequest(), timeout=max(self.timeout, 3600))
+
+    async def reset(self) -> int:
+        return (await self._call(self.stub.Reset, store_pb2.ResetRequest())).chunks_dropped
 
     async def stats(self) -> store_pb2.StatsResponse:
         return await self._call(self.stub.Stats, store_pb2.StatsRequest())

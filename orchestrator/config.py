@@ -30,7 +30,7 @@ class OrchestratorConfig:
     """Parse streams kept open at once. CODEINDEX_ORCHESTRATOR_PARSE_STREAMS"""
     embed_streams: int = 4
     """Embed streams kept open at once. CODEINDEX_ORCHESTRATOR_EMBED_STREAMS"""
-    write_streams: int = 1
+    write_streams: int = 2
     """Store Write streams kept open at once. CODEINDEX_ORCHESTRATOR_WRITE_STREAMS"""
     embed_request_texts: int = 32
     """Most texts in one Embed request. CODEINDEX_ORCHESTRATOR_EMBED_REQUEST_TEXTS"""

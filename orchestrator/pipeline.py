@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from codeindex_common.errors import FailedPrecondition
-from codeindex_common.model import DEFAULT_MODE, Chunk, FileRecord, FileResult
+from codeindex_common.model import Chunk, FileRecord, FileResult, Query
 
 from . import metrics
 from .walker import Entry, file_hash, read, walk
@@ -124,7 +124,7 @@ class Progress:
 class Settings:
     parse_streams: int = 2
     embed_streams: int = 4
-    write_streams: int = 1
+    write_streams: int = 2
     embed_request_texts: int = 32
     queue_size: int = 256
     max_file_bytes: int = 2_000_000
@@ -194,19 +194,24 @@ class Pipeline:
         self.settings = settings
         self.on_progress = on_progress or (lambda p: None)
 
-    async def index(self, root: str) -> Summary:
+    async def index(self, root: str, reindex: bool = False) -> Summary:
+        """Bring the index up to date with ``root``; ``reindex`` drops it first
+        (the way to move an index to another model)."""
         started = time.perf_counter()
         summary = Summary()
         info = await self.stages.embedder.info()
         summary.model_id = info.model_id
+        if reindex:
+            await self.stages.store.reset()
         stats = await self.stages.store.stats()
-        if stats.chunks and stats.model_id and stats.model_id != info.model_id:
+        if stats.model_id and stats.model_id != info.model_id:
             raise FailedPrecondition(
                 f"the index at {stats.uri} was built with model {stats.model_id!r} but the embedder serves "
-                f"{info.model_id!r}; vectors of two models are never mixed: index into a new directory "
-                f"(--index-dir) or delete the old index")
+                f"{info.model_id!r}; vectors of two models are never mixed: run again with --reindex to rebuild "
+                f"it with the new model, or index into a new directory (--index-dir)")
         if stats.chunks and stats.dim and stats.dim != info.dim:
-            raise FailedPrecondition(f"the index holds {stats.dim}-dim vectors, the embedder gives {info.dim}")
+            raise FailedPrecondition(f"the index holds {stats.dim}-dim vectors, the embedder gives {info.dim}: "
+                                     "run again with --reindex to rebuild it")
 
         entries, manifest = await asyncio.gather(asyncio.to_thread(lambda: list(walk(root))),
                                                  self.stages.store.manifest())
@@ -236,7 +241,7 @@ class Pipeline:
         summary.files_removed = len(removed)
         metrics.FILES_REMOVED.inc(len(removed))
         if todo or removed:
-            await self.stages.store.optimize()  # refresh the full-text index
+            await self.stages.store.optimize()  # compaction, index refresh, old versions removed
         after = await self.stages.store.stats()
         summary.index_chunks, summary.index_files = after.chunks, after.files
         summary.seconds = time.perf_counter() - started
@@ -400,8 +405,11 @@ class Pipeline:
 class Hit:
     chunk: Chunk
     score: float
+    snippet: str = ""
 
 
-async def search(stages, query: str, k: int = 10, language: str = "", mode: str = DEFAULT_MODE) -> list[Hit]:
-    vec = (await stages.embedder.embed_once([query]))[0] if mode != "keyword" else None
-    return [Hit(c, score) for c, score in await stages.store.search(vec, k, language, query, mode)]
+async def search(stages, q: Query) -> list[Hit]:
+    """Embed the query (unless keyword mode) and search the store."""
+    q.validate()
+    vec = (await stages.embedder.embed_once([q.text]))[0] if q.mode != "keyword" else None
+    return [Hit(c, score, snip) for c, score, snip in await stages.store.search(vec, q)]

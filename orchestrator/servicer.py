@@ -7,7 +7,7 @@ import os
 import time
 
 from codeindex_common.errors import InvalidArgument
-from codeindex_common.model import kind_to_pb, mode_from_pb
+from codeindex_common.model import Query, kind_to_pb, mode_from_pb
 from codeindex_common.pb import orchestrator_pb2, orchestrator_pb2_grpc
 
 from . import metrics
@@ -42,7 +42,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                     files_done=p.files_done, files_total=p.files_total, chunks_done=p.chunks_done))
 
         async with self._index_lock:
-            run = asyncio.create_task(Pipeline(self.stages, self.settings, on_progress).index(root))
+            run = asyncio.create_task(Pipeline(self.stages, self.settings, on_progress).index(
+                root, reindex=request.reindex))
             while not run.done():
                 getter = asyncio.ensure_future(updates.get())
                 await asyncio.wait({getter, run}, return_when=asyncio.FIRST_COMPLETED)
@@ -60,14 +61,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         if len(request.query) > MAX_QUERY_CHARS:
             raise InvalidArgument(f"the query is longer than {MAX_QUERY_CHARS} characters")
         started = time.perf_counter()
-        hits = await search(self.stages, request.query, request.k or 10, request.language,
-                            mode_from_pb(request.mode))
+        hits = await search(self.stages, Query.from_pb(request, mode_from_pb(request.mode)))
         metrics.SEARCH_SECONDS.observe(time.perf_counter() - started)
         return orchestrator_pb2.QueryResponse(hits=[
             orchestrator_pb2.QueryHit(path=h.chunk.path, start_line=h.chunk.start_line, end_line=h.chunk.end_line,
                                       symbol=h.chunk.symbol, qualified_name=h.chunk.qualified_name,
                                       kind=kind_to_pb(h.chunk.kind), language=h.chunk.language, score=h.score,
-                                      text=h.chunk.text)
+                                      text=h.chunk.text, snippet=h.snippet)
             for h in hits])
 
     async def Status(self, request, context):

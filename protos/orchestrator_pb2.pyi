@@ -8,10 +8,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class IndexRequest(_message.Message):
-    __slots__ = ("path",)
+    __slots__ = ("path", "reindex")
     PATH_FIELD_NUMBER: _ClassVar[int]
+    REINDEX_FIELD_NUMBER: _ClassVar[int]
     path: str
-    def __init__(self, path: _Optional[str] = ...) -> None: ...
+    reindex: bool
+    def __init__(self, path: _Optional[str] = ..., reindex: _Optional[bool] = ...) -> None: ...
 
 class IndexSummary(_message.Message):
     __slots__ = ("files_seen", "files_indexed", "files_unchanged", "files_removed", "files_skipped", "chunks_total", "chunks_embedded", "chunks_reused", "seconds")
@@ -57,19 +59,27 @@ class IndexProgress(_message.Message):
     def __init__(self, files_done: _Optional[int] = ..., files_total: _Optional[int] = ..., chunks_done: _Optional[int] = ..., done: _Optional[bool] = ..., summary: _Optional[_Union[IndexSummary, _Mapping]] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
-    __slots__ = ("query", "k", "language", "mode")
+    __slots__ = ("query", "k", "language", "mode", "path_glob", "kind", "symbol", "min_score")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    PATH_GLOB_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
     query: str
     k: int
     language: str
     mode: _common_pb2.SearchMode
-    def __init__(self, query: _Optional[str] = ..., k: _Optional[int] = ..., language: _Optional[str] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ...) -> None: ...
+    path_glob: str
+    kind: str
+    symbol: str
+    min_score: float
+    def __init__(self, query: _Optional[str] = ..., k: _Optional[int] = ..., language: _Optional[str] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., path_glob: _Optional[str] = ..., kind: _Optional[str] = ..., symbol: _Optional[str] = ..., min_score: _Optional[float] = ...) -> None: ...
 
 class QueryHit(_message.Message):
-    __slots__ = ("path", "start_line", "end_line", "symbol", "qualified_name", "kind", "language", "score", "text")
+    __slots__ = ("path", "start_line", "end_line", "symbol", "qualified_name", "kind", "language", "score", "text", "snippet")
     PATH_FIELD_NUMBER: _ClassVar[int]
     START_LINE_FIELD_NUMBER: _ClassVar[int]
     END_LINE_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +89,7 @@ class QueryHit(_message.Message):
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
+    SNIPPET_FIELD_NUMBER: _ClassVar[int]
     path: str
     start_line: int
     end_line: int
@@ -88,7 +99,8 @@ class QueryHit(_message.Message):
     language: str
     score: float
     text: str
-    def __init__(self, path: _Optional[str] = ..., start_line: _Optional[int] = ..., end_line: _Optional[int] = ..., symbol: _Optional[str] = ..., qualified_name: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.ChunkKind, str]] = ..., language: _Optional[str] = ..., score: _Optional[float] = ..., text: _Optional[str] = ...) -> None: ...
+    snippet: str
+    def __init__(self, path: _Optional[str] = ..., start_line: _Optional[int] = ..., end_line: _Optional[int] = ..., symbol: _Optional[str] = ..., qualified_name: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.ChunkKind, str]] = ..., language: _Optional[str] = ..., score: _Optional[float] = ..., text: _Optional[str] = ..., snippet: _Optional[str] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
     __slots__ = ("hits",)

@@ -7,15 +7,29 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ResetRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ResetResponse(_message.Message):
+    __slots__ = ("chunks_dropped",)
+    CHUNKS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    chunks_dropped: int
+    def __init__(self, chunks_dropped: _Optional[int] = ...) -> None: ...
+
 class OptimizeRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class OptimizeResponse(_message.Message):
-    __slots__ = ("seconds",)
+    __slots__ = ("seconds", "vector_index", "versions")
     SECONDS_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_INDEX_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
     seconds: float
-    def __init__(self, seconds: _Optional[float] = ...) -> None: ...
+    vector_index: str
+    versions: int
+    def __init__(self, seconds: _Optional[float] = ..., vector_index: _Optional[str] = ..., versions: _Optional[int] = ...) -> None: ...
 
 class FileRecord(_message.Message):
     __slots__ = ("path", "file_hash", "chunks", "dim", "vectors", "skip_reason", "model_id")
@@ -92,26 +106,36 @@ class LookupVectorsResponse(_message.Message):
     def __init__(self, content_hashes: _Optional[_Iterable[str]] = ..., dim: _Optional[int] = ..., vectors: _Optional[bytes] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("query_vector", "k", "language", "query_text", "mode")
+    __slots__ = ("query_vector", "k", "language", "query_text", "mode", "path_glob", "kind", "symbol", "min_score")
     QUERY_VECTOR_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
     QUERY_TEXT_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    PATH_GLOB_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
     query_vector: bytes
     k: int
     language: str
     query_text: str
     mode: _common_pb2.SearchMode
-    def __init__(self, query_vector: _Optional[bytes] = ..., k: _Optional[int] = ..., language: _Optional[str] = ..., query_text: _Optional[str] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ...) -> None: ...
+    path_glob: str
+    kind: str
+    symbol: str
+    min_score: float
+    def __init__(self, query_vector: _Optional[bytes] = ..., k: _Optional[int] = ..., language: _Optional[str] = ..., query_text: _Optional[str] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., path_glob: _Optional[str] = ..., kind: _Optional[str] = ..., symbol: _Optional[str] = ..., min_score: _Optional[float] = ...) -> None: ...
 
 class SearchHit(_message.Message):
-    __slots__ = ("chunk", "score")
+    __slots__ = ("chunk", "score", "snippet")
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    SNIPPET_FIELD_NUMBER: _ClassVar[int]
     chunk: _common_pb2.Chunk
     score: float
-    def __init__(self, chunk: _Optional[_Union[_common_pb2.Chunk, _Mapping]] = ..., score: _Optional[float] = ...) -> None: ...
+    snippet: str
+    def __init__(self, chunk: _Optional[_Union[_common_pb2.Chunk, _Mapping]] = ..., score: _Optional[float] = ..., snippet: _Optional[str] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("hits",)
@@ -124,15 +148,19 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("chunks", "files", "dim", "model_id", "uri")
+    __slots__ = ("chunks", "files", "dim", "model_id", "uri", "versions", "vector_index")
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     URI_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_INDEX_FIELD_NUMBER: _ClassVar[int]
     chunks: int
     files: int
     dim: int
     model_id: str
     uri: str
-    def __init__(self, chunks: _Optional[int] = ..., files: _Optional[int] = ..., dim: _Optional[int] = ..., model_id: _Optional[str] = ..., uri: _Optional[str] = ...) -> None: ...
+    versions: int
+    vector_index: str
+    def __init__(self, chunks: _Optional[int] = ..., files: _Optional[int] = ..., dim: _Optional[int] = ..., model_id: _Optional[str] = ..., uri: _Optional[str] = ..., versions: _Optional[int] = ..., vector_index: _Optional[str] = ...) -> None: ...

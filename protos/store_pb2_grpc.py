@@ -69,6 +69,11 @@ class StoreStub:
                 request_serializer=protos_dot_store__pb2.OptimizeRequest.SerializeToString,
                 response_deserializer=protos_dot_store__pb2.OptimizeResponse.FromString,
                 _registered_method=True)
+        self.Reset = channel.unary_unary(
+                '/codeindex.v1.Store/Reset',
+                request_serializer=protos_dot_store__pb2.ResetRequest.SerializeToString,
+                response_deserializer=protos_dot_store__pb2.ResetResponse.FromString,
+                _registered_method=True)
 
 
 class StoreServicer:
@@ -116,7 +121,16 @@ class StoreServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Optimize(self, request, context):
-        """After a run: build or refresh the full-text index.
+        """After a run: compact, refresh the full-text, scalar and vector indexes
+        (the vector index is built once the table is large enough), and remove
+        old versions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reset(self, request, context):
+        """Drop the whole index (before a rebuild with another model).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -159,6 +173,11 @@ def add_StoreServicer_to_server(servicer, server):
                     servicer.Optimize,
                     request_deserializer=protos_dot_store__pb2.OptimizeRequest.FromString,
                     response_serializer=protos_dot_store__pb2.OptimizeResponse.SerializeToString,
+            ),
+            'Reset': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reset,
+                    request_deserializer=protos_dot_store__pb2.ResetRequest.FromString,
+                    response_serializer=protos_dot_store__pb2.ResetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -350,6 +369,33 @@ class Store:
             '/codeindex.v1.Store/Optimize',
             protos_dot_store__pb2.OptimizeRequest.SerializeToString,
             protos_dot_store__pb2.OptimizeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/codeindex.v1.Store/Reset',
+            protos_dot_store__pb2.ResetRequest.SerializeToString,
+            protos_dot_store__pb2.ResetResponse.FromString,
             options,
             channel_credentials,
             insecure,

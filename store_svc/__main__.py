@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 
 from codeindex_common import config, server
@@ -10,20 +11,41 @@ from codeindex_common.pb import store_pb2, store_pb2_grpc
 
 from .config import StoreConfig
 from .servicer import StoreServicer
-from .store import VectorStore
+from .store import StoreSettings, VectorStore
 
 SERVICE_NAME = store_pb2.DESCRIPTOR.services_by_name["Store"].full_name
 
 
 def build(cfg: StoreConfig) -> server.Service:
-    servicer = StoreServicer(None, cfg.flush_rows, cfg.flush_ms)  # type: ignore[arg-type]
+    servicer = StoreServicer(None, cfg.flush_rows, cfg.flush_ms, cfg.write_concurrency)
+    settings = StoreSettings(ann_min_rows=cfg.ann_min_rows, ann_index=cfg.ann_index,
+                             keep_versions_seconds=cfg.keep_versions_seconds,
+                             consistency_seconds=cfg.consistency_seconds)
+    options = storage_options(cfg)
 
     async def start() -> None:
-        servicer.store = await asyncio.to_thread(VectorStore, cfg.uri)
+        servicer.store = await asyncio.to_thread(VectorStore, cfg.uri, options, settings)
 
     return server.Service(
         name="store", service_names=[SERVICE_NAME],
         register=lambda s: store_pb2_grpc.add_StoreServicer_to_server(servicer, s), start=start)
+
+
+def storage_options(cfg: StoreConfig) -> dict[str, str]:
+    """--storage-options (key=value,...) with --storage-options-file (JSON) over it."""
+    options: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in cfg.storage_options.split(","))):
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"store: --storage-options wants key=value pairs, got {pair!r}")
+        options[key.strip()] = value.strip()
+    if cfg.storage_options_file:
+        with open(cfg.storage_options_file, encoding="utf-8") as fh:
+            extra = json.load(fh)
+        if not isinstance(extra, dict):
+            raise SystemExit(f"store: {cfg.storage_options_file} must hold a JSON object")
+        options.update({str(k): str(v) for k, v in extra.items()})
+    return options
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,7 +14,30 @@ class StoreConfig:
     metrics_host: str = "127.0.0.1"
     """Address the metrics endpoint binds. CODEINDEX_STORE_METRICS_HOST"""
     uri: str = ".codeindex/lancedb"
-    """LanceDB directory or URI. CODEINDEX_STORE_URI"""
+    """LanceDB directory or URI (s3://bucket/prefix, gs://, az://). CODEINDEX_STORE_URI"""
+    storage_options: str = ""
+    """Object-store options as comma-separated key=value pairs
+    (endpoint=http://host:9000,region=us-east-1,allow_http=true). No secrets here: credentials come from
+    the usual environment variables (AWS_ACCESS_KEY_ID, ...) or --storage-options-file.
+    CODEINDEX_STORE_STORAGE_OPTIONS"""
+    storage_options_file: str = ""
+    """A JSON object of object-store options merged over --storage-options (credentials mounted from a
+    secret). CODEINDEX_STORE_STORAGE_OPTIONS_FILE"""
+    write_concurrency: int = 4
+    """Coalesced writes committed at once over all Write streams (appends run in parallel; replaces and
+    deletes are serialised). CODEINDEX_STORE_WRITE_CONCURRENCY"""
+    ann_min_rows: int = 10_000
+    """Build the ANN vector index once the table has this many rows (below, search is exact).
+    CODEINDEX_STORE_ANN_MIN_ROWS"""
+    ann_index: str = "auto"
+    """ANN index type: auto (IVF_FLAT below a million rows, IVF_PQ above), ivf_flat, ivf_pq, ivf_hnsw_sq
+    or none. CODEINDEX_STORE_ANN_INDEX"""
+    keep_versions_seconds: float = 60.0
+    """After each run, table versions older than this are removed (a reader still on an older version
+    needs it). CODEINDEX_STORE_KEEP_VERSIONS_SECONDS"""
+    consistency_seconds: float = 5.0
+    """When other processes write the table, reads check for its latest version this often.
+    CODEINDEX_STORE_CONSISTENCY_SECONDS"""
     flush_rows: int = 2048
     """A Write stream commits once this many rows are buffered... CODEINDEX_STORE_FLUSH_ROWS"""
     flush_ms: float = 1000.0

@@ -9,7 +9,7 @@ import numpy as np
 
 from codeindex_common import vectors
 from codeindex_common.errors import Unavailable
-from codeindex_common.model import Chunk, FileRecord, mode_from_pb
+from codeindex_common.model import Chunk, FileRecord, Query, mode_from_pb
 from codeindex_common.pb import common_pb2, store_pb2, store_pb2_grpc
 
 from . import metrics
@@ -23,10 +23,11 @@ def record_from_pb(pb: store_pb2.FileRecord) -> FileRecord:
 
 
 class StoreServicer(store_pb2_grpc.StoreServicer):
-    def __init__(self, store: VectorStore | None, flush_rows: int, flush_ms: float):
+    def __init__(self, store: VectorStore | None, flush_rows: int, flush_ms: float, write_concurrency: int = 4):
         self._store = store
         self.flush_rows = flush_rows
         self.flush_seconds = flush_ms / 1000
+        self._writes = asyncio.Semaphore(max(1, write_concurrency))  # commits at once, over all streams
 
     @property
     def store(self) -> VectorStore:
@@ -39,10 +40,13 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
         self._store = value
 
     async def _commit(self, batch: list[FileRecord]) -> list[store_pb2.WriteAck]:
-        started = time.perf_counter()
-        await asyncio.to_thread(self.store.write, batch)
-        metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
-        metrics.COMMIT_FILES.observe(len(batch))
+        async with self._writes:
+            metrics.ACTIVE_WRITES.inc()
+            try:
+                await asyncio.to_thread(self.store.write, batch)
+            finally:
+                metrics.ACTIVE_WRITES.dec()
+        metrics.WRITE_FILES.observe(len(batch))
         return [store_pb2.WriteAck(path=r.path, rows=len(r.chunks)) for r in batch]
 
     async def Write(self, request_iterator, context):
@@ -107,23 +111,30 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
                 "keyword" if request.query_text else "vector")
         else:
             mode = mode_from_pb(request.mode)
-        query = None
+        query = Query.from_pb(request, mode)
+        query.validate()
+        vector = None
         if request.query_vector and dim:
-            query = vectors.unpack(request.query_vector, dim, 1)[0]
-        hits = await asyncio.to_thread(self.store.search, query, request.k or 10, request.language,
-                                       request.query_text, mode)
+            vector = vectors.unpack(request.query_vector, dim, 1)[0]
+        hits = await asyncio.to_thread(self.store.search, vector, query)
         metrics.SEARCH_SECONDS.labels(mode).observe(time.perf_counter() - started)
-        return store_pb2.SearchResponse(hits=[store_pb2.SearchHit(chunk=h.chunk.to_pb(), score=h.score)
-                                              for h in hits])
+        return store_pb2.SearchResponse(hits=[
+            store_pb2.SearchHit(chunk=h.chunk.to_pb(), score=h.score, snippet=h.snippet) for h in hits])
 
     async def Optimize(self, request, context):
         started = time.perf_counter()
-        await asyncio.to_thread(self.store.optimize)
-        return store_pb2.OptimizeResponse(seconds=time.perf_counter() - started)
+        s = await asyncio.to_thread(self.store.optimize)
+        return store_pb2.OptimizeResponse(seconds=time.perf_counter() - started, vector_index=s.vector_index,
+                                          versions=s.versions)
+
+    async def Reset(self, request, context):
+        dropped = await asyncio.to_thread(self.store.reset)
+        return store_pb2.ResetResponse(chunks_dropped=dropped)
 
     async def Stats(self, request, context):
         s = await asyncio.to_thread(self.store.stats)
-        return store_pb2.StatsResponse(chunks=s.chunks, files=s.files, dim=s.dim, model_id=s.model_id, uri=s.uri)
+        return store_pb2.StatsResponse(chunks=s.chunks, files=s.files, dim=s.dim, model_id=s.model_id, uri=s.uri,
+                                       versions=s.versions, vector_index=s.vector_index)
 
 
 _TIMEOUT = object()

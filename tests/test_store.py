@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from codeindex_common.errors import FailedPrecondition, InvalidArgument
-from codeindex_common.model import FileRecord
+from codeindex_common.model import FileRecord, Query
 from parser_svc.chunker import Limits, chunk_file
 from store_svc.store import VectorStore
 
@@ -56,12 +56,12 @@ def test_lookup_and_search(tmp_path):
     assert set(got) == {c.content_hash for c in rec.chunks}
     for c, v in zip(rec.chunks, rec.vectors):
         np.testing.assert_allclose(got[c.content_hash], v)
-    hits = store.search(rec.vectors[1], 2)
+    hits = store.search(rec.vectors[1], Query(k=2, mode="vector"))
     assert hits[0].chunk.qualified_name == "g" and hits[0].score == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(InvalidArgument):
         store.lookup_vectors(["not hex'"])
     with pytest.raises(InvalidArgument):
-        store.search(np.zeros(3, np.float32), 2)
+        store.search(np.zeros(3, np.float32), Query(k=2, mode="vector"))
 
 
 def test_a_different_dimension_is_refused(tmp_path):
@@ -83,16 +83,251 @@ def test_keyword_and_hybrid_modes_find_identifiers(tmp_path):
     rec = record("a.py", "def rebuild_method(request):\n    return request.method\n\n"
                          "def unrelated_helper():\n    return 42\n")
     store.write([rec])
-    assert store.search(None, 5, text="rebuild_method", mode="keyword")[0].chunk.symbol == "rebuild_method"
-    # hybrid: the keyword ranking lifts the identifier above a vector ranking that prefers the other chunk
-    assert store.search(rec.vectors[1], 1, mode="vector")[0].chunk.symbol == "unrelated_helper"
-    hits = store.search(rec.vectors[1], 2, text="rebuild_method", mode="hybrid")
+    assert store.search(None, Query("rebuild_method", 5, "keyword"))[0].chunk.symbol == "rebuild_method"
+    # hybrid: the exact symbol and the keyword ranking lift the identifier above a vector ranking that
+    # prefers the other chunk
+    assert store.search(rec.vectors[1], Query(k=1, mode="vector"))[0].chunk.symbol == "unrelated_helper"
+    hits = store.search(rec.vectors[1], Query("rebuild_method", 2, "hybrid"))
     assert [h.chunk.symbol for h in hits] == ["rebuild_method", "unrelated_helper"]
     store.write([record("b.py", "def rebuild_method_two():\n    pass\n")])
     store.optimize()  # rows written after the index was built are found too
-    assert "rebuild_method_two" in {h.chunk.symbol for h in store.search(None, 5, text="rebuild_method_two",
-                                                                         mode="keyword")}
+    assert "rebuild_method_two" in {h.chunk.symbol for h in store.search(None, Query("rebuild_method_two", 5,
+                                                                                     "keyword"))}
     with pytest.raises(InvalidArgument):
-        store.search(None, 5, mode="keyword")
+        store.search(None, Query("", 5, "keyword"))
     with pytest.raises(InvalidArgument):
-        store.search(None, 5, text="x", mode="fuzzy")
+        store.search(None, Query("x", 5, "fuzzy"))
+
+
+# ----------------------------------------------------------------------------- filters and injection
+
+SOURCES = {
+    "src/app/models.py": "class Invoice:\n    def total(self):\n        return 1\n",
+    "src/app/views.py": "def render_invoice(invoice):\n    return str(invoice)\n",
+    "src/lib/util.go": "package util\n\nfunc Total(a int) int {\n\treturn a\n}\n",
+    "docs/readme.md": "# Invoices\n\nHow totals are computed.\n",
+    "x' OR '1'='1.py": "def sneaky():\n    return 0\n",
+}
+
+
+@pytest.fixture
+def filled(tmp_path):
+    store = VectorStore(str(tmp_path / "db"))
+    store.write([record(p, src, seed=i) for i, (p, src) in enumerate(SOURCES.items())])
+    return store
+
+
+def paths(hits):
+    return sorted({h.chunk.path for h in hits})
+
+
+@pytest.mark.parametrize("glob, expected", [
+    ("*.py", ["src/app/models.py", "src/app/views.py", "x' OR '1'='1.py"]),
+    ("src/**/*.py", ["src/app/models.py", "src/app/views.py"]),
+    ("src/*/util.go", ["src/lib/util.go"]),
+    ("src/", ["src/app/models.py", "src/app/views.py", "src/lib/util.go"]),
+    ("docs/readme.m?", ["docs/readme.md"]),
+    ("src/app", []),  # a directory name alone matches no file: write src/app/ or src/app/**
+    ("*.[py]", []),  # brackets are literal characters, not a class
+    ("x' OR '1'='1.py", ["x' OR '1'='1.py"]),
+])
+def test_path_glob(filled, glob, expected):
+    assert paths(filled.search(np.ones(DIM, np.float32), Query(k=50, mode="vector", path_glob=glob))) == expected
+
+
+def test_language_kind_and_symbol_filters(filled):
+    vec = np.ones(DIM, np.float32)
+    assert paths(filled.search(vec, Query(k=50, mode="vector", language="go"))) == ["src/lib/util.go"]
+    methods = filled.search(vec, Query(k=50, mode="vector", kind="method"))
+    assert [h.chunk.qualified_name for h in methods] == ["Invoice.total"]
+    for symbol in ("total", "Invoice.total"):  # the symbol or the qualified name
+        hits = filled.search(vec, Query(k=50, mode="vector", symbol=symbol))
+        assert [h.chunk.qualified_name for h in hits] == ["Invoice.total"]
+    both = filled.search(None, Query("invoice", 50, "keyword", language="python", path_glob="src/**"))
+    assert paths(both) and set(paths(both)) <= {"src/app/models.py", "src/app/views.py"}
+    with pytest.raises(InvalidArgument):
+        Query(k=5, mode="vector", kind="table").validate()
+
+
+@pytest.mark.parametrize("evil", ["x' OR '1'='1", "python' OR language != '", "') OR (1=1", "%", "_",
+                                  ".*", "\\", "'; DROP TABLE chunks; --"])
+def test_injection_strings_are_literal(filled, evil):
+    vec = np.ones(DIM, np.float32)
+    before = filled.stats().chunks
+    for field in ("language", "kind", "symbol", "path_glob"):
+        q = Query(k=50, mode="vector", **{field: evil})
+        if field == "kind":
+            with pytest.raises(InvalidArgument):
+                filled.search(vec, q)
+            continue
+        assert filled.search(vec, q) == [], (field, evil)
+    assert filled.stats().chunks == before  # nothing dropped
+
+
+def test_nul_bytes_are_refused(filled):
+    with pytest.raises(InvalidArgument):
+        filled.search(np.ones(DIM, np.float32), Query(k=5, mode="vector", language="py\0"))
+
+
+def test_min_score_and_snippets(filled):
+    rec = record("src/app/models.py", SOURCES["src/app/models.py"], seed=0)
+    close = filled.search(rec.vectors[0], Query(k=50, mode="vector", min_score=0.99))
+    assert [h.chunk.path for h in close] == ["src/app/models.py"] and close[0].score >= 0.99
+    assert len(filled.search(rec.vectors[0], Query(k=50, mode="vector", min_score=-1.0))) == filled.stats().chunks
+    with pytest.raises(InvalidArgument):
+        Query("x", 5, "keyword", min_score=0.5).validate()
+    hits = filled.search(None, Query("render_invoice", 5, "keyword"))
+    assert hits[0].snippet.startswith("def render_invoice(invoice):")
+    assert all(len(h.snippet.splitlines()) <= 3 for h in hits)
+
+
+# ----------------------------------------------------------------------------- writes
+
+
+def test_new_files_are_appended_and_known_files_replaced(tmp_path):
+    from store_svc import metrics
+
+    def written(how):
+        return metrics.ROWS_WRITTEN.labels(how)._value.get()
+
+    store = VectorStore(str(tmp_path / "db"))
+    appended, replaced = written("append"), written("replace")
+    store.write([record("a.py", "def f():\n    pass\n\ndef g():\n    pass\n")])
+    assert (written("append") - appended, written("replace") - replaced) == (2, 0)
+    store.write([record("a.py", "def f():\n    pass\n", file_hash="h2"), record("b.py", "def h():\n    pass\n")])
+    assert (written("append") - appended, written("replace") - replaced) == (3, 1)
+    assert rows(store) == [("a.py", "f"), ("b.py", "h")]
+
+
+def test_concurrent_writers_lose_and_duplicate_nothing(tmp_path):
+    """Eight threads append new files, replace known ones and delete others at once."""
+    import threading
+
+    store = VectorStore(str(tmp_path / "db"))
+    store.write([record(f"keep/{i}.py", f"def k{i}():\n    pass\n") for i in range(20)])
+    errors = []
+
+    def work(t):
+        try:
+            for j in range(5):
+                store.write([record(f"new/{t}_{j}.py", f"def n{t}_{j}():\n    pass\n\ndef m{t}_{j}():\n    pass\n")])
+                store.write([record(f"keep/{(t * 5 + j) % 20}.py", f"def k{(t * 5 + j) % 20}():\n    return {t}\n",
+                                    file_hash=f"t{t}")])
+            store.delete([f"new/{t}_0.py"])
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    got = rows(store)
+    assert len(got) == len(set(got)), "duplicated rows"
+    expected = sorted([(f"keep/{i}.py", f"k{i}") for i in range(20)]
+                      + [(f"new/{t}_{j}.py", f"{n}{t}_{j}") for t in range(8) for j in range(1, 5) for n in "mn"])
+    assert got == expected
+    assert sorted(e.path for e in store.manifest()) == sorted({p for p, _ in expected})
+    assert all(e.file_hash for e in store.manifest())
+
+
+def test_a_crash_between_commits_leaves_the_file_pending_and_a_rewrite_converges(tmp_path, monkeypatch):
+    store = VectorStore(str(tmp_path / "db"))
+    store.write([record("a.py", "def f():\n    pass\n\ndef g():\n    pass\n")])
+    real = VectorStore._upsert_files
+
+    def crash_when_done(self, records, pending):
+        if not pending:
+            raise SystemExit("killed")  # the process dies after the chunks commit, before the manifest commit
+        return real(self, records, pending)
+
+    monkeypatch.setattr(VectorStore, "_upsert_files", crash_when_done)
+    with pytest.raises(SystemExit):
+        store.write([record("a.py", "def f():\n    return 2\n", file_hash="h2"), record("b.py", "def h():\n    pass\n")])
+    monkeypatch.undo()
+    reopened = VectorStore(str(tmp_path / "db"))
+    assert {e.path: e.file_hash for e in reopened.manifest()} == {"a.py": "", "b.py": ""}  # both pending
+    reopened.write([record("a.py", "def f():\n    return 2\n", file_hash="h2"), record("b.py", "def h():\n    pass\n")])
+    assert rows(reopened) == [("a.py", "f"), ("b.py", "h")]
+    assert {e.path: e.file_hash for e in reopened.manifest()} == {"a.py": "h2", "b.py": "h1"}
+
+
+def test_another_model_is_refused_and_reset_drops_everything(tmp_path):
+    store = VectorStore(str(tmp_path / "db"))
+    store.write([record("a.py", "def f():\n    pass\n")])
+    other = record("b.py", "def g():\n    pass\n")
+    other.model_id = "another-model"
+    with pytest.raises(FailedPrecondition, match="--reindex"):
+        store.write([other])
+    assert store.reset() == 1
+    assert (store.stats().chunks, store.manifest(), store.model_id()) == (0, [], "")
+    store.write([other])
+    assert store.stats().model_id == "another-model"
+    assert VectorStore(str(tmp_path / "db")).model_id() == "another-model"
+
+
+# ----------------------------------------------------------------------------- maintenance
+
+
+def _clustered(n, dim, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((40, dim))
+    v = centers[rng.integers(0, 40, n)] + 0.5 * rng.standard_normal((n, dim))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _bulk(n, dim, start=0):
+    from codeindex_common.model import Chunk
+
+    vecs = _clustered(n, dim, seed=start)
+    recs = []
+    for f in range(0, n, 50):
+        chunks = [Chunk(id=f"c{start + i}", path=f"f{start + f}.py", language="python", kind="function",
+                        symbol=f"fn{start + i}", qualified_name=f"fn{start + i}", parent_id="", start_line=1,
+                        end_line=2, start_byte=0, end_byte=10, text=f"def fn{start + i}(): pass",
+                        content_hash=f"{start + i:032x}", embed_text="")
+                  for i in range(f, min(f + 50, n))]
+        recs.append(FileRecord(f"f{start + f}.py", "h", chunks, vecs[f:f + len(chunks)], "", "m"))
+    return recs, vecs
+
+
+def test_optimize_builds_indexes_and_the_ann_index_keeps_recall(tmp_path):
+    from store_svc.store import StoreSettings
+
+    dim = 32
+    store = VectorStore(str(tmp_path / "db"), settings=StoreSettings(ann_min_rows=2000, keep_versions_seconds=0))
+    recs, vecs = _bulk(1500, dim)
+    store.write(recs)
+    assert store.optimize().vector_index == ""  # below ann_min_rows: exact search
+    names = {c for ix in store._chunks.list_indices() for c in ix.columns}
+    assert {"path", "content_hash", "id", "text", "language"} <= names
+    more, more_vecs = _bulk(1500, dim, start=1500)
+    store.write(more)
+    stats = store.optimize()
+    assert stats.vector_index == "vector_ivf_flat_p55"  # sqrt(3000) partitions
+    assert stats.versions <= 2  # old versions removed
+    queries = np.concatenate([vecs[:20], more_vecs[:20]]) + 0.05
+    recall = []
+    for qv in queries:
+        ann = [h.chunk.id for h in store.search(qv, Query(k=10, mode="vector"))]
+        exact = [r["id"] for r in store._chunks.search(qv).distance_type("cosine").bypass_vector_index()
+                 .limit(10).select(["id"]).to_list()]
+        recall.append(len(set(ann) & set(exact)) / 10)
+    assert np.mean(recall) >= 0.95
+    # rows added later are folded into the index, not searched flat
+    extra, _ = _bulk(200, dim, start=3000)
+    store.write(extra)
+    store.optimize()
+    ix = next(ix for ix in store._chunks.list_indices() if ix.name == stats.vector_index)
+    assert (ix.num_indexed_rows, ix.num_unindexed_rows) == (3200, 0)
+
+
+def test_ivf_pq_is_built_and_searched(tmp_path):
+    from store_svc.store import StoreSettings
+
+    store = VectorStore(str(tmp_path / "db"), settings=StoreSettings(ann_min_rows=100, ann_index="ivf_pq"))
+    recs, vecs = _bulk(1000, 16)
+    store.write(recs)
+    assert store.optimize().vector_index == "vector_ivf_pq_p32"
+    assert store.search(vecs[7], Query(k=1, mode="vector"))[0].chunk.id == "c7"  # refined with full vectors

@@ -76,14 +76,21 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
         ("Parse time per file", "s", quantiles("parser_parse_seconds")),
         ("Model time per batch", "s", quantiles("embed_inference_seconds")),
         ("Queue wait in the embedder", "s", quantiles("embed_queue_wait_seconds")),
-        ("Store commit time", "s", quantiles("store_commit_seconds")),
+        ("Store write time per batch", "s", quantiles("store_write_seconds")),
+        ("LanceDB commit time by operation (p99)", "s", [
+            (f"histogram_quantile(0.99, sum by (le, op) (rate({sel('store_commit_seconds_bucket')}[1m])))",
+             "{{op}}"),
+        ]),
         ("Search latency by mode", "s", quantiles("store_search_seconds", by="mode")),
     ]),
     ("Batching", [
         ("Batch size (texts)", "short", quantiles("embed_batch_size")),
         ("Batch tokens (padding included)", "short", quantiles("embed_batch_tokens")),
         ("Padding share", "percentunit", quantiles("embed_padding_ratio")),
-        ("Files per store commit", "short", quantiles("store_commit_files")),
+        ("Store write batch: files and rows", "short", [
+            *((expr, f"files {legend}") for expr, legend in quantiles("store_write_batch_files")),
+            *((expr, f"rows {legend}") for expr, legend in quantiles("store_write_batch_rows")),
+        ]),
         ("Embedder texts: cache hit, joined, run", "ops", [
             (rate("embed_cache_texts_total", by="result"), "{{result}}"),
         ]),
@@ -100,6 +107,9 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
         ("Files skipped by reason (run)", "short", [
             (f"sum by (reason) ({sel('orchestrator_files_skipped_total')})", "{{reason}}"),
         ]),
+        ("Store commit retries (conflicts)", "short", [
+            (f"sum by (op) ({sel('store_commit_retries_total')})", "{{op}}"),
+        ]),
         ("Worker restarts and vector reuse", "short", [
             (f"sum ({sel('parser_worker_restarts_total')})", "parser worker restarts"),
             (f"sum by (result) ({sel('store_vectors_lookup_total')})", "vector lookups {{result}}"),
@@ -114,6 +124,7 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
         ]),
         ("Index size", "short", [
             (f"max ({sel('store_table_rows')})", "chunk rows"),
+            (f"max ({sel('store_table_versions')})", "table versions"),
         ]),
     ]),
 ]
