@@ -399,6 +399,11 @@ class Sampler:
         self._thread.join()
 
 
+def e2e_index_dir(c: Corpus) -> Path:
+    """The corpus's index, kept between stages (one per corpus)."""
+    return WORK / ("e2e-index-quick" if c.quick else "e2e-index")
+
+
 def orchestrator_index(repo: Path, index_dir: Path, env: dict | None = None, sample: bool = False):
     exe = str(Path(sys.executable).with_name("orchestrator"))
     started = time.perf_counter()
@@ -455,7 +460,7 @@ def sequential_baseline(c: Corpus) -> dict:
 
 def bench_pipeline(c: Corpus, results: dict) -> dict:
     out: dict = {}
-    e2e_dir = WORK / "e2e-index"
+    e2e_dir = e2e_index_dir(c)
     shutil.rmtree(e2e_dir, ignore_errors=True)
     summary, wall, samples = orchestrator_index(c.root, e2e_dir, sample=True)
     embedded_rate = summary["chunks_embedded"] / summary["seconds"]
@@ -501,35 +506,159 @@ def bench_pipeline(c: Corpus, results: dict) -> dict:
 # --------------------------------------------------------------------------- search
 
 
-def bench_search(c: Corpus) -> dict:
+SEARCH_ROWS = 100_000
+SEARCH_CLIENTS = 8
+
+
+class _Api:
+    """``orchestrator serve`` on an index (it starts its embedder and store)."""
+
+    def __init__(self, root: Path, index_dir: Path, env: dict[str, str] | None = None):
+        ready = Path(tempfile.mkdtemp()) / "api.json"
+        exe = str(Path(sys.executable).with_name("orchestrator"))
+        self.proc = subprocess.Popen([exe, "serve", "--path", str(root), "--index-dir", str(index_dir), "--listen",
+                                      "127.0.0.1:0", "--metrics-port", "0", "--ready-file", str(ready)],
+                                     env={**os.environ, **(env or {})})
+        deadline = time.monotonic() + 300
+        while not ready.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("orchestrator serve did not start")
+            time.sleep(0.1)
+        self.address = json.loads(ready.read_text())["address"]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+
+
+def _latencies(address: str, queries: list[str], clients: int, seconds: float, mode: str = "") -> dict:
+    """``clients`` threads, each on its own channel, searching back to back for
+    ``seconds``: latency percentiles (ms) and queries per second."""
     import grpc
 
     from codeindex_common.model import mode_to_pb
     from codeindex_common.pb import orchestrator_pb2, orchestrator_pb2_grpc
 
-    e2e_dir = WORK / "e2e-index"
-    if not (e2e_dir / "lancedb").exists():
-        orchestrator_index(c.root, e2e_dir)
-    ready = Path(tempfile.mkdtemp()) / "api.json"
-    exe = str(Path(sys.executable).with_name("orchestrator"))
-    api = subprocess.Popen([exe, "serve", "--path", str(c.root), "--index-dir", str(e2e_dir), "--listen",
-                            "127.0.0.1:0", "--metrics-port", "0", "--ready-file", str(ready)])
-    try:
-        deadline = time.monotonic() + 300
-        while not ready.exists():
-            if api.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("orchestrator serve did not start")
-            time.sleep(0.1)
-        address = json.loads(ready.read_text())["address"]
-        queries = [q for q, project, _ in QUERIES if any(project in p for p in c.projects_dirs())]
+    results: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[str] = []
+
+    def client(i: int) -> None:
         with grpc.insecure_channel(address) as ch:
             stub = orchestrator_pb2_grpc.OrchestratorStub(ch)
-            latencies = []
-            for i in range(220):
+
+            def one(n: int) -> float:
+                req = orchestrator_pb2.QueryRequest(query=queries[n % len(queries)], k=10,
+                                                    mode=mode_to_pb(mode) if mode else 0)
                 started = time.perf_counter()
-                stub.Search(orchestrator_pb2.QueryRequest(query=queries[i % len(queries)], k=10), timeout=30)
-                if i >= 20:  # the first 20 warm up
-                    latencies.append((time.perf_counter() - started) * 1000)
+                stub.Search(req, timeout=30)
+                return (time.perf_counter() - started) * 1000
+
+            for n in range(5):  # warm up this channel
+                one(i + n)
+            n, deadline = i * 7, time.perf_counter() + seconds
+            while time.perf_counter() < deadline:
+                try:
+                    results[i].append(one(n))
+                except grpc.RpcError as err:  # counted, never hidden
+                    errors.append(str(err.code()))
+                n += 1
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    lat = sorted(x for r in results for x in r)
+    return {"p50_ms": round(statistics.median(lat), 2), "p99_ms": round(lat[max(0, int(len(lat) * 0.99) - 1)], 2),
+            "qps": round(len(lat) / elapsed, 1), "queries": len(lat), "errors": len(errors)}
+
+
+def _search_table(e2e_dir: Path, big_dir: Path, rows: int) -> int:
+    """A ``rows``-row index made of the real corpus index and copies of it
+    under other paths, each copy's vectors moved by noise (cosine ~0.93 to
+    the original), so that the table has the real data's structure."""
+    import lancedb
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    src = lancedb.connect(str(e2e_dir / "lancedb"))
+    chunks, files = src.open_table("chunks").to_arrow(), src.open_table("files").to_arrow()
+    shutil.rmtree(big_dir, ignore_errors=True)
+    db = lancedb.connect(str(big_dir / "lancedb"))
+    rng = np.random.default_rng(0)
+    dim = chunks.schema.field("vector").type.list_size
+    base = chunks.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, dim)
+    chunk_parts, file_parts, total, n = [chunks], [files], chunks.num_rows, 0
+    while total < rows:
+        n += 1
+        part = chunks.slice(0, min(chunks.num_rows, rows - total))
+        prefix = f"copy{n}/"
+        v = base[:part.num_rows] + 0.02 * rng.standard_normal((part.num_rows, dim)).astype(np.float32)
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        cols = {name: part.column(name) for name in part.schema.names}
+        cols["path"] = pc.binary_join_element_wise(prefix, part.column("path"), "")
+        cols["id"] = pc.binary_join_element_wise(part.column("id"), f"-{n}", "")
+        cols["content_hash"] = pc.binary_join_element_wise(f"{n:04x}", pc.utf8_slice_codeunits(
+            part.column("content_hash"), 4), "")
+        cols["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), dim)
+        chunk_parts.append(pa.table(cols, schema=chunks.schema))
+        fcols = {name: files.column(name) for name in files.schema.names}
+        fcols["path"] = pc.binary_join_element_wise(prefix, files.column("path"), "")
+        file_parts.append(pa.table(fcols, schema=files.schema))
+        total += part.num_rows
+    db.create_table("chunks", pa.concat_tables(chunk_parts))
+    db.create_table("files", pa.concat_tables(file_parts))
+    return total
+
+
+def _recall(big_dir: Path, samples: int = 200) -> float:
+    """Recall@10 of the ANN index against exact search, for query vectors near
+    (cosine ~0.93) stored ones."""
+    from store_svc.store import VectorStore
+
+    from codeindex_common.model import Query
+
+    store = VectorStore(str(big_dir / "lancedb"))
+    table = store._chunks
+    dim = store.dim
+    rng = np.random.default_rng(1)
+    picks = rng.choice(table.count_rows(), samples, replace=False)
+    vecs = table.search().select(["vector"]).limit(None).to_arrow().column("vector")
+    vecs = vecs.combine_chunks().flatten().to_numpy().reshape(-1, dim)[picks]
+    found = []
+    for v in vecs:
+        q = v + 0.02 * rng.standard_normal(dim).astype(np.float32)
+        ann = {h.chunk.id for h in store.search(q, Query(k=10, mode="vector"))}
+        exact = {r["id"] for r in table.search(q).distance_type("cosine").bypass_vector_index().limit(10)
+                 .select(["id", "_distance"]).to_list()}
+        found.append(len(ann & exact) / 10)
+    return round(float(np.mean(found)), 4)
+
+
+def bench_search(c: Corpus) -> dict:
+    import grpc
+
+    from codeindex_common.model import mode_to_pb
+    from codeindex_common.pb import orchestrator_pb2, orchestrator_pb2_grpc
+    from store_svc.store import StoreSettings, VectorStore
+
+    e2e_dir = e2e_index_dir(c)
+    try:
+        orchestrator_index(c.root, e2e_dir)  # up to date with the corpus (a no-op after the pipeline stage)
+    except RuntimeError as err:  # an index an older codeindex wrote: built again
+        log(f"rebuilding the corpus index: {str(err)[-300:]}")
+        shutil.rmtree(e2e_dir, ignore_errors=True)
+        orchestrator_index(c.root, e2e_dir)
+    queries = [q for q, project, _ in QUERIES if any(project in p for p in c.projects_dirs())]
+    out: dict = {}
+    # retrieval quality on the real index of the corpus
+    api = _Api(c.root, e2e_dir)
+    try:
+        with grpc.insecure_channel(api.address) as ch:
+            stub = orchestrator_pb2_grpc.OrchestratorStub(ch)
             quality = {}
             for mode in ("vector", "keyword", "hybrid"):
                 rr, hits5, per_query = [], 0, []
@@ -547,14 +676,40 @@ def bench_search(c: Corpus) -> dict:
                                  "queries": len(rr), "ranks": per_query}
                 log(f"search quality, {mode}: MRR@10 {quality[mode]['mrr_at_10']}, hit@5 {quality[mode]['hit_at_5']}")
     finally:
-        api.terminate()
-        api.wait(60)
-    latencies.sort()
+        api.stop()
     best = max(quality, key=lambda m: quality[m]["mrr_at_10"])
-    return {"search_p50_ms": round(statistics.median(latencies), 2),
-            "search_p99_ms": round(latencies[int(len(latencies) * 0.99) - 1], 2),
-            "search_rows": c.describe()["chunks"], "search_mrr_at_10": quality[best]["mrr_at_10"],
-            "search_hit_at_5": quality[best]["hit_at_5"], "search_best_mode": best, "search_quality": quality}
+    out.update(search_mrr_at_10=quality[best]["mrr_at_10"], search_hit_at_5=quality[best]["hit_at_5"],
+               search_best_mode=best, search_quality=quality)
+    # latency at SEARCH_ROWS rows: exact search first, then with the ANN index
+    big_dir = WORK / "search-index"
+    rows = _search_table(e2e_dir, big_dir, SEARCH_ROWS)
+    VectorStore(str(big_dir / "lancedb"), settings=StoreSettings(ann_index="none")).optimize()  # scalar + FTS
+    seconds = 10 if c.quick else 30
+    for label in ("exact", "ann"):
+        if label == "ann":
+            started = time.perf_counter()
+            stats = VectorStore(str(big_dir / "lancedb")).optimize()
+            out.update(ann_index=stats.vector_index, ann_build_seconds=round(time.perf_counter() - started, 1))
+            log(f"built {stats.vector_index} on {rows} rows in {out['ann_build_seconds']}s")
+        api = _Api(c.root, big_dir)
+        try:
+            single = _latencies(api.address, queries, 1, seconds)
+            vector = _latencies(api.address, queries, 1, seconds / 2, mode="vector")
+            loaded = _latencies(api.address, queries, SEARCH_CLIENTS, seconds)
+        finally:
+            api.stop()
+        key = "search" if label == "ann" else "search_exact"
+        out.update({f"{key}_p50_ms": single["p50_ms"], f"{key}_p99_ms": single["p99_ms"],
+                    f"{key}_vector_p50_ms": vector["p50_ms"], f"{key}_qps": loaded["qps"],
+                    f"{key}_loaded_p50_ms": loaded["p50_ms"], f"{key}_loaded_p99_ms": loaded["p99_ms"],
+                    f"{key}_errors": single["errors"] + vector["errors"] + loaded["errors"]})
+        log(f"search, {label}, {rows} rows: one client p50 {single['p50_ms']} ms p99 {single['p99_ms']} ms "
+            f"(vector mode p50 {vector['p50_ms']} ms); {SEARCH_CLIENTS} clients {loaded['qps']} QPS, "
+            f"p50 {loaded['p50_ms']} ms p99 {loaded['p99_ms']} ms")
+    out["ann_recall_at_10"] = _recall(big_dir)
+    out["search_rows"] = rows
+    log(f"ANN recall@10 against exact search: {out['ann_recall_at_10']}")
+    return out
 
 
 # --------------------------------------------------------------------------- main

@@ -137,9 +137,6 @@ class Query:
             if "\0" in getattr(self, name):
                 raise InvalidArgument(f"{name} contains a NUL byte")
 
-    def filters(self) -> dict[str, str]:
-        return {name: value for name in ("language", "path_glob", "kind", "symbol") if (value := getattr(self, name))}
-
     @classmethod
     def from_pb(cls, pb, mode: str) -> Query:
         """From a store SearchRequest or an orchestrator QueryRequest."""

@@ -26,6 +26,7 @@ import re
 import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -153,8 +154,13 @@ def fuse(rankings: list[list[Hit]], k: int) -> list[Hit]:
     return [Hit(chunks[cid], scores[cid]) for cid in best]
 
 
+_EMPTY = {name: "" for name in CHUNK_COLUMNS} | {n: 0 for n in ("start_line", "end_line", "start_byte", "end_byte")}
+ID_ONLY = ["id"]
+
+
 def _chunk(row: dict) -> Chunk:
-    return Chunk(embed_text="", **{name: row[name] for name in CHUNK_COLUMNS})
+    """A Chunk from a result row; columns a ranking did not read stay empty."""
+    return Chunk(embed_text="", **{name: row.get(name, blank) for name, blank in _EMPTY.items()})
 
 
 def sql_str(value: str) -> str:
@@ -261,6 +267,7 @@ class VectorStore:
         self._schema_lock = threading.Lock()
         self._claims = threading.Condition()  # paths being written: a path is written by one thread at a time
         self._claimed: set[str] = set()
+        self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="search")  # a hybrid's three rankings
         self._db = lancedb.connect(self.uri, storage_options=self.storage_options or None,
                                    read_consistency_interval=timedelta(seconds=self.settings.consistency_seconds))
         self._chunks = self._open(CHUNKS)
@@ -338,15 +345,21 @@ class VectorStore:
                 return
             if self._chunks is None:
                 self._chunks = self._db.create_table(CHUNKS, schema=chunks_schema(dim), exist_ok=True)
-            missing = set(chunks_schema(dim).names) - set(self._chunks.schema.names)
-            if missing:
-                raise FailedPrecondition(
-                    f"this index was written by an older codeindex (no {', '.join(sorted(missing))} columns): "
-                    "index again with --reindex, or into a new directory")
+            self._check_schema()
             if self.dim != dim:
                 raise FailedPrecondition(
                     f"this index holds {self.dim}-dimensional vectors but the embedder gives {dim}: "
                     "index again with --reindex, or into a new directory")
+
+    def _check_schema(self) -> None:
+        """An index an older codeindex wrote is refused, never half used."""
+        if self._chunks is None:
+            return
+        missing = set(chunks_schema(self.dim).names) - set(self._chunks.schema.names)
+        if missing:
+            raise FailedPrecondition(
+                f"this index was written by an older codeindex (no {', '.join(sorted(missing))} columns): "
+                "index again with --reindex, or into a new directory")
 
     def _check_model(self, records: list[FileRecord]) -> None:
         models = {r.model_id for r in records if r.model_id}
@@ -475,6 +488,7 @@ class VectorStore:
 
     def manifest(self) -> list[ManifestEntry]:
         """Every file's (path, hash), from one scan."""
+        self._check_schema()
         if self._files is None:
             return []
         t = self._files.to_arrow().select(["path", "file_hash", "skip_reason"]).to_pydict()
@@ -486,6 +500,7 @@ class VectorStore:
         bad = [h for h in wanted if not _HEX.match(h)]
         if bad:
             raise InvalidArgument(f"content hashes must be lowercase hex: {bad[0][:200]!r}")
+        self._check_schema()
         if self._chunks is None or not wanted:
             metrics.VECTORS_LOOKED_UP.labels("missing").inc(len(wanted))
             return [], np.empty((0, self.dim), np.float32)
@@ -512,22 +527,34 @@ class VectorStore:
         where = where_clause(q)
         if self._chunks is None:
             return []
+        self._check_schema()
         if q.mode in ("vector", "hybrid") and (vector is None or vector.shape != (self.dim,)):
             size = 0 if vector is None else vector.size
             raise InvalidArgument(f"query vector has {size} dimensions, the index {self.dim}")
         if q.mode == "vector":
-            hits = self._vector(vector, q.k, where, q.min_score)
+            hits = self._vector(vector, q.k, where, q.min_score, CHUNK_COLUMNS)
         elif q.mode == "keyword":
-            hits = self._keyword(q.text, q.k, where)
-        else:
+            hits = self._keyword(q.text, q.k, where, CHUNK_COLUMNS)
+        else:  # three rankings of ids at once, fused; then the k winners' rows
             depth = max(q.k * 3, 30)
-            hits = fuse([self._symbols(q.text, depth, where), self._vector(vector, depth, where, q.min_score),
-                         self._keyword(q.text, depth, where)], q.k)
+            rankings = [self._pool.submit(self._symbols, q.text, depth, where),
+                        self._pool.submit(self._vector, vector, depth, where, q.min_score),
+                        self._pool.submit(self._keyword, q.text, depth, where)]
+            hits = fuse([r.result() for r in rankings], q.k)
+            rows = self._rows([h.chunk.id for h in hits])
+            hits = [Hit(rows[h.chunk.id], h.score) for h in hits if h.chunk.id in rows]
         for h in hits:
             h.snippet = snippet(h.chunk.text, q.text)
         return hits
 
-    def _vector(self, vector: np.ndarray, k: int, where: str, min_score: float | None) -> list[Hit]:
+    def _rows(self, ids: list[str]) -> dict[str, Chunk]:
+        if not ids:
+            return {}
+        rows = self._chunks.search().where(in_list("id", ids)).select(CHUNK_COLUMNS).limit(None).to_list()
+        return {row["id"]: _chunk(row) for row in rows}
+
+    def _vector(self, vector: np.ndarray, k: int, where: str, min_score: float | None,
+                columns: list[str] = ID_ONLY) -> list[Hit]:
         q = self._chunks.search(vector.astype(np.float32)).distance_type("cosine").limit(k)
         ann = self._ann
         if ann is not None:
@@ -536,16 +563,15 @@ class VectorStore:
                 q = q.refine_factor(ann.refine)
         if where:
             q = q.where(where, prefilter=True)
-        hits = [Hit(_chunk(row), 1.0 - float(row["_distance"]))
-                for row in q.select([*CHUNK_COLUMNS, "_distance"]).to_list()]
+        hits = [Hit(_chunk(row), 1.0 - float(row["_distance"])) for row in q.select([*columns, "_distance"]).to_list()]
         return [h for h in hits if min_score is None or h.score >= min_score]
 
-    def _keyword(self, text: str, k: int, where: str) -> list[Hit]:
+    def _keyword(self, text: str, k: int, where: str, columns: list[str] = ID_ONLY) -> list[Hit]:
         self._ensure_fts()
         q = self._chunks.search(text, query_type="fts", fts_columns="text").limit(k)
         if where:
             q = q.where(where, prefilter=True)
-        return [Hit(_chunk(row), float(row["_score"])) for row in q.select([*CHUNK_COLUMNS, "_score"]).to_list()]
+        return [Hit(_chunk(row), float(row["_score"])) for row in q.select([*columns, "_score"]).to_list()]
 
     def _symbols(self, text: str, k: int, where: str) -> list[Hit]:
         """Chunks whose symbol or qualified name is exactly the query (an identifier)."""
@@ -553,9 +579,8 @@ class VectorStore:
         if not _IDENTIFIER.match(name):
             return []
         match = f"(symbol = {sql_str(name)} OR qualified_name = {sql_str(name)})"
-        rows = (self._chunks.search().where(f"{match} AND {where}" if where else match)
-                .select(CHUNK_COLUMNS).limit(k).to_list())
-        return [Hit(_chunk(row), 1.0) for row in rows]
+        rows = self._chunks.search().where(f"{match} AND {where}" if where else match).select(ID_ONLY).limit(k)
+        return [Hit(_chunk(row), 1.0) for row in rows.to_list()]
 
     def _ensure_fts(self) -> None:
         if any(ix.index_type == "FTS" for ix in self._chunks.list_indices()):

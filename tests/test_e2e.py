@@ -200,6 +200,22 @@ def test_embedded_default_index_search_and_incremental(tmp_path):
     moved = index(repo)
     assert moved["files_removed"] == 1 and moved["files_indexed"] == 1 and moved["chunks_embedded"] == 0
 
+    # filters from the CLI
+    methods = search(repo, "save an invoice", "--kind", "method", "--glob", "billing/**")
+    assert methods and all(h["kind"] == "method" and h["path"].startswith("billing/") for h in methods)
+    assert search(repo, "invoice", "--symbol", "no_such_symbol") == []
+
+    # another model is refused; --reindex rebuilds with it
+    other = {"CODEINDEX_EMBED_BACKEND": "hash"}
+    exe = str(Path(sys.executable).with_name("orchestrator"))
+    refused = subprocess.run([exe, "index", str(repo), "--json"], capture_output=True, text=True, timeout=600,
+                             env={**os.environ, **other})
+    assert refused.returncode == 1 and "--reindex" in refused.stderr
+    rebuilt = index(repo, "--reindex", env=other)
+    assert rebuilt["chunks_embedded"] == rebuilt["chunks_total"] == rebuilt["index_chunks"]
+    rebuilt_back = index(repo, "--reindex")
+    assert rebuilt_back["model_id"] == first["model_id"]
+
     # a deleted file leaves nothing behind
     (repo / "auth/PasswordHasher.java").unlink()
     gone = index(repo)
@@ -248,6 +264,23 @@ def test_running_services_and_the_public_api(tmp_path, embed_service, start_serv
             with pytest.raises(grpc.RpcError) as err:
                 stub.Search(orchestrator_pb2.QueryRequest(query="  "), timeout=10)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            # an exact identifier comes first in hybrid mode (the default)
+            hits = stub.Search(orchestrator_pb2.QueryRequest(query="compute_invoice_total", k=5), timeout=30).hits
+            assert (hits[0].symbol, hits[0].path) == ("compute_invoice_total", "billing/invoice.py")
+            assert "def compute_invoice_total" in hits[0].snippet
+            # filters; an injection string as a filter value is matched literally: no rows, no error
+            only_ts = stub.Search(orchestrator_pb2.QueryRequest(query="retry a request", k=10, path_glob="web/*.ts"),
+                                  timeout=30).hits
+            assert only_ts and all(h.path.startswith("web/") and h.path.endswith(".ts") for h in only_ts)
+            for field in ("language", "path_glob", "symbol"):
+                injected = orchestrator_pb2.QueryRequest(query="invoice", k=10, **{field: "x' OR '1'='1"})
+                assert list(stub.Search(injected, timeout=30).hits) == [], field
+            for bad in (orchestrator_pb2.QueryRequest(query="invoice", kind="x' OR '1'='1"),
+                        orchestrator_pb2.QueryRequest(query="invoice", k=5000),
+                        orchestrator_pb2.QueryRequest(query="invoice", mode=2, min_score=0.5)):  # keyword
+                with pytest.raises(grpc.RpcError) as err:
+                    stub.Search(bad, timeout=10)
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
     finally:
         api.terminate()
         assert api.wait(30) == 0

@@ -244,7 +244,8 @@ def test_a_crash_between_commits_leaves_the_file_pending_and_a_rewrite_converges
 
     monkeypatch.setattr(VectorStore, "_upsert_files", crash_when_done)
     with pytest.raises(SystemExit):
-        store.write([record("a.py", "def f():\n    return 2\n", file_hash="h2"), record("b.py", "def h():\n    pass\n")])
+        store.write([record("a.py", "def f():\n    return 2\n", file_hash="h2"),
+                     record("b.py", "def h():\n    pass\n")])
     monkeypatch.undo()
     reopened = VectorStore(str(tmp_path / "db"))
     assert {e.path: e.file_hash for e in reopened.manifest()} == {"a.py": "", "b.py": ""}  # both pending
@@ -331,3 +332,21 @@ def test_ivf_pq_is_built_and_searched(tmp_path):
     store.write(recs)
     assert store.optimize().vector_index == "vector_ivf_pq_p32"
     assert store.search(vecs[7], Query(k=1, mode="vector"))[0].chunk.id == "c7"  # refined with full vectors
+
+
+def test_an_index_of_an_older_schema_is_refused_until_reset(tmp_path):
+    import lancedb
+    import pyarrow as pa
+
+    db = lancedb.connect(str(tmp_path / "db"))
+    db.create_table("chunks", pa.table({"id": ["x"], "path": ["a.py"], "text": ["t"],
+                                        "vector": pa.FixedSizeListArray.from_arrays(pa.array([0.0] * DIM,
+                                                                                             pa.float32()), DIM)}))
+    store = VectorStore(str(tmp_path / "db"))
+    for call in (store.manifest, lambda: store.search(np.ones(DIM, np.float32), Query(k=1, mode="vector")),
+                 lambda: store.lookup_vectors(["ab"]), lambda: store.write([record("a.py", "def f():\n    pass\n")])):
+        with pytest.raises(FailedPrecondition, match="--reindex"):
+            call()
+    store.reset()
+    store.write([record("a.py", "def f():\n    pass\n")])
+    assert rows(store) == [("a.py", "f")]
