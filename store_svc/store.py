@@ -458,23 +458,35 @@ class VectorStore:
         return pa.table(cols, schema=chunks_schema(dim))
 
     def delete(self, paths: list[str]) -> int:
+        """Remove the files' rows in three commits, like a write: manifest rows
+        pending, chunks deleted, manifest rows deleted. A crash in between
+        leaves the file pending (the next run re-indexes or deletes it), never
+        a manifest row that claims chunks the table no longer has."""
         if not paths:
             return 0
         with self._claim(paths), self._replace_lock:
             for i in range(0, len(paths), 500):
                 scope = in_list("path", paths[i:i + 500])
+                if self._files is not None:
+                    with self._files_lock:
+                        self._commit("pending", lambda s=scope: self._files.update(where=s, values={"file_hash": ""}))
                 if self._chunks is not None:
                     self._commit("delete", lambda s=scope: self._chunks.delete(s))
-                if self._files is not None:  # last: a crash before it leaves the file to be deleted again
+                if self._files is not None:
                     with self._files_lock:
                         self._commit("delete", lambda s=scope: self._files.delete(s))
         metrics.FILES_DELETED.inc(len(paths))
         return len(paths)
 
     def reset(self) -> int:
-        """Drop both tables (a rebuild, for example with another model)."""
+        """Drop both tables (a rebuild, for example with another model). Every
+        file is marked pending first, so that a crash between the two drops
+        leaves a manifest that re-indexes everything, not one that calls the
+        files indexed."""
         with self._replace_lock, self._files_lock, self._schema_lock:
             dropped = self._chunks.count_rows() if self._chunks is not None else 0
+            if self._files is not None:
+                self._commit("pending", lambda: self._files.update(values={"file_hash": ""}))
             for name in (CHUNKS, FILES):
                 with contextlib.suppress(FileNotFoundError, ValueError):
                     self._db.drop_table(name)
@@ -607,6 +619,8 @@ class VectorStore:
                             self._chunks.create_index(column, config=kind(), replace=True)
                     if "text" not in have:
                         self._chunks.create_index("text", config=FTS(), replace=True)
+                    if not any("path" in ix.columns for ix in self._files.list_indices()):
+                        self._files.create_index("path", config=BTree(), replace=True)  # each write's lookup
                 self._refresh_ann()
             for name, table in ((FILES, self._files), (CHUNKS, self._chunks)):
                 if table is not None:

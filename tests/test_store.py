@@ -350,3 +350,24 @@ def test_an_index_of_an_older_schema_is_refused_until_reset(tmp_path):
     store.reset()
     store.write([record("a.py", "def f():\n    pass\n")])
     assert rows(store) == [("a.py", "f")]
+
+
+def test_a_crash_inside_a_delete_leaves_the_file_pending(tmp_path, monkeypatch):
+    store = VectorStore(str(tmp_path / "db"))
+    store.write([record("a.py", "def f():\n    pass\n"), record("b.py", "def g():\n    pass\n")])
+    files = store._files
+
+    class Dying:  # the files table of a process killed before the manifest rows are deleted
+        def __getattr__(self, name):
+            return getattr(files, name)
+
+        def delete(self, where):
+            raise SystemExit("killed")
+
+    monkeypatch.setattr(store, "_files", Dying())
+    with pytest.raises(SystemExit):
+        store.delete(["a.py"])
+    reopened = VectorStore(str(tmp_path / "db"))
+    assert rows(reopened) == [("b.py", "g")]
+    # a.py's row no longer claims it is indexed: were the file back unchanged, the next run re-indexes it
+    assert {e.path: e.file_hash for e in reopened.manifest()} == {"a.py": "", "b.py": "h1"}
