@@ -17,9 +17,9 @@ class StoreConfig:
     """LanceDB directory or URI (s3://bucket/prefix, gs://, az://). CODEINDEX_STORE_URI"""
     storage_options: str = ""
     """Object-store options as comma-separated key=value pairs
-    (endpoint=http://host:9000,region=us-east-1,allow_http=true). No secrets here: credentials come from
-    the usual environment variables (AWS_ACCESS_KEY_ID, ...) or --storage-options-file.
-    CODEINDEX_STORE_STORAGE_OPTIONS"""
+    (endpoint=http://host:9000,region=us-east-1,allow_http=true; a value with a comma goes in
+    --storage-options-file). No secrets here: credentials come from the usual environment variables
+    (AWS_ACCESS_KEY_ID, ...) or --storage-options-file. CODEINDEX_STORE_STORAGE_OPTIONS"""
     storage_options_file: str = ""
     """A JSON object of object-store options merged over --storage-options (credentials mounted from a
     secret). CODEINDEX_STORE_STORAGE_OPTIONS_FILE"""
