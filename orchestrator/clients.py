@@ -5,6 +5,7 @@ the stage."""
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import AsyncIterator
 
 import grpc
@@ -35,31 +36,55 @@ class StageError(CodeindexError):
         self.stage = stage
 
 
+# round_robin: a name that resolves to several addresses (a headless Service,
+# `dns:///parser.ns.svc:50051`) gets a subchannel per address, and each new
+# call (each stream) goes to the next one
+ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+
+
+def addresses(spec: str) -> list[str]:
+    """A stage's targets: one address, a `dns:///name:port` target (every
+    address it resolves to), or several of either separated by commas."""
+    targets = [a.strip() for a in spec.split(",") if a.strip()]
+    if not targets:
+        raise CodeindexError(f"no address in {spec!r}")
+    return targets
+
+
 def channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+    return grpc.aio.insecure_channel(address, options=[*CHANNEL_OPTIONS, ("grpc.service_config", ROUND_ROBIN)])
 
 
 class _Client:
+    """A stage's replicas: a channel per configured target; calls (a stream is
+    one call) take the targets in turn, and within a target gRPC's round_robin
+    policy takes the resolved addresses in turn."""
+
     stage = ""
+    stub_class: type = object
 
     def __init__(self, address: str, timeout: float):
         self.address = address
         self.timeout = timeout
-        self.channel = channel(address)
+        self.channels = [channel(a) for a in addresses(address)]
+        self._stubs = itertools.cycle([self.stub_class(ch) for ch in self.channels])
+
+    @property
+    def stub(self):
+        """The next replica's stub."""
+        return next(self._stubs)
 
     def error(self, err: Exception) -> StageError:
         return StageError(self.stage, self.address, err)
 
     async def close(self) -> None:
-        await self.channel.close()
+        for ch in self.channels:
+            await ch.close()
 
 
 class ParserClient(_Client):
     stage = "parser"
-
-    def __init__(self, address: str, timeout: float):
-        super().__init__(address, timeout)
-        self.stub = parser_pb2_grpc.ParserStub(self.channel)
+    stub_class = parser_pb2_grpc.ParserStub
 
     async def parse(self, files: AsyncIterator[tuple[str, bytes]], max_tokens: int = 0,
                     tokenizer_json: bytes = b"") -> AsyncIterator[FileResult]:
@@ -89,11 +114,7 @@ class EmbedInfo:
 
 class EmbedderClient(_Client):
     stage = "embed"
-
-    def __init__(self, address: str, timeout: float):
-        super().__init__(address, timeout)
-        self.stub = embed_pb2_grpc.EmbedderStub(self.channel)
-        self._ids = itertools.count()
+    stub_class = embed_pb2_grpc.EmbedderStub
 
     async def info(self) -> EmbedInfo:
         try:
@@ -123,10 +144,7 @@ class EmbedderClient(_Client):
 
 class StoreClient(_Client):
     stage = "store"
-
-    def __init__(self, address: str, timeout: float):
-        super().__init__(address, timeout)
-        self.stub = store_pb2_grpc.StoreStub(self.channel)
+    stub_class = store_pb2_grpc.StoreStub
 
     async def _call(self, method, request, timeout: float | None = None):
         try:

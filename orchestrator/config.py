@@ -8,11 +8,15 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class OrchestratorConfig:
     parser_addr: str = ""
-    """Parser service address; empty starts one locally (the embedded default). CODEINDEX_ORCHESTRATOR_PARSER_ADDR"""
+    """Parser service address(es): host:port, unix:PATH, dns:///NAME:PORT (every address the name resolves to,
+    e.g. a headless Service), or several separated by commas; streams are spread over all of them in turn.
+    Empty starts one locally (the embedded default). CODEINDEX_ORCHESTRATOR_PARSER_ADDR"""
     embed_addr: str = ""
-    """Embedding service address; empty starts one locally. CODEINDEX_ORCHESTRATOR_EMBED_ADDR"""
+    """Embedding service address(es), as --parser-addr; empty starts one locally.
+    CODEINDEX_ORCHESTRATOR_EMBED_ADDR"""
     store_addr: str = ""
-    """Store service address; empty starts one locally over the index directory. CODEINDEX_ORCHESTRATOR_STORE_ADDR"""
+    """Store service address (one writer per table, see docs/STORE.md); empty starts one locally over the index
+    directory. CODEINDEX_ORCHESTRATOR_STORE_ADDR"""
     index_dir: str = ""
     """Where a locally started store keeps the index; empty means REPO/.codeindex. CODEINDEX_ORCHESTRATOR_INDEX_DIR"""
     listen: str = "127.0.0.1:50050"
