@@ -67,10 +67,13 @@ def test_promtool_accepts_config_and_rules(tmp_path):
     subprocess.run([promtool, "check", "rules", str(ALERTS)], check=True)
 
 
-def test_prometheus_scrapes_a_run_and_every_panel_has_data(tmp_path, embed_service, start_service):
+def test_prometheus_scrapes_a_run_and_every_panel_has_data(tmp_path, start_service):
     prometheus = shutil.which("prometheus")
     assert prometheus, "prometheus is missing: `make test` installs Debian's prometheus package"
     parser = start_service("parser", "--workers", "2")
+    # its own embedder: the session's has other tests' texts of this repository in its cache, and a run that
+    # embeds nothing ends before Prometheus has scraped it twice
+    embed_service = start_service("embed")
     store = start_service("store", "--uri", str(tmp_path / "index"))
     orch_port, web_port = free_port(), free_port()
     targets = {"parser": parser.metrics_port, "embed": embed_service.metrics_port, "store": store.metrics_port,
