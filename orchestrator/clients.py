@@ -4,8 +4,12 @@ the stage."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import logging
+import random
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -16,6 +20,11 @@ from codeindex_common.errors import CodeindexError
 from codeindex_common.model import Chunk, FileRecord, FileResult, Query, mode_to_pb
 from codeindex_common.pb import embed_pb2, embed_pb2_grpc, parser_pb2, parser_pb2_grpc, store_pb2, store_pb2_grpc
 from codeindex_common.server import CHANNEL_OPTIONS
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
+
+from . import metrics
+
+log = logging.getLogger("codeindex.orchestrator")
 
 
 class StageError(CodeindexError):
@@ -55,17 +64,40 @@ def channel(address: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(address, options=[*CHANNEL_OPTIONS, ("grpc.service_config", ROUND_ROBIN)])
 
 
+TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+def transient(err: Exception) -> bool:
+    """A failure worth retrying: the service unreachable or refusing work for
+    now, or gRPC's client core failing a write on a connection that just died
+    (INTERNAL "Internal error from Core", grpc/grpc#36066), which is not the
+    service's INTERNAL (a bug there is not retried)."""
+    if not isinstance(err, grpc.aio.AioRpcError):
+        return False
+    return err.code() in TRANSIENT or (err.code() == grpc.StatusCode.INTERNAL
+                                       and "from Core" in (err.details() or ""))
+_END = object()
+
+
 class _Client:
     """A stage's replicas: a channel per configured target; calls (a stream is
     one call) take the targets in turn, and within a target gRPC's round_robin
-    policy takes the resolved addresses in turn."""
+    policy takes the resolved addresses in turn.
+
+    Transient failures (UNAVAILABLE: a replica restarting or gone;
+    RESOURCE_EXHAUSTED: a shared service refusing work for now) are retried
+    with exponential backoff and jitter, for up to ``retry_seconds`` without
+    progress; then the stage is reported down by name. Unary calls are
+    repeated; a broken stream is opened again (on the next replica) and the
+    items it had not answered are sent again first (:meth:`_resumable`)."""
 
     stage = ""
     stub_class: type = object
 
-    def __init__(self, address: str, timeout: float):
+    def __init__(self, address: str, timeout: float, retry_seconds: float = 60.0):
         self.address = address
         self.timeout = timeout
+        self.retry_seconds = retry_seconds
         self.channels = [channel(a) for a in addresses(address)]
         self._stubs = itertools.cycle([self.stub_class(ch) for ch in self.channels])
 
@@ -74,8 +106,105 @@ class _Client:
         """The next replica's stub."""
         return next(self._stubs)
 
-    def error(self, err: Exception) -> StageError:
-        return StageError(self.stage, self.address, err)
+    def error(self, err: Exception, retried: float = 0.0) -> StageError:
+        e = StageError(self.stage, self.address, err)
+        if retried:
+            e.args = (f"{e.args[0]} (still failing after {retried:.0f} s of retries)",)
+        return e
+
+    def _retrying(self) -> AsyncRetrying:
+        def count(state) -> None:
+            metrics.STAGE_RETRIES.labels(self.stage).inc()
+
+        return AsyncRetrying(
+            retry=retry_if_exception(transient),
+            wait=wait_exponential_jitter(multiplier=0.1, max=2.0), stop=stop_after_delay(self.retry_seconds),
+            before_sleep=count, reraise=True)
+
+    async def _call(self, method: str, request, timeout: float | None = None):
+        """A unary call with its deadline, repeated while the failure is transient."""
+        started = time.monotonic()
+        try:
+            async for attempt in self._retrying():
+                with attempt:
+                    return await getattr(self.stub, method)(request, timeout=timeout or self.timeout)
+        except grpc.aio.AioRpcError as err:
+            raise self.error(err, time.monotonic() - started if transient(err) else 0.0) from err
+
+    async def _resumable(self, method: str, items: AsyncIterator, item_key, to_pb, response_key) -> AsyncIterator:
+        """A bidirectional stream that survives the service restarting: every
+        item sent and not yet answered is kept, and sent again first on a new
+        stream when the old one breaks, so nothing is lost and nothing is
+        answered twice. ``to_pb(item, first)`` builds a request (``first``:
+        the new stream's first message)."""
+        outbox: asyncio.Queue = asyncio.Queue(maxsize=1)
+        pending: dict = {}
+        ended = False
+
+        async def pump() -> None:
+            async for item in items:
+                await outbox.put(item)
+            await outbox.put(_END)
+
+        async def next_item():
+            getter = asyncio.ensure_future(outbox.get())
+            try:
+                await asyncio.wait({getter, pumping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not getter.done():
+                    getter.cancel()  # the item, if any, stays in the queue
+            if getter.done() and not getter.cancelled():
+                return getter.result()
+            pumping.result()  # the source failed: its error
+            return await outbox.get()
+
+        def requests(resend: list):
+            async def gen():
+                nonlocal ended
+                first = True
+                for item in resend:
+                    yield to_pb(item, first)
+                    first = False
+                while not ended:
+                    item = await next_item()  # cancelled while waiting: nothing is lost
+                    if item is _END:
+                        ended = True
+                        return
+                    pending[item_key(item)] = item
+                    yield to_pb(item, first)
+                    first = False
+            return gen()
+
+        pumping = asyncio.create_task(pump())
+        failing_since = None
+        failures = 0
+        try:
+            while True:
+                try:
+                    async for response in getattr(self.stub, method)(requests(list(pending.values()))):
+                        pending.pop(response_key(response), None)
+                        failing_since, failures = None, 0
+                        yield response
+                    if ended and not pending:
+                        break
+                    raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
+                                               grpc.aio.Metadata(), details="the stream ended early")
+                except grpc.aio.AioRpcError as err:
+                    if pumping.done() and not pumping.cancelled() and pumping.exception() is not None:
+                        raise pumping.exception() from err  # the source failed, not the stage
+                    if not transient(err):
+                        raise self.error(err) from err
+                    failing_since = failing_since or time.monotonic()
+                    waited = time.monotonic() - failing_since
+                    if waited > self.retry_seconds:
+                        raise self.error(err, waited) from err
+                    failures += 1
+                    metrics.STAGE_RETRIES.labels(self.stage).inc()
+                    log.warning("%s stream broke (%s); resuming with %d unanswered items", self.stage,
+                                err.code().name, len(pending))
+                    await asyncio.sleep(min(2.0, 0.1 * 2 ** failures) * (0.5 + random.random()))
+        finally:
+            pumping.cancel()
 
     async def close(self) -> None:
         for ch in self.channels:
@@ -91,18 +220,14 @@ class ParserClient(_Client):
         """Chunks of each file, as each is done; chunks are sized for a model
         window of ``max_tokens`` counted with ``tokenizer_json`` (both from the
         embedder's Info)."""
-        async def requests():
-            options = parser_pb2.ChunkOptions(max_tokens=max_tokens, tokenizer_json=tokenizer_json)
-            async for path, content in files:
-                yield parser_pb2.ParseRequest(path=path, content=content, options=options)
-                options = None
+        options = parser_pb2.ChunkOptions(max_tokens=max_tokens, tokenizer_json=tokenizer_json)
 
-        try:
-            async for r in self.stub.Parse(requests()):
-                yield FileResult(r.path, r.language, tuple(map(Chunk.from_pb, r.chunks)), r.skip_reason,
-                                 r.detail)
-        except grpc.aio.AioRpcError as err:
-            raise self.error(err) from err
+        def to_pb(item, first: bool) -> parser_pb2.ParseRequest:
+            path, content = item
+            return parser_pb2.ParseRequest(path=path, content=content, options=options if first else None)
+
+        async for r in self._resumable("Parse", files, lambda item: item[0], to_pb, lambda r: r.path):
+            yield FileResult(r.path, r.language, tuple(map(Chunk.from_pb, r.chunks)), r.skip_reason, r.detail)
 
 
 class EmbedInfo:
@@ -117,68 +242,50 @@ class EmbedderClient(_Client):
     stub_class = embed_pb2_grpc.EmbedderStub
 
     async def info(self) -> EmbedInfo:
-        try:
-            return EmbedInfo(await self.stub.Info(embed_pb2.InfoRequest(), timeout=self.timeout))
-        except grpc.aio.AioRpcError as err:
-            raise self.error(err) from err
+        return EmbedInfo(await self._call("Info", embed_pb2.InfoRequest()))
 
     async def embed_once(self, texts: list[str]) -> np.ndarray:
-        try:
-            r = await self.stub.EmbedOnce(embed_pb2.EmbedRequest(texts=texts), timeout=self.timeout)
-        except grpc.aio.AioRpcError as err:
-            raise self.error(err) from err
+        r = await self._call("EmbedOnce", embed_pb2.EmbedRequest(texts=texts))
         return vectors.unpack(r.vectors, r.dim, r.count)
 
     async def embed(self, requests: AsyncIterator[tuple[str, list[str]]]) -> AsyncIterator[tuple[str, np.ndarray]]:
         """(request id, texts) in; (request id, vectors) out, in any order."""
-        async def pbs():
-            async for rid, texts in requests:
-                yield embed_pb2.EmbedRequest(request_id=rid, texts=texts)
+        def to_pb(item, first: bool) -> embed_pb2.EmbedRequest:
+            return embed_pb2.EmbedRequest(request_id=item[0], texts=item[1])
 
-        try:
-            async for r in self.stub.Embed(pbs()):
-                yield r.request_id, vectors.unpack(r.vectors, r.dim, r.count)
-        except grpc.aio.AioRpcError as err:
-            raise self.error(err) from err
+        async for r in self._resumable("Embed", requests, lambda item: item[0], to_pb, lambda r: r.request_id):
+            yield r.request_id, vectors.unpack(r.vectors, r.dim, r.count)
 
 
 class StoreClient(_Client):
     stage = "store"
     stub_class = store_pb2_grpc.StoreStub
 
-    async def _call(self, method, request, timeout: float | None = None):
-        try:
-            return await method(request, timeout=timeout or self.timeout)
-        except grpc.aio.AioRpcError as err:
-            raise self.error(err) from err
-
     async def write(self, records: AsyncIterator[FileRecord]) -> AsyncIterator[tuple[str, int]]:
-        """FileRecords in; (path, rows) acknowledgements out once committed."""
-        async def pbs():
-            async for r in records:
-                yield store_pb2.FileRecord(
-                    path=r.path, file_hash=r.file_hash, chunks=[c.to_pb() for c in r.chunks],
-                    dim=r.vectors.shape[1] if r.vectors.ndim == 2 else 0, vectors=vectors.pack(r.vectors),
-                    skip_reason=r.skip_reason, model_id=r.model_id)
+        """FileRecords in; (path, rows) acknowledgements out once committed. A
+        record sent again after a broken stream is written again: the store
+        replaces a file's rows, so the result is the same."""
+        def to_pb(r: FileRecord, first: bool) -> store_pb2.FileRecord:
+            return store_pb2.FileRecord(
+                path=r.path, file_hash=r.file_hash, chunks=[c.to_pb() for c in r.chunks],
+                dim=r.vectors.shape[1] if r.vectors.ndim == 2 else 0, vectors=vectors.pack(r.vectors),
+                skip_reason=r.skip_reason, model_id=r.model_id)
 
-        try:
-            async for ack in self.stub.Write(pbs()):
-                yield ack.path, ack.rows
-        except grpc.aio.AioRpcError as err:
-            raise self.error(err) from err
+        async for ack in self._resumable("Write", records, lambda r: r.path, to_pb, lambda a: a.path):
+            yield ack.path, ack.rows
 
     async def manifest(self) -> dict[str, tuple[str, str]]:
-        r = await self._call(self.stub.Manifest, store_pb2.ManifestRequest())
+        r = await self._call("Manifest", store_pb2.ManifestRequest())
         return {e.path: (e.file_hash, e.skip_reason) for e in r.entries}
 
     async def delete(self, paths: list[str]) -> int:
-        r = await self._call(self.stub.Delete, store_pb2.DeleteRequest(paths=paths))
+        r = await self._call("Delete", store_pb2.DeleteRequest(paths=paths))
         return r.files_deleted
 
     async def lookup_vectors(self, hashes: list[str]) -> dict[str, np.ndarray]:
         if not hashes:
             return {}
-        r = await self._call(self.stub.LookupVectors, store_pb2.LookupVectorsRequest(content_hashes=hashes))
+        r = await self._call("LookupVectors", store_pb2.LookupVectorsRequest(content_hashes=hashes))
         if not r.content_hashes:
             return {}
         vecs = vectors.unpack(r.vectors, r.dim, len(r.content_hashes))
@@ -186,7 +293,7 @@ class StoreClient(_Client):
 
     async def search(self, vector: np.ndarray | None, q: Query) -> list[tuple[Chunk, float, str]]:
         """(chunk, score, snippet) of the top hits."""
-        r = await self._call(self.stub.Search, store_pb2.SearchRequest(
+        r = await self._call("Search", store_pb2.SearchRequest(
             query_vector=vectors.pack(vector) if vector is not None else b"", k=q.k, language=q.language,
             query_text=q.text, mode=mode_to_pb(q.mode), path_glob=q.path_glob, kind=q.kind, symbol=q.symbol,
             min_score=q.min_score))
@@ -194,22 +301,23 @@ class StoreClient(_Client):
 
     async def optimize(self) -> store_pb2.OptimizeResponse:
         # building the vector index of a large table takes minutes, not the usual deadline
-        return await self._call(self.stub.Optimize, store_pb2.OptimizeRequest(), timeout=max(self.timeout, 3600))
+        return await self._call("Optimize", store_pb2.OptimizeRequest(), timeout=max(self.timeout, 3600))
 
     async def reset(self) -> int:
-        return (await self._call(self.stub.Reset, store_pb2.ResetRequest())).chunks_dropped
+        return (await self._call("Reset", store_pb2.ResetRequest())).chunks_dropped
 
     async def stats(self) -> store_pb2.StatsResponse:
-        return await self._call(self.stub.Stats, store_pb2.StatsRequest())
+        return await self._call("Stats", store_pb2.StatsRequest())
 
 
 class Stages:
     """The three stage clients of one run."""
 
-    def __init__(self, parser_addr: str, embed_addr: str, store_addr: str, timeout: float = 60.0):
-        self.parser = ParserClient(parser_addr, timeout) if parser_addr else None
-        self.embedder = EmbedderClient(embed_addr, timeout)
-        self.store = StoreClient(store_addr, timeout)
+    def __init__(self, parser_addr: str, embed_addr: str, store_addr: str, timeout: float = 60.0,
+                 retry_seconds: float = 60.0):
+        self.parser = ParserClient(parser_addr, timeout, retry_seconds) if parser_addr else None
+        self.embedder = EmbedderClient(embed_addr, timeout, retry_seconds)
+        self.store = StoreClient(store_addr, timeout, retry_seconds)
 
     async def close(self) -> None:
         for c in (self.parser, self.embedder, self.store):

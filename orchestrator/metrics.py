@@ -9,6 +9,8 @@ CHUNKS_EMBEDDED = Counter("orchestrator_chunks_embedded_total", "Chunks sent to 
 CHUNKS_REUSED = Counter("orchestrator_chunks_reused_total", "Chunks whose vectors were reused")
 STAGE_WAIT = Counter("orchestrator_stage_wait_seconds_total",
                      "Time a stage waited: starved (for input) or blocked (handing output on)", ["stage", "kind"])
+STAGE_RETRIES = Counter("orchestrator_stage_retries_total",
+                        "Calls repeated and streams resumed after a transient failure, by stage", ["stage"])
 QUEUE_DEPTH = Gauge("orchestrator_queue_depth", "Items in each queue between stages", ["queue"])
 RUN_FILES = Gauge("orchestrator_run_files", "Files of the current run: total, done, remaining", ["state"])
 RUN_CHUNKS = Gauge("orchestrator_run_chunks", "Chunks of the current run: done, embedded, remaining", ["state"])
@@ -22,5 +24,7 @@ SEARCH_SECONDS = Histogram("orchestrator_search_seconds", "Search latency, query
 for _stage, _kind in (("read", "blocked"), ("parse", "starved"), ("parse", "blocked"), ("reuse", "starved"),
                       ("reuse", "blocked"), ("embed", "starved"), ("embed", "blocked"), ("write", "starved")):
     STAGE_WAIT.labels(_stage, _kind)
+for _stage in ("parser", "embed", "store"):
+    STAGE_RETRIES.labels(_stage)
 for _queue in ("files", "parsed", "embed", "write"):
     QUEUE_DEPTH.labels(_queue)

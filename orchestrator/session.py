@@ -37,4 +37,5 @@ def stage_addresses(cfg: OrchestratorConfig, repo: str, need_parser: bool = True
 
 
 def make_stages(cfg: OrchestratorConfig, addresses: dict[str, str]) -> Stages:
-    return Stages(addresses.get("parser", ""), addresses["embed"], addresses["store"], cfg.rpc_timeout)
+    return Stages(addresses.get("parser", ""), addresses["embed"], addresses["store"], cfg.rpc_timeout,
+                  cfg.retry_seconds)

@@ -84,8 +84,9 @@ def change_repo(root: Path, source: Path) -> None:
 
 
 def index_cmd(repo: Path, parser: str, embed: str, store: str) -> list[str]:
+    # a stage that stays down fails the run once it has been retried for --retry-seconds
     return [sys.executable, "-m", "orchestrator", "index", str(repo), "--json", "--parser-addr", parser,
-            "--embed-addr", embed, "--store-addr", store]
+            "--embed-addr", embed, "--store-addr", store, "--retry-seconds", "3"]
 
 
 def run_index(repo: Path, parser: str, embed: str, store: str) -> dict:
@@ -347,6 +348,7 @@ def test_kill_store_mid_index_then_converge(kill_point, tmp_path, reference, par
             rc, err = run_and_kill(index_cmd(repo, *services, store.address), store, threshold, moment)
             assert rc != 0, "the run succeeded although the store died"
             assert "orchestrator: error:" in err and "store stage" in err, err[-3000:]
+            assert "still failing after" in err, err[-3000:]  # retried first, then given up on
             # 2. what it left: every file absent, pending, or fully one version
             done = check_crashed(uri, [before] if n == 0 else [before, after])
             if n == 0:

@@ -1,0 +1,107 @@
+"""Fault injection with real processes: during an index run of a real
+repository, `kill -9` one stage's service, restart it at the same address,
+and the run still finishes (calls retried, broken streams resumed from the
+last acknowledged item); the table then equals a fresh full index."""
+
+from __future__ import annotations
+
+import collections
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, ServiceProcess
+from tests.test_crash import read_chunks, read_files, run_index
+from tests.test_services import metrics_text
+
+pytestmark = pytest.mark.slow
+
+PACKAGES = ("codeindex_common", "store_svc", "orchestrator", "parser_svc", "embed_svc")
+# when to kill each stage: once it has done this much of the run (a counter on its own metrics page)
+PROGRESS = {"parser": ("parser_files_total", 2), "embed": ("embed_texts_total", 16),
+            "store": ("store_files_written_total", 3)}
+
+
+def counter(port: int, name: str) -> float:
+    try:
+        text = metrics_text(port)
+    except OSError:
+        return 0.0
+    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("faults") / "repo"
+    for package in PACKAGES:
+        shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(repo, embed_service, tmp_path_factory):
+    """A fresh full index of the repository: (path, content hash) rows and files rows."""
+    tmp = tmp_path_factory.mktemp("reference")
+    parser = ServiceProcess("parser", tmp, "--workers", "1")
+    store = ServiceProcess("store", tmp, "--uri", str(tmp / "lancedb"))
+    try:
+        run_index(repo, parser.address, embed_service.address, store.address)
+    finally:
+        parser.stop()
+        store.stop()
+    return read_chunks(str(tmp / "lancedb")), read_files(str(tmp / "lancedb"))
+
+
+@pytest.mark.parametrize("victim", ["parser", "embed", "store"])
+def test_a_killed_and_restarted_stage_does_not_stop_the_run(victim, repo, reference, embed_service, tmp_path):
+    uri = str(tmp_path / "lancedb")
+    args = {"parser": ("--workers", "1"), "embed": (), "store": ("--uri", uri, "--flush-rows", "32",
+                                                                  "--flush-ms", "50")}
+    sockets = {stage: f"unix:{tmp_path / stage}.sock" for stage in args}
+    running: dict[str, ServiceProcess] = {}
+
+    def start(stage: str) -> ServiceProcess:
+        running[stage] = ServiceProcess(stage, tmp_path, "--listen", sockets[stage], *args[stage])
+        return running[stage]
+
+    for stage in ("parser", "store") + (("embed",) if victim == "embed" else ()):
+        start(stage)
+    embed_addr = sockets["embed"] if victim == "embed" else embed_service.address
+    exe = str(Path(sys.executable).with_name("orchestrator"))
+    orch = subprocess.Popen([exe, "index", str(repo), "--json", "--parser-addr", sockets["parser"],
+                             "--embed-addr", embed_addr, "--store-addr", sockets["store"],
+                             "--embed-request-texts", "8"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # kill -9 once the victim is well under way: some of its work done, most not
+        port = running[victim].metrics_port if victim in running else embed_service.metrics_port
+        name, enough = PROGRESS[victim]
+        deadline = time.monotonic() + 300
+        while counter(port, name) < enough:
+            assert orch.poll() is None, orch.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, f"{victim} did no work in 300 s"
+            time.sleep(0.01)
+        running[victim].proc.kill()
+        running[victim].proc.wait(10)
+        time.sleep(1.0)
+        assert orch.poll() is None, "the run stopped at once instead of retrying"
+        start(victim)  # the same address: the run picks it up again
+        out, err = orch.communicate(timeout=600)
+    finally:
+        if orch.poll() is None:
+            orch.kill()
+            orch.communicate()
+        for svc in running.values():
+            svc.stop()
+    assert orch.returncode == 0, err[-3000:]
+    assert re.search(r"stream broke \(UNAVAILABLE\); resuming", err), err[-3000:]
+    ref_chunks, ref_files = reference
+    chunks = read_chunks(uri)
+    assert sorted((p, h) for p, _, h in chunks) == sorted((p, h) for p, _, h in ref_chunks)
+    assert not [k for k, n in collections.Counter((p, i) for p, i, _ in chunks).items() if n > 1], "duplicates"
+    assert sorted(read_files(uri)) == sorted(ref_files)
