@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -57,11 +58,15 @@ def reference(repo, embed_service, tmp_path_factory):
     return read_chunks(str(tmp / "lancedb")), read_files(str(tmp / "lancedb"))
 
 
-@pytest.mark.parametrize("victim", ["parser", "embed", "store"])
-def test_a_killed_and_restarted_stage_does_not_stop_the_run(victim, repo, reference, embed_service, tmp_path):
+@pytest.mark.parametrize("victim, how", [("parser", "SIGKILL"), ("embed", "SIGKILL"), ("store", "SIGKILL"),
+                                         ("store", "SIGTERM")])
+def test_a_killed_and_restarted_stage_does_not_stop_the_run(victim, how, repo, reference, embed_service, tmp_path):
+    """SIGKILL: the service dies at once. SIGTERM: it shuts down gracefully (NOT_SERVING, no new calls, the
+    calls in flight get --grace-seconds) and exits 0; either way the run goes on once it is back, and no
+    write is lost or doubled."""
     uri = str(tmp_path / "lancedb")
     args = {"parser": ("--workers", "1"), "embed": (), "store": ("--uri", uri, "--flush-rows", "32",
-                                                                  "--flush-ms", "50")}
+                                                                  "--flush-ms", "50", "--grace-seconds", "2")}
     sockets = {stage: f"unix:{tmp_path / stage}.sock" for stage in args}
     running: dict[str, ServiceProcess] = {}
 
@@ -86,8 +91,9 @@ def test_a_killed_and_restarted_stage_does_not_stop_the_run(victim, repo, refere
             assert orch.poll() is None, orch.communicate()[1][-3000:]
             assert time.monotonic() < deadline, f"{victim} did no work in 300 s"
             time.sleep(0.01)
-        running[victim].proc.kill()
-        running[victim].proc.wait(10)
+        running[victim].proc.send_signal(getattr(signal, how))
+        code = running[victim].proc.wait(30)
+        assert code == (0 if how == "SIGTERM" else -signal.SIGKILL), f"{victim} exited {code}"
         time.sleep(1.0)
         assert orch.poll() is None, "the run stopped at once instead of retrying"
         start(victim)  # the same address: the run picks it up again
