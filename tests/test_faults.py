@@ -111,3 +111,39 @@ def test_a_killed_and_restarted_stage_does_not_stop_the_run(victim, how, repo, r
     assert sorted((p, h) for p, _, h in chunks) == sorted((p, h) for p, _, h in ref_chunks)
     assert not [k for k, n in collections.Counter((p, i) for p, i, _ in chunks).items() if n > 1], "duplicates"
     assert sorted(read_files(uri)) == sorted(ref_files)
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
+def test_a_killed_or_interrupted_orchestrator_is_resumed_by_the_next_run(how, repo, reference, embed_service,
+                                                                          tmp_path):
+    """kill -9 (or Ctrl-C) of the orchestrator mid-run; the next run converges to a fresh full index."""
+    uri = str(tmp_path / "lancedb")
+    parser = ServiceProcess("parser", tmp_path, "--workers", "1")
+    store = ServiceProcess("store", tmp_path, "--uri", uri, "--flush-rows", "32", "--flush-ms", "50")
+    try:
+        exe = str(Path(sys.executable).with_name("orchestrator"))
+        cmd = [exe, "index", str(repo), "--json", "--parser-addr", parser.address, "--embed-addr",
+               embed_service.address, "--store-addr", store.address, "--embed-request-texts", "8"]
+        orch = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 300
+        while counter(store.metrics_port, "store_files_written_total") < 3:
+            assert orch.poll() is None and time.monotonic() < deadline, orch.communicate()[1][-3000:]
+            time.sleep(0.01)
+        orch.send_signal(getattr(signal, how))
+        _, err = orch.communicate(timeout=60)
+        if how == "SIGINT":  # Ctrl-C: a clean stop that says how to resume
+            assert orch.returncode == 130 and "run the same command again to resume" in err, err[-3000:]
+        else:
+            assert orch.returncode == -signal.SIGKILL
+        written = counter(store.metrics_port, "store_files_written_total")
+        assert written < len(reference[1]), "the run had finished before it was stopped"
+        summary = run_index(repo, parser.address, embed_service.address, store.address)
+        assert summary["files_indexed"] > 0
+    finally:
+        parser.stop()
+        store.stop()
+    ref_chunks, ref_files = reference
+    chunks = read_chunks(uri)
+    assert sorted((p, h) for p, _, h in chunks) == sorted((p, h) for p, _, h in ref_chunks)
+    assert not [k for k, n in collections.Counter((p, i) for p, i, _ in chunks).items() if n > 1], "duplicates"
+    assert sorted(read_files(uri)) == sorted(ref_files)
