@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -95,7 +96,11 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         def wrap_stream(fn):
             async def wrapped(request, context):
                 async with outcome(method, context):
-                    async for item in fn(request, context):
+                    result = fn(request, context)
+                    if inspect.isawaitable(result):  # a handler that writes with context.write (health Watch)
+                        await result
+                        return
+                    async for item in result:
                         yield item
 
             return wrapped
