@@ -33,11 +33,15 @@ status: $(STAMP) ## what the index of REPO holds: make status REPO=path
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-test-deps: ## Debian's prometheus and docker-compose, for the metrics and deployment tests
+test-deps: ## Debian's prometheus and docker-compose, and kubectl, for the metrics and deployment tests
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v docker-compose >/dev/null || { \
 	  echo "installing Debian's prometheus and docker-compose packages (for the metrics and deployment tests)"; \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus docker-compose >/dev/null; }
+	@command -v kubectl >/dev/null || { \
+	  echo "installing kubectl (kustomize v5 built in; from the Kubernetes or Google Cloud apt repository)"; \
+	  $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null || { \
+	  echo "kubectl >= 1.27 is needed for the deployment tests: https://kubernetes.io/docs/tasks/tools/"; exit 1; }; }
 
 triton-venv: ## NVIDIA Triton in its own virtualenv (.venv-triton: numpy<2), for the triton backend and its tests
 	scripts/setup-triton-venv.sh
