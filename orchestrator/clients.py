@@ -9,6 +9,7 @@ import itertools
 import json
 import logging
 import random
+import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -52,12 +53,28 @@ ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
 
 def addresses(spec: str) -> list[str]:
-    """A stage's targets: one address, a `dns:///name:port` target (every
-    address it resolves to), or several of either separated by commas."""
+    """A stage's targets: one address, a `dns:///name:port` target (expanded
+    to every address the name resolves to now, e.g. each pod behind a
+    headless Service), or several of either separated by commas."""
     targets = [a.strip() for a in spec.split(",") if a.strip()]
     if not targets:
         raise CodeindexError(f"no address in {spec!r}")
-    return targets
+    return [t for target in targets for t in _resolve(target)]
+
+
+def _resolve(target: str) -> list[str]:
+    """``dns:///name:port`` as one target per resolved address (so that streams
+    are spread evenly from the first one on); the name itself if it does
+    not resolve yet (gRPC keeps trying) or if it is not a dns:/// target."""
+    if not target.startswith("dns:///"):
+        return [target]
+    host, _, port = target.removeprefix("dns:///").rpartition(":")
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+    except (OSError, ValueError):
+        return [target]
+    ips = sorted({info[4][0] for info in infos})
+    return [f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}" for ip in ips] or [target]
 
 
 def channel(address: str) -> grpc.aio.Channel:
