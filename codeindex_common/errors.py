@@ -29,3 +29,7 @@ class ResourceExhausted(CodeindexError):
 
 class Unavailable(CodeindexError):
     status = "UNAVAILABLE"
+
+
+class PermissionDenied(CodeindexError):
+    status = "PERMISSION_DENIED"

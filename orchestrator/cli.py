@@ -198,11 +198,17 @@ def cmd_serve(cfg: OrchestratorConfig, args) -> int:
             nonlocal stages
             stages = make_stages(cfg, addresses)
             orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(
-                OrchestratorServicer(stages, settings(cfg), addresses), srv)
+                OrchestratorServicer(stages, settings(cfg), addresses, allowed_roots(cfg, root)), srv)
 
         server.main(server.Service(name="orchestrator", service_names=[name], register=register),
                     cfg.listen, cfg.metrics_port, cfg.ready_file, metrics_host=cfg.metrics_host)
     return 0
+
+
+def allowed_roots(cfg: OrchestratorConfig, root: str) -> list[str]:
+    """Where the public Index may read: --allowed-roots, else the served repository only."""
+    roots = [r.strip() for r in cfg.allowed_roots.split(",") if r.strip()]
+    return roots or [root]
 
 
 COMMANDS = {"index": cmd_index, "search": cmd_search, "status": cmd_status, "serve": cmd_serve}

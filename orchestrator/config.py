@@ -46,6 +46,9 @@ class OrchestratorConfig:
     """Seconds to wait for locally started services to be SERVING. CODEINDEX_ORCHESTRATOR_START_TIMEOUT"""
     rpc_timeout: float = 60.0
     """Deadline of each unary RPC, in seconds. CODEINDEX_ORCHESTRATOR_RPC_TIMEOUT"""
+    allowed_roots: str = ""
+    """`serve`: directories (comma-separated) under which the public Index RPC may index; empty: only
+    --path. Paths are resolved (symbolic links, `..`) before the check. CODEINDEX_ORCHESTRATOR_ALLOWED_ROOTS"""
     retry_seconds: float = 60.0
     """How long a stage may fail transiently (UNAVAILABLE, RESOURCE_EXHAUSTED) before the run stops: calls are
     retried with backoff and broken streams resumed meanwhile. CODEINDEX_ORCHESTRATOR_RETRY_SECONDS"""

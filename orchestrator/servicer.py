@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 
-from codeindex_common.errors import InvalidArgument
+from codeindex_common.errors import InvalidArgument, PermissionDenied
 from codeindex_common.model import Query, kind_to_pb, mode_from_pb
 from codeindex_common.pb import orchestrator_pb2, orchestrator_pb2_grpc
 
@@ -24,16 +24,27 @@ def summary_to_pb(s: Summary) -> orchestrator_pb2.IndexSummary:
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
-    def __init__(self, stages, settings: Settings, addresses: dict[str, str]):
+    def __init__(self, stages, settings: Settings, addresses: dict[str, str], allowed_roots: list[str]):
         self.stages = stages
         self.settings = settings
         self.addresses = addresses
+        self.allowed_roots = [os.path.realpath(r) for r in allowed_roots]
         self._index_lock = asyncio.Lock()  # one index run at a time per store
 
+    def _allowed(self, path: str) -> str:
+        """The real path of ``path`` if it lies under an allowed root (symbolic
+        links and `..` resolved first, so neither can lead outside)."""
+        if not path or "\0" in path:
+            raise InvalidArgument("the path is empty or contains a NUL byte")
+        real = os.path.realpath(path)
+        if not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in self.allowed_roots):
+            raise PermissionDenied(f"{path!r} is not under an allowed root (--allowed-roots)")
+        return real
+
     async def Index(self, request, context):
-        root = request.path
-        if not root or not os.path.isdir(root):
-            raise InvalidArgument(f"not a directory: {root!r}")
+        root = self._allowed(request.path)
+        if not os.path.isdir(root):
+            raise InvalidArgument(f"not a directory: {request.path!r}")
         updates: asyncio.Queue = asyncio.Queue(maxsize=1)
 
         def on_progress(p: Progress) -> None:

@@ -275,6 +275,14 @@ def test_running_services_and_the_public_api(tmp_path, embed_service, start_serv
             for field in ("language", "path_glob", "symbol"):
                 injected = orchestrator_pb2.QueryRequest(query="invoice", k=10, **{field: "x' OR '1'='1"})
                 assert list(stub.Search(injected, timeout=30).hits) == [], field
+            # the public Index reads only under the allowed roots (here: the served repository)
+            (tmp_path / "outside").mkdir()
+            (repo / "escape").symlink_to(tmp_path / "outside")
+            for path in (str(tmp_path), f"{repo}/../outside", str(repo / "escape"), "/etc"):
+                with pytest.raises(grpc.RpcError) as err:
+                    list(stub.Index(orchestrator_pb2.IndexRequest(path=path), timeout=30))
+                assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, path
+            (repo / "escape").unlink()
             for bad in (orchestrator_pb2.QueryRequest(query="invoice", kind="x' OR '1'='1"),
                         orchestrator_pb2.QueryRequest(query="invoice", k=5000),
                         orchestrator_pb2.QueryRequest(query="invoice", mode=2, min_score=0.5)):  # keyword
