@@ -101,6 +101,7 @@ class FileRecord:
 
 
 MAX_K = 1000
+MAX_QUERY_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,8 @@ class Query:
             raise InvalidArgument(f"k must be between 1 and {MAX_K}, got {self.k}")
         if self.mode not in MODES:
             raise InvalidArgument(f"unknown search mode {self.mode!r}; one of {', '.join(MODES)}")
+        if len(self.text) > MAX_QUERY_CHARS:
+            raise InvalidArgument(f"the query is longer than {MAX_QUERY_CHARS} characters")
         if self.mode in ("keyword", "hybrid") and not self.text.strip():
             raise InvalidArgument(f"{self.mode} search needs the query text")
         if self.kind and self.kind not in KINDS:

@@ -157,9 +157,12 @@ def bind(server: grpc.aio.Server, listen: str) -> str:
     return f"{host}:{port}"
 
 
-async def start(service: Service, listen: str, metrics_port: int, metrics_host: str = "127.0.0.1") -> Running:
-    """Start serving; health is NOT_SERVING until ``service.start`` finishes."""
-    server = grpc.aio.server(interceptors=[ErrorInterceptor(service.name)], options=CHANNEL_OPTIONS)
+async def start(service: Service, listen: str, metrics_port: int, metrics_host: str = "127.0.0.1",
+                max_concurrent_rpcs: int | None = None) -> Running:
+    """Start serving; health is NOT_SERVING until ``service.start`` finishes.
+    Beyond ``max_concurrent_rpcs`` calls at once, gRPC answers RESOURCE_EXHAUSTED."""
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(service.name)], options=CHANNEL_OPTIONS,
+                             maximum_concurrent_rpcs=max_concurrent_rpcs)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     service.register(server)
@@ -180,13 +183,13 @@ async def start(service: Service, listen: str, metrics_port: int, metrics_host: 
 
 
 def main(service: Service, listen: str, metrics_port: int, ready_file: str = "", grace: float = 10.0,
-         metrics_host: str = "127.0.0.1") -> None:
+         metrics_host: str = "127.0.0.1", max_concurrent_rpcs: int | None = None) -> None:
     """Run a service until SIGTERM/SIGINT, then shut it down gracefully."""
     logging.basicConfig(level=os.environ.get("CODEINDEX_LOG_LEVEL", "INFO"),
                         format=f"%(asctime)s {service.name} %(levelname)s %(message)s")
 
     async def run() -> None:
-        running = await start(service, listen, metrics_port, metrics_host)
+        running = await start(service, listen, metrics_port, metrics_host, max_concurrent_rpcs)
         log.info("serving %s on %s, metrics on :%d", service.name, running.address, running.metrics_port)
         if ready_file:
             tmp = ready_file + ".tmp"

@@ -56,7 +56,8 @@ def build(cfg: EmbedConfig) -> server.Service:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = config.load(EmbedConfig, "embed", argv, description="codeindex embedding service")
-    server.main(build(cfg), cfg.listen, cfg.metrics_port, cfg.ready_file, cfg.grace_seconds, cfg.metrics_host)
+    server.main(build(cfg), cfg.listen, cfg.metrics_port, cfg.ready_file, cfg.grace_seconds, cfg.metrics_host,
+                cfg.max_concurrent_rpcs)
 
 
 if __name__ == "__main__":

@@ -59,3 +59,5 @@ class EmbedConfig:
     """Write {address, metrics_port, pid} as JSON here once serving. CODEINDEX_EMBED_READY_FILE"""
     grace_seconds: float = 10.0
     """Shutdown grace period for in-flight streams. CODEINDEX_EMBED_GRACE_SECONDS"""
+    max_concurrent_rpcs: int = 256
+    """Calls served at once (streams included); more get RESOURCE_EXHAUSTED. CODEINDEX_EMBED_MAX_CONCURRENT_RPCS"""

@@ -201,7 +201,8 @@ def cmd_serve(cfg: OrchestratorConfig, args) -> int:
                 OrchestratorServicer(stages, settings(cfg), addresses, allowed_roots(cfg, root)), srv)
 
         server.main(server.Service(name="orchestrator", service_names=[name], register=register),
-                    cfg.listen, cfg.metrics_port, cfg.ready_file, metrics_host=cfg.metrics_host)
+                    cfg.listen, cfg.metrics_port, cfg.ready_file, metrics_host=cfg.metrics_host,
+                    max_concurrent_rpcs=cfg.max_concurrent_rpcs)
     return 0
 
 

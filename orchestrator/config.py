@@ -46,6 +46,8 @@ class OrchestratorConfig:
     """Seconds to wait for locally started services to be SERVING. CODEINDEX_ORCHESTRATOR_START_TIMEOUT"""
     rpc_timeout: float = 60.0
     """Deadline of each unary RPC, in seconds. CODEINDEX_ORCHESTRATOR_RPC_TIMEOUT"""
+    max_concurrent_rpcs: int = 256
+    """`serve`: calls served at once; more get RESOURCE_EXHAUSTED. CODEINDEX_ORCHESTRATOR_MAX_CONCURRENT_RPCS"""
     allowed_roots: str = ""
     """`serve`: directories (comma-separated) under which the public Index RPC may index; empty: only
     --path. Paths are resolved (symbolic links, `..`) before the check. CODEINDEX_ORCHESTRATOR_ALLOWED_ROOTS"""

@@ -13,7 +13,6 @@ from codeindex_common.pb import orchestrator_pb2, orchestrator_pb2_grpc
 from . import metrics
 from .pipeline import Pipeline, Progress, Settings, Summary, search
 
-MAX_QUERY_CHARS = 4096
 
 
 def summary_to_pb(s: Summary) -> orchestrator_pb2.IndexSummary:
@@ -69,8 +68,6 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     async def Search(self, request, context):
         if not request.query.strip():
             raise InvalidArgument("the query is empty")
-        if len(request.query) > MAX_QUERY_CHARS:
-            raise InvalidArgument(f"the query is longer than {MAX_QUERY_CHARS} characters")
         started = time.perf_counter()
         hits = await search(self.stages, Query.from_pb(request, mode_from_pb(request.mode)))
         metrics.SEARCH_SECONDS.observe(time.perf_counter() - started)

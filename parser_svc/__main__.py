@@ -30,7 +30,8 @@ def build(cfg: ParserConfig) -> tuple[server.Service, Parser]:
 def main(argv: list[str] | None = None) -> None:
     cfg = config.load(ParserConfig, "parser", argv, description="codeindex parser service")
     service, _ = build(cfg)
-    server.main(service, cfg.listen, cfg.metrics_port, cfg.ready_file, cfg.grace_seconds, cfg.metrics_host)
+    server.main(service, cfg.listen, cfg.metrics_port, cfg.ready_file, cfg.grace_seconds, cfg.metrics_host,
+                cfg.max_concurrent_rpcs)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ class ParserConfig:
     """Write {address, metrics_port, pid} as JSON here once serving. CODEINDEX_PARSER_READY_FILE"""
     grace_seconds: float = 10.0
     """Shutdown grace period for in-flight streams. CODEINDEX_PARSER_GRACE_SECONDS"""
+    max_concurrent_rpcs: int = 64
+    """Calls served at once (streams included); more get RESOURCE_EXHAUSTED. CODEINDEX_PARSER_MAX_CONCURRENT_RPCS"""
 
     def limits(self) -> Limits:
         """Per-file limits; the window and tokenizer come with each stream (from the embedder's Info)."""

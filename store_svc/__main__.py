@@ -50,7 +50,8 @@ def storage_options(cfg: StoreConfig) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = config.load(StoreConfig, "store", argv, description="codeindex store service")
-    server.main(build(cfg), cfg.listen, cfg.metrics_port, cfg.ready_file, cfg.grace_seconds, cfg.metrics_host)
+    server.main(build(cfg), cfg.listen, cfg.metrics_port, cfg.ready_file, cfg.grace_seconds, cfg.metrics_host,
+                cfg.max_concurrent_rpcs)
 
 
 if __name__ == "__main__":

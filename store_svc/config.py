@@ -46,3 +46,5 @@ class StoreConfig:
     """Write {address, metrics_port, pid} as JSON here once serving. CODEINDEX_STORE_READY_FILE"""
     grace_seconds: float = 30.0
     """Shutdown grace period for in-flight writes. CODEINDEX_STORE_GRACE_SECONDS"""
+    max_concurrent_rpcs: int = 256
+    """Calls served at once (streams included); more get RESOURCE_EXHAUSTED. CODEINDEX_STORE_MAX_CONCURRENT_RPCS"""

@@ -133,3 +133,40 @@ def test_huge_requests_are_refused_not_fatal(services):
         assert too_big == grpc.StatusCode.RESOURCE_EXHAUSTED
     for address in services.values():
         still_serving(address)
+
+
+def test_calls_beyond_the_limit_are_refused_and_the_service_recovers(tmp_path):
+    import queue
+    import time
+
+    from tests.conftest import ServiceProcess
+
+    store = ServiceProcess("store", tmp_path, "--uri", str(tmp_path / "db"), "--max-concurrent-rpcs", "2")
+    try:
+        with grpc.insecure_channel(store.address) as ch:
+            stub = store_pb2_grpc.StoreStub(ch)
+            gates = [queue.Queue(), queue.Queue()]
+
+            def idle(gate):  # a Write stream that stays open until told
+                while gate.get() is not None:
+                    pass
+                yield from ()
+
+            streams = [stub.Write(idle(g), timeout=60) for g in gates]
+            deadline = 50
+            while deadline:  # both streams have reached the server once a third call is refused
+                try:
+                    stub.Stats(store_pb2.StatsRequest(), timeout=5)
+                except grpc.RpcError as err:
+                    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                    break
+                deadline -= 1
+                time.sleep(0.1)
+            assert deadline, "a third call was never refused"
+            gates[0].put(None)
+            assert list(streams[0]) == []
+            assert stub.Stats(store_pb2.StatsRequest(), timeout=10).chunks == 0  # served again
+            gates[1].put(None)
+            assert list(streams[1]) == []
+    finally:
+        assert store.stop() == 0

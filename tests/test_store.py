@@ -371,3 +371,10 @@ def test_a_crash_inside_a_delete_leaves_the_file_pending(tmp_path, monkeypatch):
     assert rows(reopened) == [("b.py", "g")]
     # a.py's row no longer claims it is indexed: were the file back unchanged, the next run re-indexes it
     assert {e.path: e.file_hash for e in reopened.manifest()} == {"a.py": "", "b.py": "h1"}
+
+
+def test_a_query_longer_than_the_limit_is_refused(filled):
+    from codeindex_common.model import MAX_QUERY_CHARS
+
+    with pytest.raises(InvalidArgument, match="longer than"):
+        filled.search(None, Query("x" * (MAX_QUERY_CHARS + 1), 5, "keyword"))
