@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import inspect
 import json
 import logging
@@ -118,6 +119,72 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             wrap_stream(handler.stream_stream), handler.request_deserializer, handler.response_serializer)
 
 
+@dataclass(frozen=True)
+class Security:
+    """TLS for a server (mutual TLS when ``client_ca_file`` is set) and a
+    bearer token every call but health checks must carry. Certificates and
+    keys are files; the token comes from a file or the environment."""
+
+    cert_file: str = ""
+    key_file: str = ""
+    client_ca_file: str = ""
+    token: str = ""
+
+    def __repr__(self) -> str:  # never the token, in a log or a traceback
+        return (f"Security(cert_file={self.cert_file!r}, key_file={self.key_file!r}, "
+                f"client_ca_file={self.client_ca_file!r}, token={'set' if self.token else 'unset'})")
+
+    def credentials(self) -> grpc.ServerCredentials | None:
+        if not (self.cert_file or self.key_file):
+            if self.client_ca_file:
+                raise errors.InvalidArgument("mutual TLS (a client CA) needs the server's certificate and key")
+            return None
+        if not (self.cert_file and self.key_file):
+            raise errors.InvalidArgument("TLS needs both a certificate and a key file")
+
+        def read(path: str) -> bytes:
+            with open(path, "rb") as fh:
+                return fh.read()
+
+        client_ca = read(self.client_ca_file) if self.client_ca_file else None
+        return grpc.ssl_server_credentials([(read(self.key_file), read(self.cert_file))],
+                                           root_certificates=client_ca, require_client_auth=client_ca is not None)
+
+
+class BearerAuth(grpc.aio.ServerInterceptor):
+    """Calls without ``authorization: Bearer <token>`` get UNAUTHENTICATED
+    (health checks excepted, for probes and load balancers)."""
+
+    OPEN = "/grpc.health.v1.Health/"
+
+    def __init__(self, token: str):
+        self._expected = f"Bearer {token}".encode()
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler_call_details.method.startswith(self.OPEN):
+            return handler
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        if hmac.compare_digest(str(metadata.get("authorization", "")).encode(), self._expected):
+            return handler
+
+        async def deny(request, context):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
+
+        async def deny_stream(request, context):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required")
+            yield  # pragma: no cover - abort raises
+
+        des, ser = handler.request_deserializer, handler.response_serializer
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(deny, des, ser)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(deny_stream, des, ser)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(deny, des, ser)
+        return grpc.stream_stream_rpc_method_handler(deny_stream, des, ser)
+
+
 @dataclass
 class Service:
     """What a service plugs into :func:`serve`."""
@@ -145,10 +212,10 @@ class Running:
             await self.service.stop()
 
 
-def bind(server: grpc.aio.Server, listen: str) -> str:
-    """Bind ``listen`` (host:port, port 0 lets the OS pick, or unix:PATH);
-    return the address clients should use."""
-    port = server.add_insecure_port(listen)
+def bind(server: grpc.aio.Server, listen: str, credentials: grpc.ServerCredentials | None = None) -> str:
+    """Bind ``listen`` (host:port, port 0 lets the OS pick, or unix:PATH),
+    with TLS when given ``credentials``; return the address clients should use."""
+    port = server.add_secure_port(listen, credentials) if credentials else server.add_insecure_port(listen)
     if listen.startswith("unix:"):
         return listen
     if port == 0:
@@ -158,10 +225,12 @@ def bind(server: grpc.aio.Server, listen: str) -> str:
 
 
 async def start(service: Service, listen: str, metrics_port: int, metrics_host: str = "127.0.0.1",
-                max_concurrent_rpcs: int | None = None) -> Running:
+                max_concurrent_rpcs: int | None = None, security: Security = Security()) -> Running:
     """Start serving; health is NOT_SERVING until ``service.start`` finishes.
     Beyond ``max_concurrent_rpcs`` calls at once, gRPC answers RESOURCE_EXHAUSTED."""
-    server = grpc.aio.server(interceptors=[ErrorInterceptor(service.name)], options=CHANNEL_OPTIONS,
+    credentials = security.credentials()
+    interceptors = [BearerAuth(security.token)] if security.token else []
+    server = grpc.aio.server(interceptors=[*interceptors, ErrorInterceptor(service.name)], options=CHANNEL_OPTIONS,
                              maximum_concurrent_rpcs=max_concurrent_rpcs)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -172,7 +241,7 @@ async def start(service: Service, listen: str, metrics_port: int, metrics_host: 
     NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
     for name in ["", *service.service_names]:
         await health.set(name, NOT_SERVING)
-    address = bind(server, listen)
+    address = bind(server, listen, credentials)
     http_server, _ = start_http_server(metrics_port, addr=metrics_host)
     await server.start()
     if service.start:
@@ -183,13 +252,14 @@ async def start(service: Service, listen: str, metrics_port: int, metrics_host: 
 
 
 def main(service: Service, listen: str, metrics_port: int, ready_file: str = "", grace: float = 10.0,
-         metrics_host: str = "127.0.0.1", max_concurrent_rpcs: int | None = None) -> None:
+         metrics_host: str = "127.0.0.1", max_concurrent_rpcs: int | None = None,
+         security: Security = Security()) -> None:
     """Run a service until SIGTERM/SIGINT, then shut it down gracefully."""
     logging.basicConfig(level=os.environ.get("CODEINDEX_LOG_LEVEL", "INFO"),
                         format=f"%(asctime)s {service.name} %(levelname)s %(message)s")
 
     async def run() -> None:
-        running = await start(service, listen, metrics_port, metrics_host, max_concurrent_rpcs)
+        running = await start(service, listen, metrics_port, metrics_host, max_concurrent_rpcs, security)
         log.info("serving %s on %s, metrics on :%d", service.name, running.address, running.metrics_port)
         if ready_file:
             tmp = ready_file + ".tmp"

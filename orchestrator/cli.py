@@ -202,8 +202,25 @@ def cmd_serve(cfg: OrchestratorConfig, args) -> int:
 
         server.main(server.Service(name="orchestrator", service_names=[name], register=register),
                     cfg.listen, cfg.metrics_port, cfg.ready_file, metrics_host=cfg.metrics_host,
-                    max_concurrent_rpcs=cfg.max_concurrent_rpcs)
+                    max_concurrent_rpcs=cfg.max_concurrent_rpcs, security=security(cfg))
     return 0
+
+
+TOKEN_ENV = "CODEINDEX_ORCHESTRATOR_AUTH_TOKEN"
+
+
+def security(cfg: OrchestratorConfig):
+    """TLS files and the bearer token of the public API. The token comes from
+    --auth-token-file or the environment, never from a flag."""
+    from codeindex_common.server import Security
+
+    token = os.environ.get(TOKEN_ENV, "")
+    if cfg.auth_token_file:
+        with open(cfg.auth_token_file, encoding="utf-8") as fh:
+            token = fh.read().strip()
+        if not token:
+            raise CodeindexError(f"{cfg.auth_token_file} is empty: no token to require")
+    return Security(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca, token)
 
 
 def allowed_roots(cfg: OrchestratorConfig, root: str) -> list[str]:

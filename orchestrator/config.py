@@ -48,6 +48,18 @@ class OrchestratorConfig:
     """Deadline of each unary RPC, in seconds. CODEINDEX_ORCHESTRATOR_RPC_TIMEOUT"""
     max_concurrent_rpcs: int = 256
     """`serve`: calls served at once; more get RESOURCE_EXHAUSTED. CODEINDEX_ORCHESTRATOR_MAX_CONCURRENT_RPCS"""
+    tls_cert: str = ""
+    """`serve`: the server's TLS certificate (PEM file); with --tls-key, the public API speaks TLS only.
+    CODEINDEX_ORCHESTRATOR_TLS_CERT"""
+    tls_key: str = ""
+    """`serve`: the server's private key (PEM file). CODEINDEX_ORCHESTRATOR_TLS_KEY"""
+    tls_client_ca: str = ""
+    """`serve`: mutual TLS: clients must present a certificate signed by this CA (PEM file).
+    CODEINDEX_ORCHESTRATOR_TLS_CLIENT_CA"""
+    auth_token_file: str = ""
+    """`serve`: a file holding the bearer token every call but health checks must carry (`authorization: Bearer
+    TOKEN`); the token may also come from the environment variable CODEINDEX_ORCHESTRATOR_AUTH_TOKEN, never from
+    the command line. CODEINDEX_ORCHESTRATOR_AUTH_TOKEN_FILE"""
     allowed_roots: str = ""
     """`serve`: directories (comma-separated) under which the public Index RPC may index; empty: only
     --path. Paths are resolved (symbolic links, `..`) before the check. CODEINDEX_ORCHESTRATOR_ALLOWED_ROOTS"""
