@@ -267,6 +267,7 @@ class VectorStore:
         self._schema_lock = threading.Lock()
         self._claims = threading.Condition()  # paths being written: a path is written by one thread at a time
         self._claimed: set[str] = set()
+        self._fts_ready = False
         self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="search")  # a hybrid's three rankings
         self._db = lancedb.connect(self.uri, storage_options=self.storage_options or None,
                                    read_consistency_interval=timedelta(seconds=self.settings.consistency_seconds))
@@ -493,6 +494,7 @@ class VectorStore:
             self._chunks = self._files = None
             self._model_id = ""
             self._ann = None
+            self._fts_ready = False
         metrics.TABLE_ROWS.set(0)
         return dropped
 
@@ -595,11 +597,14 @@ class VectorStore:
         return [Hit(_chunk(row), 1.0) for row in rows.to_list()]
 
     def _ensure_fts(self) -> None:
-        if any(ix.index_type == "FTS" for ix in self._chunks.list_indices()):
+        """The full-text index, created on the first keyword search if a run has not made it yet
+        (known once found: no index listing on every search)."""
+        if self._fts_ready:
             return
         with self._replace_lock:
             if not any(ix.index_type == "FTS" for ix in self._chunks.list_indices()):
                 self._chunks.create_index("text", config=FTS(), replace=True)
+            self._fts_ready = True
 
     # ------------------------------------------------------------------ maintenance
 

@@ -2,7 +2,6 @@
 replica of a stage, given several addresses or a `dns:///` name."""
 
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -11,14 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.test_services import metrics_text
+from tests.test_services import counter
 
 pytestmark = pytest.mark.slow
-
-
-def counter(port: int, name: str) -> float:
-    """The sum of a counter's samples (all labels) on a service's metrics page."""
-    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", metrics_text(port), re.M))
 
 
 def test_streams_are_spread_over_every_replica(tmp_path, embed_service, start_service):

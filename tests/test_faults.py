@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import ROOT, ServiceProcess
 from tests.test_crash import read_chunks, read_files, run_index
-from tests.test_services import metrics_text
+from tests.test_services import counter
 
 pytestmark = pytest.mark.slow
 
@@ -26,14 +26,6 @@ PACKAGES = ("codeindex_common", "store_svc", "orchestrator", "parser_svc", "embe
 # when to kill each stage: once it has done this much of the run (a counter on its own metrics page)
 PROGRESS = {"parser": ("parser_files_total", 2), "embed": ("embed_texts_total", 16),
             "store": ("store_files_written_total", 3)}
-
-
-def counter(port: int, name: str) -> float:
-    try:
-        text = metrics_text(port)
-    except OSError:
-        return 0.0
-    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
 
 
 @pytest.fixture(scope="module")

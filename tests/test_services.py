@@ -1,6 +1,7 @@
 """Servicer tier: each service as a real process on a real socket, called
 through its generated stub; health, reflection and metrics included."""
 
+import re
 import urllib.request
 
 import grpc
@@ -18,6 +19,15 @@ pytestmark = pytest.mark.slow
 def metrics_text(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
         return resp.read().decode()
+
+
+def counter(port: int, name: str) -> float:
+    """The sum of a counter's samples (all labels) on a service's metrics page; 0 while it does not answer."""
+    try:
+        text = metrics_text(port)
+    except OSError:
+        return 0.0
+    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
 
 
 def reflected_services(channel) -> set[str]:
