@@ -156,7 +156,8 @@ def write_report(r: dict, docs: Path, name: str = "BENCHMARKS.md") -> None:
         lines += ["", f"![per-stage throughput and stage utilisation]({png})"]
     lines += ["", "## How these are measured", "",
               "- *Stage alone*: the parser service fed every corpus file over 2 streams; the embedding service "
-              "fed the first 3,000 distinct chunk texts (`embed_texts`) over 8 streams of 32-text requests, then "
+              f"fed the first {r.get('embed_texts', 3000):,} distinct chunk texts (`embed_texts`; all of them on "
+              "a GPU) over 8 streams of 32-text requests, then "
               "plain `SentenceTransformer.encode` on the same texts in the same run; the store service fed "
               "precomputed rows (random unit vectors) over one Write stream, once coalesced and once with "
               "one commit per file.",

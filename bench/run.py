@@ -39,13 +39,15 @@ from codeindex_common.model import FileRecord  # noqa: E402
 from orchestrator.clients import EmbedderClient, StoreClient  # noqa: E402
 from orchestrator.launcher import LocalServices  # noqa: E402
 from orchestrator.walker import file_hash, read, walk  # noqa: E402
-from parser_svc.chunker import Limits, chunk_file  # noqa: E402
 
 RESULTS = Path(os.environ.get("CODEINDEX_BENCH_RESULTS", ROOT / "bench" / "results"))
 DOCS = Path(os.environ.get("CODEINDEX_BENCH_DOCS", ROOT / "docs"))
 STAGES = ("parser", "embed", "store", "pipeline", "search")
 DEVICE = os.environ.get("CODEINDEX_EMBED_DEVICE", "cpu")  # `make bench-gpu` sets cuda for services and baselines
 WORK = Path(os.environ.get("CODEINDEX_BENCH_WORK", ROOT / "bench" / ".cache" / "work"))
+# The corpus's chunk texts saved by `--save-texts`: the embed stage then needs no corpus download and no
+# parser grammars (how it runs on a lent GPU machine, which has neither).
+TEXTS_FILE = os.environ.get("CODEINDEX_BENCH_TEXTS", "")
 
 
 def log(msg: str) -> None:
@@ -59,9 +61,10 @@ def model_window() -> tuple[int, bytes]:
     return 256, (Path(default_model_path()) / "tokenizer.json").read_bytes()
 
 
-def model_limits() -> Limits:
+def model_limits():
     """Chunking as in a real run: sized for the default model's window."""
     from embed_svc.backend import default_model_path
+    from parser_svc.chunker import Limits
 
     return Limits(max_tokens=model_window()[0], tokenizer=str(Path(default_model_path()) / "tokenizer.json"))
 
@@ -69,23 +72,37 @@ def model_limits() -> Limits:
 class Corpus:
     def __init__(self, quick: bool):
         self.quick = quick
+        self._chunks = None
+        self._texts: list[str] | None = None
+        self._described: dict | None = None
+        if TEXTS_FILE:
+            saved = json.loads(Path(TEXTS_FILE).read_text())
+            if saved["describe"]["quick"] != quick:
+                raise SystemExit(f"{TEXTS_FILE} holds the {'quick' if saved['describe']['quick'] else 'full'} "
+                                 "corpus's texts: run with the same --quick")
+            self._texts, self._described = saved["texts"], saved["describe"]
+            self.files, self.projects = [], saved["describe"]["projects"]
+            return
         self.root, self.projects = corpus_mod.corpus(quick, WORK / ("corpus-quick" if quick else "corpus-full"))
         self.files: list[tuple[str, bytes]] = []
         for e in walk(str(self.root)):
             if not e.skip_reason and e.size <= 2_000_000:
                 self.files.append((e.path, read(e)))
         self.bytes = sum(len(d) for _, d in self.files)
-        self._chunks = None
 
     def chunks(self):
         """Every chunk of the corpus (parsed here, in-process), by file."""
         if self._chunks is None:
+            from parser_svc.chunker import chunk_file
+
             limits = model_limits()
             self._chunks = [(p, chunk_file(p, d, limits=limits)) for p, d in self.files]
         return self._chunks
 
     def texts(self) -> list[str]:
         """Each distinct embedded text once, as the pipeline embeds them."""
+        if self._texts is not None:
+            return self._texts
         seen: dict[str, str] = {}
         for _, r in self.chunks():
             for c in r.chunks:
@@ -96,6 +113,8 @@ class Corpus:
         return [p.name for p in self.root.iterdir() if p.is_dir()]
 
     def describe(self) -> dict:
+        if self._described is not None:
+            return self._described
         n_chunks = sum(len(r.chunks) for _, r in self.chunks())
         return {"projects": self.projects, "files": len(self.files), "bytes": self.bytes, "chunks": n_chunks,
                 "distinct_texts": len(self.texts()), "quick": self.quick}
@@ -257,7 +276,8 @@ def _embed_service_rate(texts: list[str], streams: int = 8, env: dict[str, str] 
 def bench_embed(c: Corpus) -> dict:
     """The service (8 streams, its defaults) against plain SentenceTransformer.encode on the same texts,
     one after the other in this run; the ONNX backend likewise; then a sweep of streams x max_batch_tokens."""
-    texts = c.texts()[:EMBED_TEXTS]
+    # a GPU embeds 3,000 texts in well under a second, too short to measure: there it gets them all
+    texts = c.texts() if DEVICE.startswith("cuda") else c.texts()[:EMBED_TEXTS]
     gpu = None
     torch_env = {"CODEINDEX_EMBED_BACKEND": "torch"}
     if DEVICE.startswith("cuda"):
@@ -438,6 +458,8 @@ def sequential_baseline(c: Corpus) -> dict:
     chunks = 0
     started = time.perf_counter()
     dim = model.get_embedding_dimension()
+    from parser_svc.chunker import chunk_file
+
     limits = model_limits()
     with ProcessPoolExecutor(os.cpu_count() or 1, mp_context=multiprocessing.get_context("forkserver")) as pool:
         for i in range(0, len(c.files), 10):
@@ -732,8 +754,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a smaller corpus; a few minutes")
     ap.add_argument("--stage", choices=STAGES, help="run one part and merge its keys into latest.json")
+    ap.add_argument("--save-texts", metavar="FILE", help="save the corpus's chunk texts for CODEINDEX_BENCH_TEXTS "
+                                                         "(an embed-stage run elsewhere) and stop")
     args = ap.parse_args(argv)
     WORK.mkdir(parents=True, exist_ok=True)
+    if args.save_texts:
+        c = Corpus(args.quick)
+        Path(args.save_texts).write_text(json.dumps({"describe": c.describe(), "texts": c.texts()}))
+        log(f"saved {len(c.texts())} texts of {c.describe()['files']} files to {args.save_texts}")
+        return 0
     RESULTS.mkdir(parents=True, exist_ok=True)
     gpu = DEVICE.startswith("cuda")
     latest_path = RESULTS / ("latest-gpu.json" if gpu else "latest.json")
