@@ -309,7 +309,7 @@ def bench_embed(c: Corpus) -> dict:
     sample = texts[:300 if c.quick else 800]
     sweep = []
     for streams in (1, 8):
-        for tokens in (1024, 4096, 16384):
+        for tokens in (1024, 4096, 16384) + ((65536,) if DEVICE.startswith("cuda") else ()):
             rate = _embed_service_rate(sample, streams, {**torch_env, "CODEINDEX_EMBED_MAX_BATCH_SIZE": "256",
                                                          "CODEINDEX_EMBED_MAX_BATCH_TOKENS": str(tokens)})
             sweep.append({"streams": streams, "max_batch_tokens": tokens, "chunks_per_s": round(rate, 1)})

@@ -39,7 +39,7 @@ class EmbedConfig:
     """triton backend: the model's name in the Triton model repository. CODEINDEX_EMBED_TRITON_MODEL"""
     max_batch_size: int = 0
     """Most texts in one model call; 0 = the backend's best (torch and onnx on CPU: 16, where batches of
-    16 ran 37% faster than 128 on this corpus; on CUDA: 128; triton: 64). CODEINDEX_EMBED_MAX_BATCH_SIZE"""
+    16 ran 37% faster than 128 on this corpus; on CUDA: 256; triton: 64). CODEINDEX_EMBED_MAX_BATCH_SIZE"""
     max_batch_tokens: int = 0
     """Most tokens in one model call, padding included (texts x longest, estimated); 0 = max_batch_size x
     the model's window. CODEINDEX_EMBED_MAX_BATCH_TOKENS"""

@@ -21,7 +21,7 @@ def test_cuda_fp16_vectors_match_cpu_and_batches_overlap():
 
     cpu = TorchBackend(device="cpu").encode(TEXTS[:40])
     gpu = TorchBackend(device="cuda")
-    assert gpu.dtype == "fp16" and gpu.preferred_batch == 128
+    assert gpu.dtype == "fp16" and gpu.preferred_batch == 256
     got = gpu.encode(TEXTS[:40])
     assert (got * cpu).sum(axis=1).min() > 0.999
     batcher = Batcher(gpu, max_batch_size=16, max_wait_ms=1, in_flight=2)
