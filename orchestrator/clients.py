@@ -96,6 +96,19 @@ def transient(err: Exception) -> bool:
 _END = object()
 
 
+def retryable(err: Exception) -> bool:
+    """Transient, or past its deadline (a replica hung or unreachable: another
+    attempt, maybe on another replica, may answer; every call here is safe to repeat)."""
+    return transient(err) or (isinstance(err, grpc.aio.AioRpcError)
+                              and err.code() == grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def _stalled(items: int, seconds: float) -> grpc.aio.AioRpcError:
+    """A stream that answered none of the items it holds for a whole deadline."""
+    return grpc.aio.AioRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                                details=f"no answer to {items} items in {seconds:.0f} s (--rpc-timeout)")
+
+
 class _Client:
     """A stage's replicas: a channel per configured target; calls (a stream is
     one call) take the targets in turn, and within a target gRPC's round_robin
@@ -134,7 +147,7 @@ class _Client:
             metrics.STAGE_RETRIES.labels(self.stage).inc()
 
         return AsyncRetrying(
-            retry=retry_if_exception(transient),
+            retry=retry_if_exception(retryable),
             wait=wait_exponential_jitter(multiplier=0.1, max=2.0), stop=stop_after_delay(self.retry_seconds),
             before_sleep=count, reraise=True)
 
@@ -146,7 +159,7 @@ class _Client:
                 with attempt:
                     return await getattr(self.stub, method)(request, timeout=timeout or self.timeout)
         except grpc.aio.AioRpcError as err:
-            raise self.error(err, time.monotonic() - started if transient(err) else 0.0) from err
+            raise self.error(err, time.monotonic() - started if retryable(err) else 0.0) from err
 
     async def _resumable(self, method: str, items: AsyncIterator, item_key, to_pb, response_key) -> AsyncIterator:
         """A bidirectional stream that survives the service restarting: every
@@ -192,13 +205,35 @@ class _Client:
                     first = False
             return gen()
 
+        async def responses(call):
+            """The stream's answers; a stream whose stage answers none of the
+            items it holds for a whole deadline (``timeout``) is stuck (a hung
+            or stopped process): it is cancelled and reported as stalled."""
+            while True:
+                reading = asyncio.ensure_future(call.read())
+                while True:
+                    waiting = bool(pending)
+                    done, _ = await asyncio.wait({reading}, timeout=self.timeout)
+                    if done:
+                        break
+                    if waiting and pending:
+                        reading.cancel()
+                        call.cancel()
+                        raise _stalled(len(pending), self.timeout)
+                response = reading.result()
+                if response is grpc.aio.EOF:
+                    return
+                yield response
+
         pumping = asyncio.create_task(pump())
         failing_since = None
         failures = 0
+        call = None
         try:
             while True:
                 try:
-                    async for response in getattr(self.stub, method)(requests(list(pending.values()))):
+                    call = getattr(self.stub, method)(requests(list(pending.values())))
+                    async for response in responses(call):
                         pending.pop(response_key(response), None)
                         failing_since, failures = None, 0
                         yield response
@@ -209,7 +244,7 @@ class _Client:
                 except grpc.aio.AioRpcError as err:
                     if pumping.done() and not pumping.cancelled() and pumping.exception() is not None:
                         raise pumping.exception() from err  # the source failed, not the stage
-                    if not transient(err):
+                    if not retryable(err):
                         raise self.error(err) from err
                     failing_since = failing_since or time.monotonic()
                     waited = time.monotonic() - failing_since
@@ -222,6 +257,8 @@ class _Client:
                     await asyncio.sleep(min(2.0, 0.1 * 2 ** failures) * (0.5 + random.random()))
         finally:
             pumping.cancel()
+            if call is not None:
+                call.cancel()  # a no-op once the call has ended; else (the caller stopped early) it ends it
 
     async def close(self) -> None:
         for ch in self.channels:

@@ -45,7 +45,8 @@ class OrchestratorConfig:
     start_timeout: float = 120.0
     """Seconds to wait for locally started services to be SERVING. CODEINDEX_ORCHESTRATOR_START_TIMEOUT"""
     rpc_timeout: float = 60.0
-    """Deadline of each unary RPC, in seconds. CODEINDEX_ORCHESTRATOR_RPC_TIMEOUT"""
+    """Deadline of each unary RPC, and the longest a stream may hold items without answering one (then it
+    is reopened, as after a crash), in seconds. CODEINDEX_ORCHESTRATOR_RPC_TIMEOUT"""
     max_concurrent_rpcs: int = 256
     """`serve`: calls served at once; more get RESOURCE_EXHAUSTED. CODEINDEX_ORCHESTRATOR_MAX_CONCURRENT_RPCS"""
     tls_cert: str = ""

@@ -139,3 +139,67 @@ def test_a_killed_or_interrupted_orchestrator_is_resumed_by_the_next_run(how, re
     assert sorted((p, h) for p, _, h in chunks) == sorted((p, h) for p, _, h in ref_chunks)
     assert not [k for k, n in collections.Counter((p, i) for p, i, _ in chunks).items() if n > 1], "duplicates"
     assert sorted(read_files(uri)) == sorted(ref_files)
+
+
+def test_a_hung_stage_is_reopened_and_one_that_stays_hung_fails_the_run_naming_it(repo, reference, embed_service,
+                                                                                   tmp_path):
+    """SIGSTOP: the process keeps its sockets but answers nothing (a hung replica). A stream that answers
+    none of its items for --rpc-timeout is reopened like a broken one, so a short hang only delays the
+    run; a stage that stays hung fails it after --retry-seconds, naming the stage, and the next run
+    converges to a fresh full index."""
+    uri = str(tmp_path / "lancedb")
+    parser = ServiceProcess("parser", tmp_path, "--workers", "1")
+    store = ServiceProcess("store", tmp_path, "--uri", uri, "--flush-rows", "32", "--flush-ms", "50")
+    embed = ServiceProcess("embed", tmp_path)
+    exe = str(Path(sys.executable).with_name("orchestrator"))
+
+    def index(embed_addr: str, *extra: str) -> subprocess.Popen:
+        return subprocess.Popen([exe, "index", str(repo), "--json", "--parser-addr", parser.address,
+                                 "--embed-addr", embed_addr, "--store-addr", store.address,
+                                 "--embed-request-texts", "8", *extra],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def hang_when_busy(victim: ServiceProcess, port: int, name: str, enough: int, orch) -> None:
+        deadline = time.monotonic() + 300
+        while counter(port, name) < enough:
+            assert orch.poll() is None, orch.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, f"no {name} in 300 s"
+            time.sleep(0.01)
+        victim.proc.send_signal(signal.SIGSTOP)
+
+    try:
+        # a 10 s hang of the embedder, past the 5 s deadline: the run waits, reopens, and finishes
+        orch = index(embed.address, "--rpc-timeout", "5")
+        hang_when_busy(embed, embed.metrics_port, "embed_texts_total", 16, orch)
+        time.sleep(10)
+        assert orch.poll() is None, "the run stopped during the hang"
+        embed.proc.send_signal(signal.SIGCONT)
+        out, err = orch.communicate(timeout=600)
+        assert orch.returncode == 0, err[-3000:]
+        assert re.search(r"embed stream broke \(DEADLINE_EXCEEDED\); resuming", err), err[-3000:]
+
+        # the store hung for good, from its first writes of the next run: a clean failure that names it
+        parser_files = counter(parser.metrics_port, "parser_files_total")
+        shutil.copy(repo / "orchestrator" / "cli.py", repo / "orchestrator" / "cli_copy.py")  # new work
+        try:
+            orch = index(embed_service.address, "--rpc-timeout", "2", "--retry-seconds", "4")
+            hang_when_busy(store, parser.metrics_port, "parser_files_total", parser_files + 1, orch)
+            started = time.monotonic()
+            _, err = orch.communicate(timeout=120)
+            assert orch.returncode == 1, err[-3000:]
+            assert re.search(r"the store stage at \S+ failed: DEADLINE_EXCEEDED.*still failing after", err), \
+                err[-3000:]
+            assert time.monotonic() - started < 60
+        finally:
+            store.proc.send_signal(signal.SIGCONT)
+            (repo / "orchestrator" / "cli_copy.py").unlink()
+        run_index(repo, parser.address, embed_service.address, store.address)
+    finally:
+        for svc in (embed, parser, store):
+            svc.proc.send_signal(signal.SIGCONT)
+            svc.stop()
+    ref_chunks, ref_files = reference
+    chunks = read_chunks(uri)
+    assert sorted((p, h) for p, _, h in chunks) == sorted((p, h) for p, _, h in ref_chunks)
+    assert not [k for k, n in collections.Counter((p, i) for p, i, _ in chunks).items() if n > 1], "duplicates"
+    assert sorted(read_files(uri)) == sorted(ref_files)
