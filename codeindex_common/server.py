@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
+from google.protobuf.message import DecodeError
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import Counter, Histogram, start_http_server
 
@@ -51,6 +52,38 @@ def rpc_metrics(stage: str) -> tuple[Counter, Histogram]:
             Histogram(f"{stage}_rpc_seconds", "RPC duration (whole stream for streaming RPCs)", ["method"],
                       buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)))
     return _RPC_METRICS[stage]
+
+
+class _Undecodable:
+    """A request message that did not parse (bad wire format, a string field that is not UTF-8): gRPC
+    would answer UNKNOWN; the handler wrapper answers INVALID_ARGUMENT instead."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def _lenient(deserialize):
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes):
+        try:
+            return deserialize(data)
+        except DecodeError as exc:
+            return _Undecodable(exc)
+
+    return parse
+
+
+def _decoded(request):
+    if isinstance(request, _Undecodable):
+        raise errors.InvalidArgument(f"malformed request: {request.error}")
+    return request
+
+
+async def _decoded_stream(requests):
+    async for request in requests:
+        yield _decoded(request)
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
@@ -87,16 +120,18 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
         outcome = self._outcome
 
-        def wrap_unary(fn):
+        def wrap_unary(fn, streaming_request: bool = False):
             async def wrapped(request, context):
                 async with outcome(method, context):
+                    request = _decoded_stream(request) if streaming_request else _decoded(request)
                     return await fn(request, context)
 
             return wrapped
 
-        def wrap_stream(fn):
+        def wrap_stream(fn, streaming_request: bool = False):
             async def wrapped(request, context):
                 async with outcome(method, context):
+                    request = _decoded_stream(request) if streaming_request else _decoded(request)
                     result = fn(request, context)
                     if inspect.isawaitable(result):  # a handler that writes with context.write (health Watch)
                         await result
@@ -106,17 +141,14 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
             return wrapped
 
+        des, ser = _lenient(handler.request_deserializer), handler.response_serializer
         if handler.unary_unary:
-            return grpc.unary_unary_rpc_method_handler(
-                wrap_unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer)
+            return grpc.unary_unary_rpc_method_handler(wrap_unary(handler.unary_unary), des, ser)
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                wrap_stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer)
+            return grpc.unary_stream_rpc_method_handler(wrap_stream(handler.unary_stream), des, ser)
         if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                wrap_unary(handler.stream_unary), handler.request_deserializer, handler.response_serializer)
-        return grpc.stream_stream_rpc_method_handler(
-            wrap_stream(handler.stream_stream), handler.request_deserializer, handler.response_serializer)
+            return grpc.stream_unary_rpc_method_handler(wrap_unary(handler.stream_unary, True), des, ser)
+        return grpc.stream_stream_rpc_method_handler(wrap_stream(handler.stream_stream, True), des, ser)
 
 
 @dataclass(frozen=True)
