@@ -1,30 +1,70 @@
 """``python -m codeindex_common.healthcheck ADDRESS [SERVICE]``: exit 0 when
 the gRPC server at ADDRESS reports SERVING (for container health checks and
-Kubernetes exec probes), 1 otherwise."""
+Kubernetes exec probes), 1 otherwise.
+
+Against a service that speaks TLS: ``--tls-ca`` (or CODEINDEX_HEALTHCHECK_TLS_CA)
+and, for mutual TLS, ``--tls-cert`` and ``--tls-key``; ``--tls-server-name``
+when the certificate is not for ADDRESS's host (a probe on 127.0.0.1, say).
+Each option may come from its environment variable instead, so that an
+image's HEALTHCHECK line stays the same with TLS on."""
 
 from __future__ import annotations
 
+import argparse
 import sys
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from . import config
+from .errors import CodeindexError
+from .server import ClientTLS, open_channel
 
-def check(address: str, service: str = "", timeout: float = 3.0) -> bool:
-    with grpc.insecure_channel(address) as channel:
+
+@dataclass(frozen=True)
+class HealthcheckConfig:
+    tls_ca: str = ""
+    """Speak TLS and verify the server against this CA bundle (PEM file). CODEINDEX_HEALTHCHECK_TLS_CA"""
+    tls_cert: str = ""
+    """Mutual TLS: the client certificate to present (PEM file), with --tls-key. CODEINDEX_HEALTHCHECK_TLS_CERT"""
+    tls_key: str = ""
+    """Mutual TLS: the client certificate's private key (PEM file). CODEINDEX_HEALTHCHECK_TLS_KEY"""
+    tls_server_name: str = ""
+    """The name the server's certificate must hold, instead of ADDRESS's host.
+    CODEINDEX_HEALTHCHECK_TLS_SERVER_NAME"""
+    timeout: float = 3.0
+    """Seconds to wait for the answer. CODEINDEX_HEALTHCHECK_TIMEOUT"""
+
+    def tls(self) -> ClientTLS:
+        return ClientTLS(self.tls_ca, self.tls_cert, self.tls_key, self.tls_server_name)
+
+
+def check(address: str, service: str = "", timeout: float = 3.0, tls: ClientTLS | None = None) -> bool:
+    """Whether ``address`` answers SERVING (a reason on stderr when not)."""
+    with open_channel(address, tls) as channel:
         try:
             resp = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
                                                               timeout=timeout)
-        except grpc.RpcError:
+        except grpc.RpcError as exc:
+            print(f"{address}: {exc.code().name}: {exc.details()}", file=sys.stderr)
             return False
     return resp.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def main(argv: list[str]) -> int:
-    if not argv:
-        print(__doc__, file=sys.stderr)
+    parser = argparse.ArgumentParser(prog="python -m codeindex_common.healthcheck", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("address", help="host:port, unix:PATH or dns:///NAME:PORT")
+    parser.add_argument("service", nargs="?", default="", help="a service name (default: the server as a whole)")
+    config.add_arguments(parser, HealthcheckConfig, "healthcheck")
+    args = parser.parse_intermixed_args(argv)
+    try:
+        cfg = config.from_namespace(HealthcheckConfig, "healthcheck", args)
+        ok = check(args.address, args.service, cfg.timeout, cfg.tls())
+    except CodeindexError as exc:
+        print(f"healthcheck: error: {exc}", file=sys.stderr)
         return 2
-    ok = check(argv[0], argv[1] if len(argv) > 1 else "")
     print("SERVING" if ok else "NOT SERVING")
     return 0 if ok else 1
 

@@ -151,6 +151,15 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         return grpc.stream_stream_rpc_method_handler(wrap_stream(handler.stream_stream, True), des, ser)
 
 
+def read_secret_file(path: str, what: str) -> bytes:
+    """A certificate or key, from its file (never from a flag's value, never logged)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise errors.InvalidArgument(f"cannot read the {what} file {path}: {exc.strerror}") from None
+
+
 @dataclass(frozen=True)
 class Security:
     """TLS for a server (mutual TLS when ``client_ca_file`` is set) and a
@@ -166,6 +175,12 @@ class Security:
         return (f"Security(cert_file={self.cert_file!r}, key_file={self.key_file!r}, "
                 f"client_ca_file={self.client_ca_file!r}, token={'set' if self.token else 'unset'})")
 
+    def describe(self) -> str:
+        """For the start-up log line: what the server speaks (no file contents, no token)."""
+        if not self.cert_file:
+            return "plain text"
+        return "mutual TLS" if self.client_ca_file else "TLS"
+
     def credentials(self) -> grpc.ServerCredentials | None:
         if not (self.cert_file or self.key_file):
             if self.client_ca_file:
@@ -173,14 +188,67 @@ class Security:
             return None
         if not (self.cert_file and self.key_file):
             raise errors.InvalidArgument("TLS needs both a certificate and a key file")
+        client_ca = read_secret_file(self.client_ca_file, "client CA") if self.client_ca_file else None
+        return grpc.ssl_server_credentials(
+            [(read_secret_file(self.key_file, "TLS key"), read_secret_file(self.cert_file, "TLS certificate"))],
+            root_certificates=client_ca, require_client_auth=client_ca is not None)
 
-        def read(path: str) -> bytes:
-            with open(path, "rb") as fh:
-                return fh.read()
 
-        client_ca = read(self.client_ca_file) if self.client_ca_file else None
-        return grpc.ssl_server_credentials([(read(self.key_file), read(self.cert_file))],
-                                           root_certificates=client_ca, require_client_auth=client_ca is not None)
+def service_security(cfg: Any, name: str) -> Security:
+    """A stage service's TLS settings (the ``tls_cert``, ``tls_key`` and
+    ``tls_client_ca`` fields of its config), checked at once: a missing file
+    or a certificate without its key stops the service before it starts
+    anything, with a message naming the file (never its contents)."""
+    security = Security(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
+    try:
+        security.credentials()
+    except errors.CodeindexError as exc:
+        raise SystemExit(f"{name}: {exc}") from None
+    return security
+
+
+@dataclass(frozen=True)
+class ClientTLS:
+    """TLS for a client's channels: the server is verified against ``ca_file``
+    (gRPC's default roots when empty); with ``cert_file`` and ``key_file`` the
+    client presents its own certificate (mutual TLS). ``server_name``: the
+    name the server's certificate must be for, instead of the host in the
+    address (``grpc.ssl_target_name_override``). Off when no file is given."""
+
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    server_name: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.ca_file or self.cert_file or self.key_file)
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise errors.InvalidArgument("a client certificate needs both the certificate and the key file")
+        mutual = self.cert_file and self.key_file
+        return grpc.ssl_channel_credentials(
+            root_certificates=read_secret_file(self.ca_file, "CA") if self.ca_file else None,
+            private_key=read_secret_file(self.key_file, "client key") if mutual else None,
+            certificate_chain=read_secret_file(self.cert_file, "client certificate") if mutual else None)
+
+    def options(self, server_name: str = "") -> list[tuple[str, Any]]:
+        """Channel options: the name to verify (``server_name`` when this has none of its own)."""
+        name = self.server_name or server_name
+        return [("grpc.ssl_target_name_override", name)] if name else []
+
+
+def open_channel(address: str, tls: ClientTLS | None = None, options: list[tuple[str, Any]] | None = None,
+                 *, aio: bool = False, server_name: str = ""):
+    """A channel to ``address``: TLS when ``tls`` is enabled, plain text otherwise (``aio``: a grpc.aio one)."""
+    module = grpc.aio if aio else grpc
+    options = list(options or [])
+    if tls is None or not tls.enabled:
+        if tls is not None and tls.server_name:
+            raise errors.InvalidArgument("a TLS server name needs TLS: give the CA file")
+        return module.insecure_channel(address, options=options)
+    return module.secure_channel(address, tls.credentials(), options=[*options, *tls.options(server_name)])
 
 
 class BearerAuth(grpc.aio.ServerInterceptor):
@@ -292,7 +360,8 @@ def main(service: Service, listen: str, metrics_port: int, ready_file: str = "",
 
     async def run() -> None:
         running = await start(service, listen, metrics_port, metrics_host, max_concurrent_rpcs, security)
-        log.info("serving %s on %s, metrics on :%d", service.name, running.address, running.metrics_port)
+        log.info("serving %s on %s (%s), metrics on :%d", service.name, running.address, security.describe(),
+                 running.metrics_port)
         if ready_file:
             tmp = ready_file + ".tmp"
             with open(tmp, "w") as fh:
@@ -327,13 +396,13 @@ async def _watch_parent(stop: asyncio.Event) -> None:
     stop.set()
 
 
-def wait_for_serving(address: str, timeout: float, service: str = "") -> None:
-    """Block until the server at ``address`` reports SERVING (sync client)."""
+def wait_for_serving(address: str, timeout: float, service: str = "", tls: ClientTLS | None = None) -> None:
+    """Block until the server at ``address`` reports SERVING (sync client; TLS when ``tls`` is enabled)."""
     import time
 
     deadline = time.monotonic() + timeout
     last: Exception | None = None
-    with grpc.insecure_channel(address) as channel:
+    with open_channel(address, tls) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:
@@ -344,4 +413,3 @@ def wait_for_serving(address: str, timeout: float, service: str = "") -> None:
                 last = exc
             time.sleep(0.1)
     raise errors.Unavailable(f"{address} did not become SERVING within {timeout:.0f}s ({last})")
-

@@ -56,8 +56,9 @@ def build(cfg: EmbedConfig) -> server.Service:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = config.load(EmbedConfig, "embed", argv, description="codeindex embedding service")
+    security = server.service_security(cfg, "embed")
     server.main(build(cfg), cfg.listen, cfg.metrics_port, cfg.ready_file, cfg.grace_seconds, cfg.metrics_host,
-                cfg.max_concurrent_rpcs)
+                cfg.max_concurrent_rpcs, security)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from codeindex_common.model import DEFAULT_MODE, KINDS, MODES, Query
 
 from .config import OrchestratorConfig
 from .pipeline import Pipeline, Progress, search
-from .session import make_stages, settings, stage_addresses
+from .session import internal_tls, make_stages, settings, stage_addresses
 
 PREFIX = "orchestrator"
 
@@ -243,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         cfg = configlib.from_namespace(OrchestratorConfig, PREFIX, args)
+        internal_tls(cfg)  # TLS files missing or incomplete: said before any service starts
         return COMMANDS[args.command](cfg, args)
     except CodeindexError as exc:
         print(f"orchestrator: error: {exc}", file=sys.stderr)

@@ -20,7 +20,7 @@ from codeindex_common import vectors
 from codeindex_common.errors import CodeindexError
 from codeindex_common.model import Chunk, FileRecord, FileResult, Query, mode_to_pb
 from codeindex_common.pb import embed_pb2, embed_pb2_grpc, parser_pb2, parser_pb2_grpc, store_pb2, store_pb2_grpc
-from codeindex_common.server import CHANNEL_OPTIONS
+from codeindex_common.server import CHANNEL_OPTIONS, ClientTLS, open_channel
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 from . import metrics
@@ -56,29 +56,41 @@ def addresses(spec: str) -> list[str]:
     """A stage's targets: one address, a `dns:///name:port` target (expanded
     to every address the name resolves to now, e.g. each pod behind a
     headless Service), or several of either separated by commas."""
-    targets = [a.strip() for a in spec.split(",") if a.strip()]
-    if not targets:
+    return [address for address, _ in targets(spec)]
+
+
+def targets(spec: str) -> list[tuple[str, str]]:
+    """:func:`addresses`, each with the name its server's TLS certificate must
+    hold when it is not the address's own host: the name of the `dns:///`
+    target it was resolved from ("" otherwise)."""
+    specs = [a.strip() for a in spec.split(",") if a.strip()]
+    if not specs:
         raise CodeindexError(f"no address in {spec!r}")
-    return [t for target in targets for t in _resolve(target)]
+    return [t for target in specs for t in _resolve(target)]
 
 
-def _resolve(target: str) -> list[str]:
+def _resolve(target: str) -> list[tuple[str, str]]:
     """``dns:///name:port`` as one target per resolved address (so that streams
-    are spread evenly from the first one on); the name itself if it does
-    not resolve yet (gRPC keeps trying) or if it is not a dns:/// target."""
+    are spread evenly from the first one on), each with ``name``; the name
+    itself if it does not resolve yet (gRPC keeps trying) or if it is not a
+    dns:/// target."""
     if not target.startswith("dns:///"):
-        return [target]
+        return [(target, "")]
     host, _, port = target.removeprefix("dns:///").rpartition(":")
     try:
         infos = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
     except (OSError, ValueError):
-        return [target]
+        return [(target, "")]
     ips = sorted({info[4][0] for info in infos})
-    return [f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}" for ip in ips] or [target]
+    name = host.strip("[]")
+    return [(f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}", name) for ip in ips] or [(target, "")]
 
 
-def channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address, options=[*CHANNEL_OPTIONS, ("grpc.service_config", ROUND_ROBIN)])
+def channel(address: str, tls: ClientTLS | None = None, server_name: str = "") -> grpc.aio.Channel:
+    """A channel to one target, with the message-size limits and round_robin; TLS when ``tls`` is enabled
+    (the certificate checked for ``server_name`` when given, else for the address's host)."""
+    return open_channel(address, tls, [*CHANNEL_OPTIONS, ("grpc.service_config", ROUND_ROBIN)], aio=True,
+                        server_name=server_name)
 
 
 TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
@@ -88,11 +100,48 @@ def transient(err: Exception) -> bool:
     """A failure worth retrying: the service unreachable or refusing work for
     now, or gRPC's client core failing a write on a connection that just died
     (INTERNAL "Internal error from Core", grpc/grpc#36066), which is not the
-    service's INTERNAL (a bug there is not retried)."""
+    service's INTERNAL (a bug there is not retried). A TLS handshake that
+    fails on a certificate is not transient either: waiting does not fix it."""
     if not isinstance(err, grpc.aio.AioRpcError):
+        return False
+    if tls_failure(err):
         return False
     return err.code() in TRANSIENT or (err.code() == grpc.StatusCode.INTERNAL
                                        and "from Core" in (err.details() or ""))
+
+
+# what gRPC's client reports when the TLS handshake itself fails: a certificate not signed by the CA, a name
+# not in it, a server that answers in plain text. SSL_ERROR_SYSCALL is the connection dropping mid-handshake
+# (a restart), which stays transient.
+_TLS_FAILURES = ("handshake failed", "verification check failed", "certificate_verify_failed")
+
+
+def tls_failure(err: grpc.aio.AioRpcError) -> bool:
+    details = (err.details() or "").lower()
+    return (err.code() == grpc.StatusCode.UNAVAILABLE and any(f in details for f in _TLS_FAILURES)
+            and "ssl_error_syscall" not in details)
+
+
+def tls_hint(err: Exception, tls: bool) -> str:
+    """What to check, when a failure looks like TLS set up wrongly on one side."""
+    if not isinstance(err, grpc.aio.AioRpcError) or err.code() != grpc.StatusCode.UNAVAILABLE:
+        return ""
+    details = err.details() or ""
+    if "WRONG_VERSION_NUMBER" in details:
+        return "the service does not speak TLS: leave out --internal-tls-* for it, or start it with --tls-cert"
+    if tls_failure(err):
+        return ("the service's certificate was not accepted: check --internal-tls-ca and the name the "
+                "certificate holds (--internal-tls-server-name)")
+    connecting = "failed to connect to all addresses" in details or "connections to all backends failing" in details
+    if connecting and "Socket closed" in details:
+        if tls:
+            return ("the service closed the connection while it was being set up: if it requires a client "
+                    "certificate (mutual TLS), give --internal-tls-cert and --internal-tls-key")
+        return ("the service closed the connection while it was being set up: if it speaks TLS, "
+                "give --internal-tls-ca")
+    return ""
+
+
 _END = object()
 
 
@@ -124,11 +173,12 @@ class _Client:
     stage = ""
     stub_class: type = object
 
-    def __init__(self, address: str, timeout: float, retry_seconds: float = 60.0):
+    def __init__(self, address: str, timeout: float, retry_seconds: float = 60.0, tls: ClientTLS | None = None):
         self.address = address
         self.timeout = timeout
         self.retry_seconds = retry_seconds
-        self.channels = [channel(a) for a in addresses(address)]
+        self.tls = tls is not None and tls.enabled
+        self.channels = [channel(a, tls, name) for a, name in targets(address)]
         self._stubs = itertools.cycle([self.stub_class(ch) for ch in self.channels])
 
     @property
@@ -138,8 +188,13 @@ class _Client:
 
     def error(self, err: Exception, retried: float = 0.0) -> StageError:
         e = StageError(self.stage, self.address, err)
+        message = e.args[0]
         if retried:
-            e.args = (f"{e.args[0]} (still failing after {retried:.0f} s of retries)",)
+            message += f" (still failing after {retried:.0f} s of retries)"
+        hint = tls_hint(err, self.tls)
+        if hint:
+            message += f"; {hint}"
+        e.args = (message,)
         return e
 
     def _retrying(self) -> AsyncRetrying:
@@ -368,10 +423,12 @@ class Stages:
     """The three stage clients of one run."""
 
     def __init__(self, parser_addr: str, embed_addr: str, store_addr: str, timeout: float = 60.0,
-                 retry_seconds: float = 60.0):
-        self.parser = ParserClient(parser_addr, timeout, retry_seconds) if parser_addr else None
-        self.embedder = EmbedderClient(embed_addr, timeout, retry_seconds)
-        self.store = StoreClient(store_addr, timeout, retry_seconds)
+                 retry_seconds: float = 60.0, tls: dict[str, ClientTLS] | None = None):
+        """``tls``: TLS settings by stage ("parser", "embed", "store"); a stage not in it is plain text."""
+        tls = tls or {}
+        self.parser = ParserClient(parser_addr, timeout, retry_seconds, tls.get("parser")) if parser_addr else None
+        self.embedder = EmbedderClient(embed_addr, timeout, retry_seconds, tls.get("embed"))
+        self.store = StoreClient(store_addr, timeout, retry_seconds, tls.get("store"))
 
     async def close(self) -> None:
         for c in (self.parser, self.embedder, self.store):

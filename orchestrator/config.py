@@ -64,6 +64,20 @@ class OrchestratorConfig:
     allowed_roots: str = ""
     """`serve`: directories (comma-separated) under which the public Index RPC may index; empty: only
     --path. Paths are resolved (symbolic links, `..`) before the check. CODEINDEX_ORCHESTRATOR_ALLOWED_ROOTS"""
+    internal_tls_ca: str = ""
+    """TLS to the stages given by address (--parser-addr, --embed-addr, --store-addr; those started locally
+    stay on plain unix sockets): their certificates are verified against this CA bundle (PEM file).
+    CODEINDEX_ORCHESTRATOR_INTERNAL_TLS_CA"""
+    internal_tls_cert: str = ""
+    """Mutual TLS to the stages: the orchestrator's client certificate (PEM file), with --internal-tls-key.
+    CODEINDEX_ORCHESTRATOR_INTERNAL_TLS_CERT"""
+    internal_tls_key: str = ""
+    """Mutual TLS to the stages: the client certificate's private key (PEM file, read from the file).
+    CODEINDEX_ORCHESTRATOR_INTERNAL_TLS_KEY"""
+    internal_tls_server_name: str = ""
+    """TLS to the stages: the name their certificates must hold, instead of the host in each address (a
+    dns:/// name is checked as written even though the orchestrator connects to the addresses it resolves to).
+    CODEINDEX_ORCHESTRATOR_INTERNAL_TLS_SERVER_NAME"""
     retry_seconds: float = 60.0
     """How long a stage may fail transiently (UNAVAILABLE, RESOURCE_EXHAUSTED) before the run stops: calls are
     retried with backoff and broken streams resumed meanwhile. CODEINDEX_ORCHESTRATOR_RETRY_SECONDS"""

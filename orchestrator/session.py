@@ -7,6 +7,9 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+from codeindex_common.errors import CodeindexError
+from codeindex_common.server import ClientTLS
+
 from .clients import Stages
 from .config import OrchestratorConfig
 from .launcher import LocalServices
@@ -36,6 +39,20 @@ def stage_addresses(cfg: OrchestratorConfig, repo: str, need_parser: bool = True
         yield {**addresses, **{stage: local.address(stage) for stage in missing}}
 
 
+def internal_tls(cfg: OrchestratorConfig) -> ClientTLS:
+    """TLS to the stages started apart (--internal-tls-*); off when no file is given."""
+    tls = ClientTLS(cfg.internal_tls_ca, cfg.internal_tls_cert, cfg.internal_tls_key, cfg.internal_tls_server_name)
+    if tls.server_name and not tls.enabled:
+        raise CodeindexError("--internal-tls-server-name needs TLS: give --internal-tls-ca")
+    if tls.enabled:
+        tls.credentials()  # the files are there and complete, before anything starts
+    return tls
+
+
 def make_stages(cfg: OrchestratorConfig, addresses: dict[str, str]) -> Stages:
+    """Clients of the stages: TLS (when configured) to those given by address; the ones started locally
+    (the embedded default, on unix sockets) are plain text."""
+    tls = internal_tls(cfg)
+    given = {"parser": cfg.parser_addr, "embed": cfg.embed_addr, "store": cfg.store_addr}
     return Stages(addresses.get("parser", ""), addresses["embed"], addresses["store"], cfg.rpc_timeout,
-                  cfg.retry_seconds)
+                  cfg.retry_seconds, {stage: tls for stage, addr in given.items() if addr and tls.enabled})

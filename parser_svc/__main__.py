@@ -29,9 +29,10 @@ def build(cfg: ParserConfig) -> tuple[server.Service, Parser]:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = config.load(ParserConfig, "parser", argv, description="codeindex parser service")
+    security = server.service_security(cfg, "parser")
     service, _ = build(cfg)
     server.main(service, cfg.listen, cfg.metrics_port, cfg.ready_file, cfg.grace_seconds, cfg.metrics_host,
-                cfg.max_concurrent_rpcs)
+                cfg.max_concurrent_rpcs, security)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,15 @@ class ParserConfig:
     """Shutdown grace period for in-flight streams. CODEINDEX_PARSER_GRACE_SECONDS"""
     max_concurrent_rpcs: int = 64
     """Calls served at once (streams included); more get RESOURCE_EXHAUSTED. CODEINDEX_PARSER_MAX_CONCURRENT_RPCS"""
+    tls_cert: str = ""
+    """The server's TLS certificate (PEM file); with --tls-key the service speaks TLS only (for services started
+    apart from the orchestrator, which then needs --internal-tls-ca). CODEINDEX_PARSER_TLS_CERT"""
+    tls_key: str = ""
+    """The server's private key (PEM file, read from the file; never give key material on the command line).
+    CODEINDEX_PARSER_TLS_KEY"""
+    tls_client_ca: str = ""
+    """Mutual TLS: clients must present a certificate signed by this CA (PEM file); others fail the handshake.
+    CODEINDEX_PARSER_TLS_CLIENT_CA"""
 
     def limits(self) -> Limits:
         """Per-file limits; the window and tokenizer come with each stream (from the embedder's Info)."""

@@ -48,3 +48,12 @@ class StoreConfig:
     """Shutdown grace period for in-flight writes. CODEINDEX_STORE_GRACE_SECONDS"""
     max_concurrent_rpcs: int = 256
     """Calls served at once (streams included); more get RESOURCE_EXHAUSTED. CODEINDEX_STORE_MAX_CONCURRENT_RPCS"""
+    tls_cert: str = ""
+    """The server's TLS certificate (PEM file); with --tls-key the service speaks TLS only (for services started
+    apart from the orchestrator, which then needs --internal-tls-ca). CODEINDEX_STORE_TLS_CERT"""
+    tls_key: str = ""
+    """The server's private key (PEM file, read from the file; never give key material on the command line).
+    CODEINDEX_STORE_TLS_KEY"""
+    tls_client_ca: str = ""
+    """Mutual TLS: clients must present a certificate signed by this CA (PEM file); others fail the handshake.
+    CODEINDEX_STORE_TLS_CLIENT_CA"""

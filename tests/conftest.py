@@ -19,7 +19,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 class ServiceProcess:
-    def __init__(self, stage: str, tmp: Path, *args: str, env: dict[str, str] | None = None):
+    """A service started apart; ``tls`` (a codeindex_common.server.ClientTLS): how to reach one that speaks TLS."""
+
+    def __init__(self, stage: str, tmp: Path, *args: str, env: dict[str, str] | None = None, tls=None):
         self.stage = stage
         self.ready = tmp / f"{stage}-{time.monotonic_ns()}.ready.json"
         self.log = tmp / f"{stage}-{time.monotonic_ns()}.log"
@@ -41,7 +43,7 @@ class ServiceProcess:
         self.metrics_port: int = info["metrics_port"]
         from codeindex_common.server import wait_for_serving
 
-        wait_for_serving(self.address, 120)
+        wait_for_serving(self.address, 120, tls=tls)
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -58,8 +60,8 @@ class ServiceProcess:
 def start_service(tmp_path):
     started: list[ServiceProcess] = []
 
-    def start(stage: str, *args: str, env: dict[str, str] | None = None) -> ServiceProcess:
-        svc = ServiceProcess(stage, tmp_path, *args, env=env)
+    def start(stage: str, *args: str, env: dict[str, str] | None = None, tls=None) -> ServiceProcess:
+        svc = ServiceProcess(stage, tmp_path, *args, env=env, tls=tls)
         started.append(svc)
         return svc
 
@@ -74,6 +76,29 @@ def embed_service(tmp_path_factory):
     svc = ServiceProcess("embed", tmp_path_factory.mktemp("embed"))
     yield svc
     svc.stop()
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> Path:
+    """Certificates made by openssl for the test, all signed by ca.pem (ca.key): server.pem for
+    127.0.0.1 and localhost, named.pem for the name localhost only, and client.pem; each with its
+    .key. other-ca.pem: a CA that signed none of them."""
+    d = tmp_path_factory.mktemp("pki")
+    for ca in ("ca", "other-ca"):
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key", "-out", f"{ca}.pem",
+                "-days", "1", "-subj", f"/CN=codeindex test {ca}", cwd=d)
+    sans = {"server": "IP:127.0.0.1,DNS:localhost", "named": "DNS:localhost", "client": "IP:127.0.0.1,DNS:localhost"}
+    for name, san in sans.items():
+        (d / f"{name}.ext").write_text(f"subjectAltName={san}\n")
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                "-subj", f"/CN={name}", cwd=d)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.pem", "-days", "1", "-extfile", f"{name}.ext", cwd=d)
+    return d
 
 
 @pytest.fixture(scope="session")

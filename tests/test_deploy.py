@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from codeindex_common.config import from_namespace
+from codeindex_common.healthcheck import HealthcheckConfig
 from embed_svc.config import EmbedConfig
 from orchestrator.config import OrchestratorConfig
 from parser_svc.config import ParserConfig
@@ -30,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 COMPOSE = ROOT / "docker/compose.yaml"
 OVERLAYS = ("cpu", "gpu", "triton")
-CONFIGS = {"PARSER": ParserConfig, "EMBED": EmbedConfig, "STORE": StoreConfig, "ORCHESTRATOR": OrchestratorConfig}
+CONFIGS = {"PARSER": ParserConfig, "EMBED": EmbedConfig, "STORE": StoreConfig, "ORCHESTRATOR": OrchestratorConfig,
+           "HEALTHCHECK": HealthcheckConfig}
 # each codeindex stage: its gRPC port and its metrics port
 PORTS = {"parser": (50051, 9101), "embed": (50052, 9102), "store": (50053, 9103), "orchestrator": (50050, 9100)}
 NAMESPACE = "codeindex"
@@ -266,7 +268,7 @@ def _check_env(env: dict[str, str | None], limits: dict | None = None) -> None:
     the downward API (None here) is the container's CPU limit."""
     by_service: dict[str, dict[str, str]] = {}
     for name, value in env.items():
-        m = re.match(r"CODEINDEX_(PARSER|EMBED|STORE|ORCHESTRATOR)_", name)
+        m = re.match(r"CODEINDEX_(PARSER|EMBED|STORE|ORCHESTRATOR|HEALTHCHECK)_", name)
         if m:
             by_service.setdefault(m.group(1), {})[name] = str(_cpus((limits or {})["cpu"])) if value is None else value
     for service, variables in by_service.items():
@@ -449,6 +451,64 @@ def test_the_s3_component_moves_the_store_to_a_bucket_with_credentials_from_a_se
     mount = next(m for m in c["volumeMounts"] if options.parent == Path(m["mountPath"]))
     assert mount.get("readOnly") is True
     assert volumes[mount["name"]]["secret"]["secretName"] == "codeindex-store-s3"
+
+
+def _secret_mount(spec: dict, c: dict, secret: str) -> str:
+    """Where container ``c`` mounts the Secret ``secret`` (read-only, asserted)."""
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = [m for m in c.get("volumeMounts", []) if volumes[m["name"]].get("secret", {}).get("secretName") == secret]
+    assert len(mounts) == 1, f"{c['name']}: {secret} mounted {len(mounts)} times"
+    assert mounts[0].get("readOnly") is True, c["name"]
+    return mounts[0]["mountPath"]
+
+
+def test_the_internal_tls_component_puts_the_stages_on_mutual_tls():
+    """Every stage wants TLS and a client certificate, probed over TLS (exec probes: the kubelet's grpc
+    probes speak plain text only); the API and the index pods present their certificate."""
+    objs = objects(ROOT / "k8s/base", ROOT / "k8s/components/internal-tls")
+    secret = "codeindex-internal-tls"
+    for stage in ("parser", "embed", "store"):
+        grpc_port, _ = PORTS[stage]
+        spec = one(objs, "Deployment", stage)["spec"]["template"]["spec"]
+        c = container(objs, stage)
+        path = _secret_mount(spec, c, secret)
+        env = env_of(c)
+        _check_env(env, c["resources"]["limits"])
+        prefix = f"CODEINDEX_{stage.upper()}_"
+        assert env[prefix + "TLS_CERT"] == f"{path}/tls.crt" and env[prefix + "TLS_KEY"] == f"{path}/tls.key"
+        assert env[prefix + "TLS_CLIENT_CA"] == f"{path}/ca.crt"
+        assert env["CODEINDEX_HEALTHCHECK_TLS_CA"] == f"{path}/ca.crt"
+        assert {env["CODEINDEX_HEALTHCHECK_TLS_CERT"], env["CODEINDEX_HEALTHCHECK_TLS_KEY"]} == {
+            f"{path}/tls.crt", f"{path}/tls.key"}
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert "grpc" not in c[probe], f"{stage} {probe}"
+            command = c[probe]["exec"]["command"]
+            assert command[:4] == ["python", "-m", "codeindex_common.healthcheck", f"127.0.0.1:{grpc_port}"]
+            assert command[command.index("--tls-server-name") + 1] == stage  # the name the orchestrator dials
+            assert c[probe]["timeoutSeconds"] >= 5, f"{stage} {probe}"
+    generated = configmap_name(objs)
+    configmap = one(objs, "ConfigMap", generated)["data"]
+    _check_env(configmap)
+    assert configmap["CODEINDEX_ORCHESTRATOR_PARSER_ADDR"] == "dns:///parser:50051"  # merged, not replaced
+    clients = {"Deployment/orchestrator": ["orchestrator"], "Job/index": ["wait-for-stages", "index"],
+               "CronJob/index": ["wait-for-stages", "index"]}
+    pods = pod_specs(objs)
+    for key, names in clients.items():
+        spec = pods[key]["spec"]
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            if c["name"] not in names:
+                continue
+            assert any(e["configMapRef"]["name"] == generated for e in c["envFrom"]), f"{key} {c['name']}"
+            path = _secret_mount(spec, c, secret)
+            for var, file in (("ORCHESTRATOR_INTERNAL_TLS_CA", "ca.crt"), ("ORCHESTRATOR_INTERNAL_TLS_CERT", "tls.crt"),
+                              ("ORCHESTRATOR_INTERNAL_TLS_KEY", "tls.key"), ("HEALTHCHECK_TLS_CA", "ca.crt")):
+                assert configmap[f"CODEINDEX_{var}"] == f"{path}/{file}", f"{key} {c['name']}"
+
+
+def configmap_name(objs: list[dict]) -> str:
+    """The generated (hashed) name of the ConfigMap codeindex-orchestrator."""
+    return next(o["metadata"]["name"] for o in objs if o["kind"] == "ConfigMap"
+                and o["metadata"]["name"].startswith("codeindex-orchestrator"))
 
 
 def test_gpu_overlay_puts_the_embedder_on_a_gpu():

@@ -20,25 +20,6 @@ pytestmark = pytest.mark.slow
 TOKEN = "s3cr3t-token-for-the-test"
 
 
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Path:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA."""
-    d = tmp_path_factory.mktemp("pki")
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
-            "-subj", "/CN=codeindex test CA", cwd=d)
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for name in ("server", "client"):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                "-subj", f"/CN={name}", cwd=d)
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", f"{name}.pem", "-days", "1", "-extfile", "san.ext", cwd=d)
-    return d
-
-
 def serve(tmp_path: Path, repo: Path, stages: list[str], *extra: str) -> tuple[subprocess.Popen, str, Path]:
     ready, log = tmp_path / f"api-{time.monotonic_ns()}.json", tmp_path / f"api-{time.monotonic_ns()}.log"
     exe = str(Path(sys.executable).with_name("orchestrator"))
