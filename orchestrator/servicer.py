@@ -6,7 +6,7 @@ import asyncio
 import os
 import time
 
-from codeindex_common.errors import InvalidArgument, PermissionDenied
+from codeindex_common.errors import InvalidArgument, NotFound, PermissionDenied
 from codeindex_common.model import Query, kind_to_pb, mode_from_pb
 from codeindex_common.pb import orchestrator_pb2, orchestrator_pb2_grpc
 
@@ -42,6 +42,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
 
     async def Index(self, request, context):
         root = self._allowed(request.path)
+        if not os.path.exists(root):
+            raise NotFound(f"no such directory: {request.path!r}")
         if not os.path.isdir(root):
             raise InvalidArgument(f"not a directory: {request.path!r}")
         updates: asyncio.Queue = asyncio.Queue(maxsize=1)

@@ -283,6 +283,12 @@ def test_running_services_and_the_public_api(tmp_path, embed_service, start_serv
                     list(stub.Index(orchestrator_pb2.IndexRequest(path=path), timeout=30))
                 assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, path
             (repo / "escape").unlink()
+            # inside the root: a missing directory is NOT_FOUND, a file INVALID_ARGUMENT
+            for path, code in ((repo / "no-such-dir", grpc.StatusCode.NOT_FOUND),
+                               (repo / "billing" / "invoice.py", grpc.StatusCode.INVALID_ARGUMENT)):
+                with pytest.raises(grpc.RpcError) as err:
+                    list(stub.Index(orchestrator_pb2.IndexRequest(path=str(path)), timeout=30))
+                assert err.value.code() == code, path
             for bad in (orchestrator_pb2.QueryRequest(query="invoice", kind="x' OR '1'='1"),
                         orchestrator_pb2.QueryRequest(query="invoice", k=5000),
                         orchestrator_pb2.QueryRequest(query="invoice", mode=2, min_score=0.5)):  # keyword
