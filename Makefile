@@ -55,7 +55,7 @@ test: $(STAMP) test-deps triton-venv ## run the test suite (the triton tests aga
 lint: $(STAMP) ## static checks (ruff)
 	$(VENV)/bin/ruff check .
 
-bench: $(STAMP) ## benchmark the stages, the pipeline and search: make bench [QUICK=1] [STAGE=parser|embed|store|pipeline|search]
+bench: $(STAMP) ## benchmark the stages, the pipeline, search and search under load: make bench [QUICK=1] [STAGE=parser|embed|store|pipeline|search|load]
 	$(PY) -m bench.run $(if $(QUICK),--quick) $(if $(STAGE),--stage $(STAGE))
 
 bench-gpu: $(STAMP) ## the same benchmark with the embedder and baselines on CUDA (writes docs/BENCHMARKS-GPU.md)

@@ -38,6 +38,9 @@ ROWS = [
     ("ann_build_seconds", "ANN index build (and compaction), s"),
     ("search_mrr_at_10", "retrieval MRR@10 (best mode)"),
     ("search_hit_at_5", "retrieval hit@5 (best mode)"),
+    ("load_failed_searches", "failed searches, 32 clients during an index run (see Search under load)"),
+    ("load_qps", "searches/s, 32 clients during an index run"),
+    ("load_p99_ms", "search p99, 32 clients during an index run, ms"),
 ]
 WALL = {"noop_reindex_seconds": "noop_reindex_wall_seconds",
         "one_file_reindex_seconds": "one_file_reindex_wall_seconds"}
@@ -84,6 +87,58 @@ def fmt(v) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
+def load_section(r: dict) -> list[str]:
+    """"Search under load": searches through the public API while an index run writes to the same store."""
+    if "load_searches" not in r:
+        return []
+    run = r.get("stage_runs", {}).get("load", {})
+    clients, seconds = r["load_clients"], r["load_seconds"]
+    completed = "yes (exit 0)" if r["load_index_completed"] else f"NO: {r.get('load_index_error', '')[:300]}"
+    outlasted = ("yes: it ran past the end of the searches" if r["load_index_outlasted_searches"]
+                 else "NO: it finished before the searches ended")
+    lines = ["", "## Search under load", "",
+             f"Measured by `{run.get('command', r.get('command', '?'))}` at {run.get('commit', '?')}, "
+             f"{run.get('date', r.get('date', '?'))}.", "",
+             f"Parser, embedder and store run as services over a copy of the corpus's index; `orchestrator serve` "
+             f"uses them, and `orchestrator index` of the corpus plus {', '.join(r.get('load_extra', []))} (new "
+             "code: every chunk of it is embedded) runs against the same services and store. Once the run is "
+             f"embedding, {clients} clients (threads, one channel each, warmed up first) search through the public "
+             f"gRPC API back to back for {seconds} s, each taking the modes {'/'.join(r['load_modes'])} in turn "
+             "with the queries of `bench/queries.py`, 30 s deadline, no retries: any status but OK is a failed "
+             "search. The same index run alone, on a fresh copy of the index, gives the comparison. All on the "
+             "machine above: the clients, the API, the services and the index run share its "
+             f"{r.get('machine', {}).get('cores', '?')} cores.", "",
+             "| measure | value |", "| --- | --- |",
+             f"| searches (all clients, {r['load_searched_seconds']} s window) | {fmt(r['load_searches'])} |",
+             f"| failed searches | {fmt(r['load_failed_searches'])}"
+             + (f" ({', '.join(f'{k}: {v}' for k, v in r['load_error_codes'].items())})"
+                if r.get("load_error_codes") else "") + " |",
+             f"| searches with no hits | {fmt(r['load_empty_searches'])} |",
+             f"| searches per client (fewest / most) | {r['load_searches_per_client_min']} / "
+             f"{r['load_searches_per_client_max']} |",
+             f"| searches/s | {fmt(r['load_qps'])} |",
+             f"| latency p50 / p95 / p99 / max, ms | {fmt(r['load_p50_ms'])} / {fmt(r['load_p95_ms'])} / "
+             f"{fmt(r['load_p99_ms'])} / {fmt(r['load_max_ms'])} |"]
+    for mode, v in r.get("load_by_mode", {}).items():
+        lines.append(f"| {mode} mode: searches, p50 / p99 ms | {fmt(v['queries'])}, {fmt(v['p50_ms'])} / "
+                     f"{fmt(v['p99_ms'])} |")
+    lines += [
+        f"| index run completed | {completed} |",
+        f"| index run still running when the searches ended | {outlasted} |",
+        f"| seconds of the search window the index run overlapped | {fmt(r['load_overlap_seconds'])} of "
+        f"{fmt(r['load_searched_seconds'])} |",
+        f"| chunk rows the index run wrote during the search window | {fmt(r['load_rows_written_during_searches'])} |",
+        f"| index run: files indexed, chunks, chunks embedded | {fmt(r['load_index_files'])}, "
+        f"{fmt(r['load_index_chunks'])}, {fmt(r['load_index_chunks_embedded'])} |",
+        f"| index run under search load, s (wall) | {fmt(r['load_index_seconds'])} "
+        f"({fmt(r['load_index_wall_seconds'])}) |",
+        f"| the same run without searches, s (wall) | {fmt(r['load_quiet_index_seconds'])} "
+        f"({fmt(r['load_quiet_index_wall_seconds'])}) |",
+        f"| fewest hits of 15 searches after the run (5 queries x 3 modes, k=10) | {r['load_hits_after']} |",
+    ]
+    return lines
+
+
 def write_report(r: dict, docs: Path, name: str = "BENCHMARKS.md") -> None:
     docs.mkdir(exist_ok=True)
     png = name.lower().replace(".md", ".png")
@@ -126,6 +181,7 @@ def write_report(r: dict, docs: Path, name: str = "BENCHMARKS.md") -> None:
                   "channel each) at once, for 30 s each. The store is measured first without the ANN index (exact "
                   f"search), then with it ({r.get('ann_index', '?')}). ANN recall@10 compares the indexed search "
                   "with exact search (`bypass_vector_index`) for 200 query vectors near stored ones."]
+    lines += load_section(r)
     q = r.get("search_quality")
     if q:
         lines += ["", "## Retrieval quality by search mode", "",

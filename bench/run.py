@@ -1,7 +1,7 @@
 """``make bench``: measure the pipeline against its bottleneck, against the
 sequential design it replaces, and over time. See docs/BENCHMARKS.md.
 
-    python -m bench.run [--quick] [--stage parser|embed|store|pipeline|search]
+    python -m bench.run [--quick] [--stage parser|embed|store|pipeline|search|load]
 
 Everything runs in one process tree on this machine, on a corpus fetched from
 PyPI (bench/corpus.py); results are merged into bench/results/latest.json,
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import multiprocessing
 import os
@@ -42,7 +43,7 @@ from orchestrator.walker import file_hash, read, walk  # noqa: E402
 
 RESULTS = Path(os.environ.get("CODEINDEX_BENCH_RESULTS", ROOT / "bench" / "results"))
 DOCS = Path(os.environ.get("CODEINDEX_BENCH_DOCS", ROOT / "docs"))
-STAGES = ("parser", "embed", "store", "pipeline", "search")
+STAGES = ("parser", "embed", "store", "pipeline", "search", "load")
 DEVICE = os.environ.get("CODEINDEX_EMBED_DEVICE", "cpu")  # `make bench-gpu` sets cuda for services and baselines
 WORK = Path(os.environ.get("CODEINDEX_BENCH_WORK", ROOT / "bench" / ".cache" / "work"))
 # The corpus's chunk texts saved by `--save-texts`: the embed stage then needs no corpus download and no
@@ -554,48 +555,84 @@ class _Api:
         self.proc.wait(60)
 
 
-def _latencies(address: str, queries: list[str], clients: int, seconds: float, mode: str = "") -> dict:
-    """``clients`` threads, each on its own channel, searching back to back for
-    ``seconds``: latency percentiles (ms) and queries per second."""
+def _latencies(address: str, queries: list[str], clients: int, seconds: float, mode: str = "",
+               modes: tuple[str, ...] = (), before=None) -> dict:
+    """``clients`` threads, each on its own channel, warm up (5 searches each),
+    then search back to back for ``seconds``: latency percentiles (ms) and
+    queries per second over that window. With ``modes``, each client takes them
+    in turn (from a different one each), and the percentiles are also given by
+    mode. ``before``, if given, runs once every client is warm, before the
+    window opens. Every failed call is counted (by status code), warm-up calls
+    included; none is retried."""
     import grpc
 
     from codeindex_common.model import mode_to_pb
     from codeindex_common.pb import orchestrator_pb2, orchestrator_pb2_grpc
 
-    results: list[list[float]] = [[] for _ in range(clients)]
+    modes = modes or (mode,)
+    results: list[list[tuple[str, float]]] = [[] for _ in range(clients)]
     errors: list[str] = []
+    empty: list[str] = []
 
     def client(i: int) -> None:
         with grpc.insecure_channel(address) as ch:
             stub = orchestrator_pb2_grpc.OrchestratorStub(ch)
 
-            def one(n: int) -> float:
+            def one(n: int) -> tuple[str, float]:
+                m = modes[(n + n // len(queries)) % len(modes)]  # each query in every mode
                 req = orchestrator_pb2.QueryRequest(query=queries[n % len(queries)], k=10,
-                                                    mode=mode_to_pb(mode) if mode else 0)
+                                                    mode=mode_to_pb(m) if m else 0)
                 started = time.perf_counter()
-                stub.Search(req, timeout=30)
-                return (time.perf_counter() - started) * 1000
+                resp = stub.Search(req, timeout=30)
+                took = (time.perf_counter() - started) * 1000
+                if not resp.hits:
+                    empty.append(m)
+                return m, took
 
-            for n in range(5):  # warm up this channel
-                one(i + n)
-            n, deadline = i * 7, time.perf_counter() + seconds
-            while time.perf_counter() < deadline:
+            def search(n: int, timed: bool) -> None:
                 try:
-                    results[i].append(one(n))
+                    took = one(n)
+                    if timed:
+                        results[i].append(took)
                 except grpc.RpcError as err:  # counted, never hidden
                     errors.append(str(err.code()))
+
+            for n in range(5):  # warm up this channel
+                search(i + n, False)
+            gate.wait()
+            n, deadline = i * 7, time.perf_counter() + seconds
+            while time.perf_counter() < deadline:
+                search(n, True)
                 n += 1
 
+    opened: list[float] = []
+    gate = threading.Barrier(clients, action=lambda: (before and before(), opened.append(time.perf_counter())))
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    started = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - started
-    lat = sorted(x for r in results for x in r)
-    return {"p50_ms": round(statistics.median(lat), 2), "p99_ms": round(lat[max(0, int(len(lat) * 0.99) - 1)], 2),
-            "qps": round(len(lat) / elapsed, 1), "queries": len(lat), "errors": len(errors)}
+    ended = time.perf_counter()
+    started = opened[0]
+    elapsed = ended - started
+
+    def pct(lat: list[float], p: float) -> float:
+        return round(lat[max(0, int(len(lat) * p) - 1)], 2) if lat else 0.0
+
+    lat = sorted(x for r in results for _, x in r)
+    out = {"p50_ms": round(statistics.median(lat), 2) if lat else 0.0, "p95_ms": pct(lat, 0.95),
+           "p99_ms": pct(lat, 0.99), "max_ms": round(lat[-1], 2) if lat else 0.0,
+           "qps": round(len(lat) / elapsed, 1), "queries": len(lat), "errors": len(errors),
+           "error_codes": dict(collections.Counter(errors)), "empty": len(empty),
+           "per_client_min": min(len(r) for r in results), "per_client_max": max(len(r) for r in results),
+           "started": started, "ended": ended}
+    if len(modes) > 1:
+        out["by_mode"] = {}
+        for m in modes:
+            ms = sorted(x for r in results for mm, x in r if mm == m)
+            out["by_mode"][m] = {"queries": len(ms), "p50_ms": round(statistics.median(ms), 2) if ms else 0.0,
+                                 "p99_ms": pct(ms, 0.99)}
+    return out
 
 
 def _search_table(e2e_dir: Path, big_dir: Path, rows: int) -> int:
@@ -660,6 +697,22 @@ def _recall(big_dir: Path, samples: int = 200) -> float:
     return round(float(np.mean(found)), 4)
 
 
+def corpus_index(c: Corpus) -> Path:
+    """The corpus's index, up to date with the corpus (a no-op after the pipeline stage)."""
+    e2e_dir = e2e_index_dir(c)
+    try:
+        orchestrator_index(c.root, e2e_dir)
+    except RuntimeError as err:  # an index an older codeindex wrote: built again
+        log(f"rebuilding the corpus index: {str(err)[-300:]}")
+        shutil.rmtree(e2e_dir, ignore_errors=True)
+        orchestrator_index(c.root, e2e_dir)
+    return e2e_dir
+
+
+def corpus_queries(c: Corpus) -> list[str]:
+    return [q for q, project, _ in QUERIES if any(project in p for p in c.projects_dirs())]
+
+
 def bench_search(c: Corpus) -> dict:
     import grpc
 
@@ -667,14 +720,8 @@ def bench_search(c: Corpus) -> dict:
     from codeindex_common.pb import orchestrator_pb2, orchestrator_pb2_grpc
     from store_svc.store import StoreSettings, VectorStore
 
-    e2e_dir = e2e_index_dir(c)
-    try:
-        orchestrator_index(c.root, e2e_dir)  # up to date with the corpus (a no-op after the pipeline stage)
-    except RuntimeError as err:  # an index an older codeindex wrote: built again
-        log(f"rebuilding the corpus index: {str(err)[-300:]}")
-        shutil.rmtree(e2e_dir, ignore_errors=True)
-        orchestrator_index(c.root, e2e_dir)
-    queries = [q for q, project, _ in QUERIES if any(project in p for p in c.projects_dirs())]
+    e2e_dir = corpus_index(c)
+    queries = corpus_queries(c)
     out: dict = {}
     # retrieval quality on the real index of the corpus
     api = _Api(c.root, e2e_dir)
@@ -734,6 +781,146 @@ def bench_search(c: Corpus) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------- search under load
+
+
+LOAD_CLIENTS = 32
+LOAD_SECONDS = 60
+LOAD_MODES = ("hybrid", "vector", "keyword")
+# What the index run adds to a copy of the corpus while the searches run: code the index has never seen
+# (so every chunk is embedded; a copy of indexed files would reuse their vectors), pinned sdists from PyPI.
+LOAD_EXTRA = [("flask", "3.1.0"), ("pydantic_core", "2.27.2")]
+LOAD_EXTRA_QUICK = [("flask", "3.1.0")]
+
+
+def _counter(port: int, name: str) -> float:
+    """The sum of a metric's samples (all labels) on a local service's metrics page."""
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+
+
+class _IndexRun(threading.Thread):
+    """``orchestrator index`` against running services, in the background."""
+
+    def __init__(self, repo: Path, env: dict[str, str]):
+        super().__init__(daemon=True)
+        self.repo, self.env = repo, env
+        self.summary: dict = {}
+        self.error = ""
+        self.started = self.ended = self.wall = 0.0
+
+    def run(self) -> None:
+        self.started = time.perf_counter()
+        try:
+            self.summary, self.wall, _ = orchestrator_index(self.repo, WORK / "load-unused", self.env)
+        except Exception as err:  # noqa: BLE001 - reported: the run did not complete
+            self.error = str(err)[-2000:]
+        self.ended = time.perf_counter()
+
+
+def _index_under_load(c: Corpus, repo: Path, clients: int, seconds: float) -> dict:
+    """Parser, embedder and store as running services over a copy of the corpus's
+    index, ``orchestrator serve`` on them, and ``orchestrator index`` of ``repo``
+    against the same services; once the run is embedding, ``clients`` search
+    clients for ``seconds`` (none: the run alone, for comparison)."""
+    import grpc
+
+    from codeindex_common.model import mode_to_pb
+    from codeindex_common.pb import orchestrator_pb2, orchestrator_pb2_grpc
+
+    index_dir = WORK / "load-index"
+    shutil.rmtree(index_dir, ignore_errors=True)
+    shutil.copytree(e2e_index_dir(c) / "lancedb", index_dir / "lancedb")
+    queries = corpus_queries(c)
+    out: dict = {}
+    with LocalServices(["parser", "embed", "store"], str(index_dir), timeout=300) as svc:
+        env = {f"CODEINDEX_ORCHESTRATOR_{stage.upper()}_ADDR": svc.address(stage)
+               for stage in ("parser", "embed", "store")}
+        embed_port, store_port = svc.children["embed"].metrics_port, svc.children["store"].metrics_port
+        api = _Api(repo, index_dir, env)
+        try:
+            with grpc.insecure_channel(api.address) as ch:  # warm: the query path and every mode
+                stub = orchestrator_pb2_grpc.OrchestratorStub(ch)
+                for n, mode in enumerate(LOAD_MODES * 2):
+                    stub.Search(orchestrator_pb2.QueryRequest(query=queries[n], k=10, mode=mode_to_pb(mode)),
+                                timeout=60)
+            run = _IndexRun(repo, env)
+            rows: list[float] = []
+
+            def start_index() -> None:  # once the clients are warm: the searches start once the run embeds
+                embedded = _counter(embed_port, "embed_texts_total")
+                run.start()
+                while _counter(embed_port, "embed_texts_total") <= embedded and run.is_alive():
+                    time.sleep(0.2)  # walking, hashing, diffing
+                rows.append(_counter(store_port, "store_rows_written_total"))
+
+            if not clients:
+                start_index()
+            else:
+                loaded = _latencies(api.address, queries, clients, seconds, modes=LOAD_MODES, before=start_index)
+                rows_during = _counter(store_port, "store_rows_written_total") - rows[0]
+                index_end = run.ended if not run.is_alive() else loaded["ended"]
+                overlap = max(0.0, min(loaded["ended"], index_end) - max(loaded["started"], run.started))
+                out.update(load=loaded, overlap=round(overlap, 1), index_outlasted=run.is_alive(),
+                           rows_during=int(rows_during), searched_seconds=round(loaded["ended"] - loaded["started"], 1),
+                           index_started_before=round(loaded["started"] - run.started, 1))
+            run.join()
+            out.update(summary=run.summary, error=run.error, wall=round(run.ended - run.started, 1))
+            if clients:  # and afterwards every mode still finds the corpus
+                with grpc.insecure_channel(api.address) as ch:
+                    stub = orchestrator_pb2_grpc.OrchestratorStub(ch)
+                    out["hits_after"] = min(len(stub.Search(orchestrator_pb2.QueryRequest(
+                        query=q, k=10, mode=mode_to_pb(m)), timeout=60).hits) for q in queries[:5] for m in LOAD_MODES)
+        finally:
+            api.stop()
+    return out
+
+
+def bench_load(c: Corpus) -> dict:
+    """32 clients search through the public API for 60 s while an index run adds new code to the same
+    store (through the same services); the same run without the searches, for comparison."""
+    corpus_index(c)
+    repo = WORK / "load-repo"
+    shutil.rmtree(repo, ignore_errors=True)
+    shutil.copytree(c.root, repo)
+    extra = LOAD_EXTRA_QUICK if c.quick else LOAD_EXTRA
+    corpus_mod.fetch(extra, repo)
+    seconds = 20 if c.quick else LOAD_SECONDS
+    quiet = _index_under_load(c, repo, 0, 0)
+    if quiet["error"]:
+        raise RuntimeError(f"the index run without load failed: {quiet['error']}")
+    log(f"index run alone: {quiet['summary']} ({quiet['wall']} s wall)")
+    r = _index_under_load(c, repo, LOAD_CLIENTS, seconds)
+    s, load = r["summary"], r["load"]
+    log(f"under load: {load['queries']} searches, {load['errors']} failed {load['error_codes']}, {load['qps']} QPS, "
+        f"p50 {load['p50_ms']} p95 {load['p95_ms']} p99 {load['p99_ms']} max {load['max_ms']} ms, by mode "
+        f"{load['by_mode']}; index run {'completed' if not r['error'] else 'FAILED: ' + r['error']} {s} "
+        f"({r['wall']} s wall), overlapping the searches for {r['overlap']} of {r['searched_seconds']} s")
+    return {
+        "load_clients": LOAD_CLIENTS, "load_seconds": seconds, "load_modes": list(LOAD_MODES),
+        "load_extra": [f"{n}=={v}" for n, v in extra],
+        "load_searches": load["queries"], "load_failed_searches": load["errors"],
+        "load_error_codes": load["error_codes"], "load_empty_searches": load["empty"],
+        "load_qps": load["qps"], "load_p50_ms": load["p50_ms"], "load_p95_ms": load["p95_ms"],
+        "load_p99_ms": load["p99_ms"], "load_max_ms": load["max_ms"], "load_by_mode": load["by_mode"],
+        "load_searches_per_client_min": load["per_client_min"],
+        "load_searches_per_client_max": load["per_client_max"],
+        "load_searched_seconds": r["searched_seconds"], "load_overlap_seconds": r["overlap"],
+        "load_index_outlasted_searches": r["index_outlasted"], "load_index_started_before_s": r["index_started_before"],
+        "load_rows_written_during_searches": r["rows_during"], "load_hits_after": r["hits_after"],
+        "load_index_completed": not r["error"], "load_index_error": r["error"],
+        "load_index_seconds": s.get("seconds"), "load_index_wall_seconds": r["wall"],
+        "load_index_chunks": s.get("chunks_total"), "load_index_chunks_embedded": s.get("chunks_embedded"),
+        "load_index_files": s.get("files_indexed"),
+        "load_quiet_index_seconds": quiet["summary"]["seconds"], "load_quiet_index_wall_seconds": quiet["wall"],
+        "load_quiet_index_chunks_embedded": quiet["summary"]["chunks_embedded"],
+    }
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -785,6 +972,8 @@ def main(argv: list[str] | None = None) -> int:
             results.update(bench_pipeline(c, results))
         elif stage == "search":
             results.update(bench_search(c))
+        elif stage == "load":
+            results.update(bench_load(c))
     if "e2e_embedded_chunks_per_s" in results and "embed_standalone_chunks_per_s" in results:
         results["pipeline_efficiency"] = round(results["e2e_embedded_chunks_per_s"]
                                                / results["embed_standalone_chunks_per_s"], 3)

@@ -1,7 +1,13 @@
 """The dynamic batcher, shared by every stream and client. No grpc.
 
-Requests go into one bounded queue of texts. Three threads keep the model
-busy:
+Requests go into one bounded queue of texts, in two lanes: queries
+(``urgent``: EmbedOnce, what a search waits for) and bulk texts (Embed
+streams, what an index run sends by the thousand). A batch is taken from the
+query lane whenever it holds a text, except right after a query batch while
+bulk texts wait (batches alternate then): a search waits behind at most one
+bulk batch besides those already tokenized or running, never behind an index
+run's backlog, and an index run is slowed by searches, never stopped. Three
+threads keep the model busy:
 
 - the **tokenizer** thread waits for texts (at most ``max_wait_ms`` for a
   batch to fill), picks a batch of similar lengths around the oldest text
@@ -96,6 +102,7 @@ class _Item:
     text: str
     tokens: int
     waiters: list[tuple[_Request, int]]
+    urgent: bool = False
     enqueued: float = field(default_factory=time.perf_counter)
 
     def wanted(self) -> bool:
@@ -151,7 +158,9 @@ class Batcher:
         self.labels = (backend.name, backend.device)
         metrics.QUEUE_CAPACITY.set(max_queue)
         self.group_window = 8 * max_batch_size  # how far ahead batches look for texts of similar length
-        self._items: collections.deque[_Item] = collections.deque()
+        self._items: collections.deque[_Item] = collections.deque()  # bulk texts (Embed streams)
+        self._urgent: collections.deque[_Item] = collections.deque()  # queries (EmbedOnce): batched first
+        self._last_urgent = False  # the last batch came from the query lane
         self._pending: dict[bytes, _Item] = {}  # queued or running, by text key
         self._cache = LRUCache(cache_size)
         self._cond = threading.Condition()
@@ -176,8 +185,9 @@ class Batcher:
             t.join()
 
     # ------------------------------------------------------------------ front door (event loop)
-    async def embed(self, texts: list[str]) -> np.ndarray:
-        """Vectors for ``texts``; raises ResourceExhausted when the queue is full."""
+    async def embed(self, texts: list[str], urgent: bool = False) -> np.ndarray:
+        """Vectors for ``texts``; raises ResourceExhausted when the queue is full.
+        ``urgent`` texts (queries) are batched before every bulk text queued."""
         if not texts:
             return np.empty((0, self.backend.dim), dtype=np.float32)
         loop = asyncio.get_running_loop()
@@ -188,10 +198,11 @@ class Batcher:
             if self._stopping:
                 raise Unavailable("the embedder is shutting down")
             new = {k for k in keys if k not in self._pending and self._cache.get(k) is None}
-            if len(self._items) + len(new) > self.max_queue:
+            queued = len(self._items) + len(self._urgent)
+            if queued + len(new) > self.max_queue:
                 metrics.REQUESTS.labels("queue_full").inc()
                 metrics.FAILURES.labels("queue_full").inc(len(texts))
-                raise ResourceExhausted(f"embed queue full ({len(self._items)} of {self.max_queue} texts queued, "
+                raise ResourceExhausted(f"embed queue full ({queued} of {self.max_queue} texts queued, "
                                         f"{len(new)} more asked)")
             mt = self.backend.max_tokens
             for i, (key, text) in enumerate(zip(keys, texts)):
@@ -203,11 +214,15 @@ class Batcher:
                 elif (item := self._pending.get(key)) is not None:
                     item.waiters.append((req, i))
                     joined += 1
+                    if urgent and not item.urgent and item in self._items:  # still queued: a query now waits
+                        self._items.remove(item)
+                        item.urgent = True
+                        self._urgent.append(item)
                 else:
-                    item = _Item(key, text, estimate_tokens(text, mt), [(req, i)])
+                    item = _Item(key, text, estimate_tokens(text, mt), [(req, i)], urgent)
                     self._pending[key] = item
-                    self._items.append(item)
-            metrics.QUEUE_DEPTH.set(len(self._items))
+                    (self._urgent if urgent else self._items).append(item)
+            metrics.QUEUE_DEPTH.set(len(self._items) + len(self._urgent))
             self._cond.notify()
         metrics.CACHE.labels("hit").inc(hits)
         metrics.CACHE.labels("joined").inc(joined)
@@ -225,34 +240,44 @@ class Batcher:
         return result
 
     # ------------------------------------------------------------------ tokenizer thread
+    def _lane(self) -> str:
+        """The lane the next batch comes from: queries first, but not twice in a row while bulk texts wait."""
+        return "_urgent" if self._urgent and not (self._last_urgent and self._items) else "_items"
+
     def _take_batch(self) -> list[_Item] | None:
         """Wait for work, then up to max_wait for the batch to fill; then
-        pick texts of similar length (less padding) around the oldest one.
-        None once stopping."""
+        pick texts of similar length (less padding) around the oldest one,
+        from the lane :meth:`_lane` names. None once stopping."""
         with self._cond:
-            while not self._items and not self._stopping:
+            while not (self._items or self._urgent) and not self._stopping:
                 self._cond.wait()
             if self._stopping:
                 return None
-            deadline = self._items[0].enqueued + self.max_wait
-            while len(self._items) < self.max_batch_size and not self._stopping:
+            lane = self._lane()
+            deadline = getattr(self, lane)[0].enqueued + self.max_wait
+            while len(getattr(self, lane)) < self.max_batch_size and not self._stopping:
                 left = deadline - time.perf_counter()
                 if left <= 0:
                     break
                 self._cond.wait(left)
+                if lane == "_items" and self._lane() == "_urgent":  # a query came while a bulk batch filled
+                    lane = "_urgent"
+                    break
             if self._stopping:
                 return None
-            dropped = [it for it in self._items if not it.wanted()]
+            items = getattr(self, lane)
+            dropped = [it for it in items if not it.wanted()]
             for it in dropped:  # every caller of these went away
                 self._pending.pop(it.key, None)
             if dropped:
                 metrics.FAILURES.labels("cancelled").inc(len(dropped))
-                self._items = collections.deque(it for it in self._items if it.wanted())
-            window = list(itertools.islice(self._items, self.group_window))
+                items = collections.deque(it for it in items if it.wanted())
+            window = list(itertools.islice(items, self.group_window))
             batch = select_batch(window, self.max_batch_size, self.max_batch_tokens)
             chosen = {id(it) for it in batch}
-            self._items = collections.deque(it for it in self._items if id(it) not in chosen)
-            metrics.QUEUE_DEPTH.set(len(self._items))
+            setattr(self, lane, collections.deque(it for it in items if id(it) not in chosen))
+            self._last_urgent = lane == "_urgent"
+            metrics.QUEUE_DEPTH.set(len(self._items) + len(self._urgent))
             return batch
 
     def _tokenize_loop(self) -> None:
@@ -275,7 +300,8 @@ class Batcher:
 
     def _refuse_queued(self) -> None:
         with self._cond:
-            items, self._items = list(self._items), collections.deque()
+            items = [*self._urgent, *self._items]
+            self._items, self._urgent = collections.deque(), collections.deque()
             metrics.QUEUE_DEPTH.set(0)
         if items:
             metrics.FAILURES.labels("shutdown").inc(len(items))

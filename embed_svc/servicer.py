@@ -22,9 +22,9 @@ class EmbedderServicer(embed_pb2_grpc.EmbedderServicer):
         if self.batcher is None or self.backend is None:
             raise Unavailable("the embedding model is still loading")
 
-    async def _embed(self, req: embed_pb2.EmbedRequest) -> embed_pb2.EmbedResponse:
+    async def _embed(self, req: embed_pb2.EmbedRequest, urgent: bool = False) -> embed_pb2.EmbedResponse:
         self._ready()
-        vecs = await self.batcher.embed(list(req.texts))
+        vecs = await self.batcher.embed(list(req.texts), urgent)
         return embed_pb2.EmbedResponse(request_id=req.request_id, count=len(vecs), dim=self.backend.dim,
                                        vectors=vectors.pack(vecs))
 
@@ -37,7 +37,8 @@ class EmbedderServicer(embed_pb2_grpc.EmbedderServicer):
             metrics.STREAMS.dec()
 
     async def EmbedOnce(self, request, context):
-        return await self._embed(request)
+        """Queries: batched before every text the Embed streams have queued (see Batcher)."""
+        return await self._embed(request, urgent=True)
 
     async def Info(self, request, context):
         self._ready()
