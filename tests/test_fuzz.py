@@ -186,12 +186,14 @@ def test_calls_beyond_the_limit_are_refused_and_the_service_recovers(tmp_path):
             stub = store_pb2_grpc.StoreStub(ch)
             gates = [queue.Queue(), queue.Queue()]
 
-            def idle(gate):  # a Write stream that stays open until told
+            def idle(n, gate):  # a Write stream: one skipped file, then open until told
+                yield store_pb2.FileRecord(path=f"skipped{n}.bin", file_hash=f"{n:064x}", skip_reason="binary")
                 while gate.get() is not None:
                     pass
-                yield from ()
 
-            streams = [stub.Write(idle(g), timeout=60) for g in gates]
+            streams = [stub.Write(idle(n, g), timeout=60) for n, g in enumerate(gates)]
+            for stream in streams:  # its file acknowledged: the stream is being served
+                assert next(stream).path.startswith("skipped")
             deadline = 50
             while deadline:  # both streams have reached the server once a third call is refused
                 try:
