@@ -28,6 +28,15 @@ PROGRESS = {"parser": ("parser_files_total", 2), "embed": ("embed_texts_total", 
             "store": ("store_files_written_total", 3)}
 
 
+def assert_equals_fresh_index(uri: str, reference) -> None:
+    """The same (path, content hash) rows and files rows as a fresh full index, and no duplicate chunk."""
+    ref_chunks, ref_files = reference
+    chunks = read_chunks(uri)
+    assert sorted((p, h) for p, _, h in chunks) == sorted((p, h) for p, _, h in ref_chunks)
+    assert not [k for k, n in collections.Counter((p, i) for p, i, _ in chunks).items() if n > 1], "duplicates"
+    assert sorted(read_files(uri)) == sorted(ref_files)
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("faults") / "repo"
@@ -98,11 +107,7 @@ def test_a_killed_and_restarted_stage_does_not_stop_the_run(victim, how, repo, r
             svc.stop()
     assert orch.returncode == 0, err[-3000:]
     assert re.search(r"stream broke \(UNAVAILABLE\); resuming", err), err[-3000:]
-    ref_chunks, ref_files = reference
-    chunks = read_chunks(uri)
-    assert sorted((p, h) for p, _, h in chunks) == sorted((p, h) for p, _, h in ref_chunks)
-    assert not [k for k, n in collections.Counter((p, i) for p, i, _ in chunks).items() if n > 1], "duplicates"
-    assert sorted(read_files(uri)) == sorted(ref_files)
+    assert_equals_fresh_index(uri, reference)
 
 
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
@@ -134,11 +139,7 @@ def test_a_killed_or_interrupted_orchestrator_is_resumed_by_the_next_run(how, re
     finally:
         parser.stop()
         store.stop()
-    ref_chunks, ref_files = reference
-    chunks = read_chunks(uri)
-    assert sorted((p, h) for p, _, h in chunks) == sorted((p, h) for p, _, h in ref_chunks)
-    assert not [k for k, n in collections.Counter((p, i) for p, i, _ in chunks).items() if n > 1], "duplicates"
-    assert sorted(read_files(uri)) == sorted(ref_files)
+    assert_equals_fresh_index(uri, reference)
 
 
 def test_a_hung_stage_is_reopened_and_one_that_stays_hung_fails_the_run_naming_it(repo, reference, embed_service,
@@ -198,8 +199,4 @@ def test_a_hung_stage_is_reopened_and_one_that_stays_hung_fails_the_run_naming_i
         for svc in (embed, parser, store):
             svc.proc.send_signal(signal.SIGCONT)
             svc.stop()
-    ref_chunks, ref_files = reference
-    chunks = read_chunks(uri)
-    assert sorted((p, h) for p, _, h in chunks) == sorted((p, h) for p, _, h in ref_chunks)
-    assert not [k for k, n in collections.Counter((p, i) for p, i, _ in chunks).items() if n > 1], "duplicates"
-    assert sorted(read_files(uri)) == sorted(ref_files)
+    assert_equals_fresh_index(uri, reference)
