@@ -23,7 +23,17 @@ def test_report_lists_the_measures(tmp_path):
     write_report(results, tmp_path)
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| whole pipeline (embedded default), chunks/s | 50.5 |" in text
-    assert "| pipeline efficiency (embedded chunks/s over the embedder alone) | 0.970 |" in text
+    assert "| pipeline efficiency (embedded chunks/s over the embedder alone, same backend) | 0.970 |" in text
     assert "0.040 (6.100 wall)" in text
     assert "| vector | 0.5 | 0.6 |" in text
     assert (tmp_path / "benchmarks.png").stat().st_size > 1000
+
+
+def test_pipeline_efficiency_compares_with_the_backend_the_pipeline_runs():
+    from bench.run import DEVICE, pipeline_efficiency
+
+    results = {"e2e_embedded_chunks_per_s": 59.4, "embed_standalone_chunks_per_s": 38.7,
+               "embed_onnx_chunks_per_s": 71.8}
+    # the default backend: ONNX Runtime on a CPU, torch on CUDA
+    assert pipeline_efficiency(results) == (1.535 if DEVICE.startswith("cuda") else 0.827)
+    assert pipeline_efficiency({"embed_onnx_chunks_per_s": 71.8}) is None  # no pipeline figures yet
