@@ -28,7 +28,7 @@ import pytest
 
 from embed_svc.backend import HashBackend
 from embed_svc.batcher import Batcher
-from tests.conftest import ROOT
+from tests.conftest import ROOT, stop_process
 from tests.test_crash import RUN_TIMEOUT, index_cmd, make_repo, read_chunks, read_files, run_index
 
 CLIENTS = 32
@@ -150,14 +150,7 @@ class Api:
         self.address = json.loads(ready.read_text())["address"]
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc)
 
 
 class SearchClients:
