@@ -1,13 +1,18 @@
-"""Domain types shared by the services. They own their protobuf conversion,
-so generated types never leak into core code."""
+"""The domain vocabulary shared by every service, and every conversion between
+it and the wire. Core classes speak these types only; servicers and clients
+call ``from_pb`` / ``to_pb`` here, so generated types never leak into core
+code and each message is converted in exactly one place."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from protos import common_pb2
+from protos import common_pb2, embed_pb2, orchestrator_pb2, parser_pb2, store_pb2
+
+from . import vectors
+from .errors import InvalidArgument
 
 KINDS = ("function", "method", "class", "module", "block", "section")
 _KIND_TO_PB = {k: getattr(common_pb2, f"CHUNK_KIND_{k.upper()}") for k in KINDS}
@@ -29,8 +34,6 @@ def mode_from_pb(value: int) -> str:
     try:
         return common_pb2.SearchMode.Name(value).removeprefix("SEARCH_MODE_").lower()
     except ValueError:
-        from .errors import InvalidArgument
-
         raise InvalidArgument(f"unknown search mode {value}") from None
 
 
@@ -40,6 +43,30 @@ def kind_to_pb(kind: str) -> int:
 
 def kind_from_pb(value: int) -> str:
     return _PB_TO_KIND.get(value, "")
+
+
+# ---------------------------------------------------------------- skip reasons
+
+SKIP_REASONS: dict[str, str] = {
+    "binary": "a NUL byte in the first 8 KiB",
+    "empty": "nothing but white space",
+    "no_chunks": "nothing but punctuation",
+    "too_large": "larger than the size limit",
+    "long_lines": "a line longer than the limit (minified code)",
+    "generated": "a lock file or generated code",
+    "symlink": "a symbolic link (never followed)",
+    "not_regular": "not a regular file",
+    "unreadable": "could not be read",
+    "worker_died": "the parser's worker died on it",
+    "timeout": "the parser ran past its per-file timeout",
+    "parse_failed": "the parser hit a bug on it",
+}
+# Skips that say the parser failed, not that the file is unfit: the index does
+# not remember them, so the next run tries the file again.
+PARSER_FAILURES = frozenset({"worker_died", "timeout", "parse_failed"})
+
+
+# ---------------------------------------------------------------- chunks and files
 
 
 @dataclass(frozen=True)
@@ -87,6 +114,15 @@ class FileResult:
     skip_reason: str = ""
     detail: str = ""
 
+    @classmethod
+    def from_pb(cls, pb: parser_pb2.ParseResponse) -> FileResult:
+        return cls(pb.path, pb.language, tuple(map(Chunk.from_pb, pb.chunks)), pb.skip_reason, pb.detail)
+
+    def to_pb(self) -> parser_pb2.ParseResponse:
+        return parser_pb2.ParseResponse(path=self.path, language=self.language,
+                                        chunks=[c.to_pb() for c in self.chunks], skip_reason=self.skip_reason,
+                                        detail=self.detail)
+
 
 @dataclass
 class FileRecord:
@@ -99,6 +135,85 @@ class FileRecord:
     skip_reason: str = ""
     model_id: str = ""
 
+    @classmethod
+    def from_pb(cls, pb: store_pb2.FileRecord) -> FileRecord:
+        chunks = [Chunk.from_pb(c) for c in pb.chunks]
+        vecs = (vectors.unpack(pb.vectors, pb.dim, len(chunks)) if chunks
+                else np.empty((0, pb.dim or 1), np.float32))
+        return cls(pb.path, pb.file_hash, chunks, vecs, pb.skip_reason, pb.model_id)
+
+    def to_pb(self) -> store_pb2.FileRecord:
+        return store_pb2.FileRecord(
+            path=self.path, file_hash=self.file_hash, chunks=[c.to_pb() for c in self.chunks],
+            dim=self.vectors.shape[1] if self.vectors.ndim == 2 else 0, vectors=vectors.pack(self.vectors),
+            skip_reason=self.skip_reason, model_id=self.model_id)
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """What the index remembers of one file: its content hash ("" while pending) and skip reason."""
+
+    path: str
+    file_hash: str
+    skip_reason: str = ""
+
+    @classmethod
+    def from_pb(cls, pb: store_pb2.ManifestEntry) -> ManifestEntry:
+        return cls(pb.path, pb.file_hash, pb.skip_reason)
+
+    def to_pb(self) -> store_pb2.ManifestEntry:
+        return store_pb2.ManifestEntry(path=self.path, file_hash=self.file_hash, skip_reason=self.skip_reason)
+
+
+@dataclass
+class Stats:
+    """What an index holds."""
+
+    chunks: int = 0
+    files: int = 0
+    dim: int = 0
+    model_id: str = ""
+    uri: str = ""
+    versions: int = 0
+    vector_index: str = ""
+
+    @classmethod
+    def from_pb(cls, pb: store_pb2.StatsResponse) -> Stats:
+        return cls(pb.chunks, pb.files, pb.dim, pb.model_id, pb.uri, pb.versions, pb.vector_index)
+
+    def to_pb(self) -> store_pb2.StatsResponse:
+        return store_pb2.StatsResponse(**asdict(self))
+
+    def to_status_pb(self, services: dict[str, str]) -> orchestrator_pb2.StatusResponse:
+        return orchestrator_pb2.StatusResponse(chunks=self.chunks, files=self.files, model_id=self.model_id,
+                                               dim=self.dim, index_uri=self.uri, services=services)
+
+    def to_dict(self) -> dict:
+        return {"chunks": self.chunks, "files": self.files, "dim": self.dim, "model_id": self.model_id,
+                "index_uri": self.uri, "versions": self.versions,
+                "vector_index": self.vector_index or "none (exact)"}
+
+
+@dataclass(frozen=True)
+class EmbedInfo:
+    """The embedding model an embedder serves."""
+
+    model_id: str
+    dim: int
+    max_tokens: int
+    backend: str = ""
+    device: str = ""
+    tokenizer_json: bytes = b""  # the model's Hugging Face fast tokenizer, serialized; b"" if none
+
+    @classmethod
+    def from_pb(cls, pb: embed_pb2.InfoResponse) -> EmbedInfo:
+        return cls(pb.model_id, pb.dim, pb.max_tokens, pb.backend, pb.device, pb.tokenizer_json)
+
+    def to_pb(self) -> embed_pb2.InfoResponse:
+        return embed_pb2.InfoResponse(**asdict(self))
+
+
+# ---------------------------------------------------------------- search
 
 MAX_K = 1000
 MAX_QUERY_CHARS = 4096
@@ -107,7 +222,9 @@ MAX_QUERY_CHARS = 4096
 @dataclass(frozen=True)
 class Query:
     """What a search asks for: ranking mode, how many, and filters. Filter
-    values are matched literally (the store quotes them), never interpreted."""
+    values are matched literally (the store quotes them), never interpreted.
+    A Query is checked once, when it is made (at a front door: the CLI, a
+    servicer), so every core function can trust the one it is given."""
 
     text: str = ""
     k: int = 10
@@ -118,9 +235,11 @@ class Query:
     symbol: str = ""
     min_score: float | None = None  # minimum cosine similarity (vector and hybrid modes)
 
-    def validate(self) -> None:
-        from .errors import InvalidArgument
+    def __post_init__(self) -> None:
+        self.validate()
 
+    def validate(self) -> None:
+        """InvalidArgument, saying what to send, unless this is a query the store can answer."""
         if not 1 <= self.k <= MAX_K:
             raise InvalidArgument(f"k must be between 1 and {MAX_K}, got {self.k}")
         if self.mode not in MODES:
@@ -140,9 +259,122 @@ class Query:
             if "\0" in getattr(self, name):
                 raise InvalidArgument(f"{name} contains a NUL byte")
 
+    def _filters(self) -> dict:
+        return {"k": self.k, "language": self.language, "path_glob": self.path_glob, "kind": self.kind,
+                "symbol": self.symbol, "min_score": self.min_score, "mode": mode_to_pb(self.mode)}
+
     @classmethod
-    def from_pb(cls, pb, mode: str) -> Query:
-        """From a store SearchRequest or an orchestrator QueryRequest."""
-        text = pb.query_text if hasattr(pb, "query_text") else pb.query
-        return cls(text=text, k=pb.k or 10, mode=mode, language=pb.language, path_glob=pb.path_glob,
-                   kind=pb.kind, symbol=pb.symbol, min_score=pb.min_score if pb.HasField("min_score") else None)
+    def from_query_pb(cls, pb: orchestrator_pb2.QueryRequest) -> Query:
+        """From the public API's QueryRequest (an unspecified mode is hybrid)."""
+        return cls(text=pb.query, k=pb.k or 10, mode=mode_from_pb(pb.mode), language=pb.language,
+                   path_glob=pb.path_glob, kind=pb.kind, symbol=pb.symbol,
+                   min_score=pb.min_score if pb.HasField("min_score") else None)
+
+    def to_query_pb(self) -> orchestrator_pb2.QueryRequest:
+        return orchestrator_pb2.QueryRequest(query=self.text, **self._filters())
+
+    @classmethod
+    def from_search_pb(cls, pb: store_pb2.SearchRequest, dim: int) -> tuple[Query, np.ndarray | None]:
+        """From the store's SearchRequest: the query and its vector (read as ``dim`` floats). An
+        unspecified mode is whatever the request carries: both forms hybrid, else the one given."""
+        if pb.mode == common_pb2.SEARCH_MODE_UNSPECIFIED:
+            mode = "hybrid" if pb.query_vector and pb.query_text else ("keyword" if pb.query_text else "vector")
+        else:
+            mode = mode_from_pb(pb.mode)
+        query = cls(text=pb.query_text, k=pb.k or 10, mode=mode, language=pb.language, path_glob=pb.path_glob,
+                    kind=pb.kind, symbol=pb.symbol, min_score=pb.min_score if pb.HasField("min_score") else None)
+        vector = vectors.unpack(pb.query_vector, dim, 1)[0] if pb.query_vector and dim else None
+        return query, vector
+
+    def to_search_pb(self, vector: np.ndarray | None) -> store_pb2.SearchRequest:
+        return store_pb2.SearchRequest(query_vector=vectors.pack(vector) if vector is not None else b"",
+                                       query_text=self.text, **self._filters())
+
+
+@dataclass
+class Hit:
+    """One search result: a chunk, its score, and a few lines of it."""
+
+    chunk: Chunk
+    score: float
+    snippet: str = ""
+
+    @classmethod
+    def from_pb(cls, pb: store_pb2.SearchHit) -> Hit:
+        return cls(Chunk.from_pb(pb.chunk), pb.score, pb.snippet)
+
+    def to_pb(self) -> store_pb2.SearchHit:
+        return store_pb2.SearchHit(chunk=self.chunk.to_pb(), score=self.score, snippet=self.snippet)
+
+    def to_query_hit_pb(self) -> orchestrator_pb2.QueryHit:
+        c = self.chunk
+        return orchestrator_pb2.QueryHit(path=c.path, start_line=c.start_line, end_line=c.end_line, symbol=c.symbol,
+                                         qualified_name=c.qualified_name, kind=kind_to_pb(c.kind),
+                                         language=c.language, score=self.score, text=c.text, snippet=self.snippet)
+
+    def to_dict(self) -> dict:
+        """What `orchestrator search --json` prints of a hit."""
+        c = self.chunk
+        return {"path": c.path, "start_line": c.start_line, "end_line": c.end_line, "symbol": c.symbol,
+                "qualified_name": c.qualified_name, "kind": c.kind, "language": c.language,
+                "score": round(self.score, 4), "snippet": self.snippet}
+
+
+# ---------------------------------------------------------------- index runs
+
+
+@dataclass
+class IndexSummary:
+    """What an index run did (`orchestrator index --json`, the public Index's last message)."""
+
+    files_seen: int = 0
+    files_indexed: int = 0
+    files_unchanged: int = 0
+    files_removed: int = 0
+    files_skipped: dict[str, int] = field(default_factory=dict)
+    chunks_total: int = 0
+    chunks_embedded: int = 0
+    chunks_reused: int = 0
+    seconds: float = 0.0
+    index_chunks: int = 0
+    index_files: int = 0
+    model_id: str = ""
+
+    def skip(self, reason: str) -> None:
+        self.files_skipped[reason] = self.files_skipped.get(reason, 0) + 1
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["seconds"] = round(self.seconds, 3)
+        return d
+
+    def to_pb(self) -> orchestrator_pb2.IndexSummary:
+        return orchestrator_pb2.IndexSummary(
+            files_seen=self.files_seen, files_indexed=self.files_indexed, files_unchanged=self.files_unchanged,
+            files_removed=self.files_removed, files_skipped=self.files_skipped, chunks_total=self.chunks_total,
+            chunks_embedded=self.chunks_embedded, chunks_reused=self.chunks_reused, seconds=self.seconds)
+
+    @classmethod
+    def from_pb(cls, pb: orchestrator_pb2.IndexSummary) -> IndexSummary:
+        return cls(files_seen=pb.files_seen, files_indexed=pb.files_indexed, files_unchanged=pb.files_unchanged,
+                   files_removed=pb.files_removed, files_skipped=dict(pb.files_skipped),
+                   chunks_total=pb.chunks_total, chunks_embedded=pb.chunks_embedded,
+                   chunks_reused=pb.chunks_reused, seconds=pb.seconds)
+
+
+@dataclass(frozen=True)
+class ProgressUpdate:
+    """How far an index run is: files done of the files it has to write, chunks written."""
+
+    files_done: int = 0
+    files_total: int = 0
+    chunks_done: int = 0
+
+    def to_pb(self, summary: IndexSummary | None = None) -> orchestrator_pb2.IndexProgress:
+        """The public Index's message; with ``summary``, the run's last one."""
+        pb = orchestrator_pb2.IndexProgress(files_done=self.files_done, files_total=self.files_total,
+                                            chunks_done=self.chunks_done)
+        if summary is not None:
+            pb.done = True
+            pb.summary.CopyFrom(summary.to_pb())
+        return pb
