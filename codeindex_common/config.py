@@ -1,10 +1,13 @@
 """Frozen config dataclasses, read from CLI flags and environment variables.
 
-Each service declares one frozen dataclass. Every field has a docstring (the
-string literal right under it) that names its environment variable,
-``CODEINDEX_<SERVICE>_<FIELD>``; :func:`load` builds an argparse parser from
-the fields (the docstring is the flag's help) and resolves each value as
-flag > environment variable > default.
+Each service declares one frozen dataclass; the settings every server shares
+come from :class:`ServerSettings`, which a service's class extends (giving
+other defaults where it needs them). Every field has a docstring (the string
+literal right under it, inherited when a subclass only changes the default).
+Its environment variable is generated, ``CODEINDEX_<SERVICE>_<FIELD>``:
+:func:`add_arguments` adds one ``--flag`` per field, whose help is the
+docstring with the variable and the default; :func:`from_namespace` resolves
+each value as flag > environment variable > default.
 """
 
 from __future__ import annotations
@@ -16,22 +19,58 @@ import inspect
 import os
 import textwrap
 import typing
+from dataclasses import dataclass
+from functools import cache
 from typing import Any, TypeVar
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from .errors import InvalidArgument
+from .tls import Security
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What every service's server takes (each service's config extends it)."""
+
+    listen: str = "127.0.0.1:0"
+    """gRPC address: host:port (port 0 lets the OS pick) or unix:PATH."""
+    metrics_port: int = 0
+    """Prometheus HTTP port (0 lets the OS pick)."""
+    metrics_host: str = "127.0.0.1"
+    """Address the metrics endpoint binds."""
+    ready_file: str = ""
+    """Write {address, metrics_port, pid} as JSON here once serving."""
+    grace_seconds: float = 10.0
+    """Shutdown grace period for in-flight calls."""
+    max_concurrent_rpcs: int = 256
+    """Calls served at once (streams included); more get RESOURCE_EXHAUSTED."""
+    tls_cert: str = ""
+    """The server's TLS certificate (PEM file); with --tls-key the server speaks TLS only (a stage started
+    apart from the orchestrator then needs the orchestrator's --internal-tls-ca)."""
+    tls_key: str = ""
+    """The server's private key (PEM file, read from the file; never give key material on the command line)."""
+    tls_client_ca: str = ""
+    """Mutual TLS: clients must present a certificate signed by this CA (PEM file); others fail the handshake."""
+
+    def security(self) -> Security:
+        """The server's TLS files (a subclass may add a bearer token)."""
+        return Security(self.tls_cert, self.tls_key, self.tls_client_ca)
 
 
 def env_var(prefix: str, field_name: str) -> str:
     return f"CODEINDEX_{prefix.upper()}_{field_name.upper()}"
 
 
-def field_docs(cls: type) -> dict[str, str]:
-    """Attribute docstrings of a dataclass, read from its source."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
+@cache
+def _own_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings written in ``cls`` itself, read from its source."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    body = ast.parse(textwrap.dedent(source)).body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}
     for node, nxt in zip(body, body[1:]):
         if (
@@ -43,6 +82,22 @@ def field_docs(cls: type) -> dict[str, str]:
         ):
             docs[node.target.id] = " ".join(nxt.value.value.split())
     return docs
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings of a dataclass and its bases (the nearest class that documents a field wins)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs.update(_own_docs(klass))
+    return docs
+
+
+def field_help(cls: type, prefix: str) -> dict[str, str]:
+    """Each field's help: its docstring, then its generated variable and its default."""
+    docs = field_docs(cls)
+    return {f.name: f"{docs.get(f.name, '')} [{env_var(prefix, f.name)}; default: {f.default!r}]"
+            for f in dataclasses.fields(cls)}
 
 
 def _convert(kind: Any, raw: str, name: str) -> Any:
@@ -63,13 +118,17 @@ def _convert(kind: Any, raw: str, name: str) -> Any:
         raise InvalidArgument(f"{name}: cannot read {raw!r} as {kind.__name__}") from None
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str) -> None:
-    """Add one ``--flag`` per field of ``cls`` (default None: unset)."""
+def add_arguments(parser: argparse.ArgumentParser | Any, cls: type, prefix: str,
+                  names: Iterable[str] | None = None) -> None:
+    """Add one ``--flag`` per field of ``cls`` (only ``names``, when given; default None: unset)."""
     hints = typing.get_type_hints(cls)
-    docs = field_docs(cls)
+    helps = field_help(cls, prefix)
+    wanted = None if names is None else set(names)
     for f in dataclasses.fields(cls):
+        if wanted is not None and f.name not in wanted:
+            continue
         flag = "--" + f.name.replace("_", "-")
-        help_ = f"{docs.get(f.name, '')} (default: {f.default!r})".replace("%", "%%")  # argparse formats help
+        help_ = helps[f.name].replace("%", "%%")  # argparse formats help
         if hints[f.name] is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
         else:

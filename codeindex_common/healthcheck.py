@@ -19,22 +19,22 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from . import config
 from .errors import CodeindexError
-from .server import ClientTLS, open_channel
+from .channels import open_channel
+from .tls import ClientTLS
 
 
 @dataclass(frozen=True)
 class HealthcheckConfig:
     tls_ca: str = ""
-    """Speak TLS and verify the server against this CA bundle (PEM file). CODEINDEX_HEALTHCHECK_TLS_CA"""
+    """Speak TLS and verify the server against this CA bundle (PEM file)."""
     tls_cert: str = ""
-    """Mutual TLS: the client certificate to present (PEM file), with --tls-key. CODEINDEX_HEALTHCHECK_TLS_CERT"""
+    """Mutual TLS: the client certificate to present (PEM file), with --tls-key."""
     tls_key: str = ""
-    """Mutual TLS: the client certificate's private key (PEM file). CODEINDEX_HEALTHCHECK_TLS_KEY"""
+    """Mutual TLS: the client certificate's private key (PEM file)."""
     tls_server_name: str = ""
-    """The name the server's certificate must hold, instead of ADDRESS's host.
-    CODEINDEX_HEALTHCHECK_TLS_SERVER_NAME"""
+    """The name the server's certificate must hold, instead of ADDRESS's host."""
     timeout: float = 3.0
-    """Seconds to wait for the answer. CODEINDEX_HEALTHCHECK_TIMEOUT"""
+    """Seconds to wait for the answer."""
 
     def tls(self) -> ClientTLS:
         return ClientTLS(self.tls_ca, self.tls_cert, self.tls_key, self.tls_server_name)

@@ -12,27 +12,21 @@ from .parser import Parser
 from .servicer import SERVICE_NAME, ParserServicer
 
 
-def build(cfg: ParserConfig) -> tuple[server.Service, Parser]:
+def build(cfg: ParserConfig) -> server.Service:
+    """The worker processes start in ``prepare``: before the gRPC server exists."""
     parser = Parser(cfg.worker_count(), cfg.limits(), cfg.parse_timeout, cfg.worker_memory_mb,
                     cfg.group_below_bytes)
-    parser.start()  # worker processes exist before the gRPC server starts
 
     async def stop() -> None:
         await asyncio.to_thread(parser.close)
 
-    service = server.Service(
-        name="parser", service_names=[SERVICE_NAME],
-        register=ParserServicer(parser, cfg.max_in_flight).register,
-        stop=stop)
-    return service, parser
+    return server.Service(name="parser", service_names=[SERVICE_NAME],
+                          register=ParserServicer(parser, cfg.max_in_flight).register, prepare=parser.start, stop=stop)
 
 
 def main(argv: list[str] | None = None) -> None:
     cfg = config.load(ParserConfig, "parser", argv, description="codeindex parser service")
-    security = server.service_security(cfg, "parser")
-    service, _ = build(cfg)
-    server.main(service, cfg.listen, cfg.metrics_port, cfg.ready_file, cfg.grace_seconds, cfg.metrics_host,
-                cfg.max_concurrent_rpcs, security)
+    server.main(build(cfg), cfg)
 
 
 if __name__ == "__main__":

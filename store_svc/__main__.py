@@ -50,9 +50,7 @@ def storage_options(cfg: StoreConfig) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = config.load(StoreConfig, "store", argv, description="codeindex store service")
-    security = server.service_security(cfg, "store")
-    server.main(build(cfg), cfg.listen, cfg.metrics_port, cfg.ready_file, cfg.grace_seconds, cfg.metrics_host,
-                cfg.max_concurrent_rpcs, security)
+    server.main(build(cfg), cfg)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 
 from codeindex_common import vectors
 from codeindex_common.pb import embed_pb2, embed_pb2_grpc
-from codeindex_common.server import wait_for_serving
+from codeindex_common.channels import wait_for_serving
 
 from tests.test_services import metrics_text
 

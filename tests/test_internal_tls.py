@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from codeindex_common import healthcheck
 from codeindex_common.pb import orchestrator_pb2, orchestrator_pb2_grpc
-from codeindex_common.server import ClientTLS
+from codeindex_common.tls import ClientTLS
 from orchestrator import clients
 from orchestrator.config import OrchestratorConfig
 from orchestrator.session import make_stages

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from codeindex_common.pb import parser_pb2, parser_pb2_grpc
-from codeindex_common.server import CHANNEL_OPTIONS, wait_for_serving
+from codeindex_common.channels import CHANNEL_OPTIONS, wait_for_serving
 from tests.conftest import ROOT
 from tests.test_services import metrics_text
 
@@ -152,7 +152,7 @@ def test_a_file_past_the_timeout_is_reported_and_the_worker_replaced(start_servi
 
 
 def test_chunk_options_size_chunks_for_the_model_window(start_service):
-    from embed_svc.backend import default_model_path
+    from embed_svc.backends import default_model_path
     from parser_svc.sizing import TokenCounter
 
     tokenizer = os.path.join(default_model_path(), "tokenizer.json")

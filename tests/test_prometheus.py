@@ -160,7 +160,7 @@ def test_every_metric_is_documented():
     import orchestrator.metrics  # noqa: F401
     import parser_svc.metrics  # noqa: F401
     import store_svc.metrics  # noqa: F401
-    from codeindex_common.server import rpc_metrics
+    from codeindex_common.interceptors import rpc_metrics
 
     for stage in ("parser", "embed", "store", "orchestrator"):
         rpc_metrics(stage)
