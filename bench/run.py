@@ -38,7 +38,7 @@ from bench import corpus as corpus_mod  # noqa: E402
 from bench.queries import QUERIES  # noqa: E402
 from codeindex_common.model import FileRecord  # noqa: E402
 from orchestrator.clients import EmbedderClient, StoreClient  # noqa: E402
-from orchestrator.launcher import LocalServices  # noqa: E402
+from codeindex_common.launcher import LocalServices, ServiceProcess, orchestrator_command  # noqa: E402
 from orchestrator.walker import file_hash, read, walk  # noqa: E402
 
 RESULTS = Path(os.environ.get("CODEINDEX_BENCH_RESULTS", ROOT / "bench" / "results"))
@@ -57,14 +57,14 @@ def log(msg: str) -> None:
 
 def model_window() -> tuple[int, bytes]:
     """The default model's window and tokenizer, as the embedder's Info gives them to the parser."""
-    from embed_svc.backend import default_model_path
+    from embed_svc.backends import default_model_path
 
     return 256, (Path(default_model_path()) / "tokenizer.json").read_bytes()
 
 
 def model_limits():
     """Chunking as in a real run: sized for the default model's window."""
-    from embed_svc.backend import default_model_path
+    from embed_svc.backends import default_model_path
     from parser_svc.chunker import Limits
 
     return Limits(max_tokens=model_window()[0], tokenizer=str(Path(default_model_path()) / "tokenizer.json"))
@@ -122,18 +122,14 @@ class Corpus:
 
 
 def services(stages: list[str], index_dir: Path, env: dict[str, str] | None = None) -> LocalServices:
-    saved = {k: os.environ.get(k) for k in (env or {})}
-    os.environ.update(env or {})
+    """The given stages started locally, their settings in ``env``; stopped by the caller."""
+    svc = LocalServices(stages, str(index_dir), timeout=300, env=env)
     try:
-        svc = LocalServices(stages, str(index_dir), timeout=300)
         svc.start()
-        return svc
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    except BaseException:
+        svc.stop()
+        raise
+    return svc
 
 
 # --------------------------------------------------------------------------- parser
@@ -167,7 +163,7 @@ async def _parse_all(address: str, files, streams: int = 2) -> tuple[float, int]
     import grpc
 
     from codeindex_common.pb import parser_pb2
-    from codeindex_common.server import CHANNEL_OPTIONS
+    from codeindex_common.channels import CHANNEL_OPTIONS
 
     max_tokens, tokenizer = model_window()
     options = parser_pb2.ChunkOptions(max_tokens=max_tokens, tokenizer_json=tokenizer)
@@ -291,7 +287,7 @@ def bench_embed(c: Corpus) -> dict:
     log(f"embed service (torch), 8 streams: {service_rate:.1f} chunks/s over {len(texts)} texts")
     from sentence_transformers import SentenceTransformer
 
-    from embed_svc.backend import default_model_path
+    from embed_svc.backends import default_model_path
 
     model = SentenceTransformer(default_model_path(), device=DEVICE)
     model.encode(WARM_TEXTS, batch_size=32)
@@ -448,7 +444,7 @@ def sequential_baseline(c: Corpus) -> dict:
     then embed their chunks, then write them, one step after the other."""
     from sentence_transformers import SentenceTransformer
 
-    from embed_svc.backend import default_model_path
+    from embed_svc.backends import default_model_path
     from store_svc.store import VectorStore
 
     model = SentenceTransformer(default_model_path(), device=DEVICE)
@@ -544,22 +540,18 @@ class _Api:
     """``orchestrator serve`` on an index (it starts its embedder and store)."""
 
     def __init__(self, root: Path, index_dir: Path, env: dict[str, str] | None = None):
-        ready = Path(tempfile.mkdtemp()) / "api.json"
-        exe = str(Path(sys.executable).with_name("orchestrator"))
-        self.proc = subprocess.Popen([exe, "serve", "--path", str(root), "--index-dir", str(index_dir), "--listen",
-                                      "127.0.0.1:0", "--metrics-port", "0", "--ready-file", str(ready)],
-                                     env={**os.environ, **(env or {})})
-        deadline = time.monotonic() + 300
-        while not ready.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("orchestrator serve did not start")
-            time.sleep(0.1)
-        self.address = json.loads(ready.read_text())["address"]
+        work = Path(tempfile.mkdtemp())
+        self.api = ServiceProcess("orchestrator serve", orchestrator_command("serve"),
+                                  ["--path", str(root), "--index-dir", str(index_dir)], listen="127.0.0.1:0",
+                                  ready_file=str(work / "api.json"), log_path=str(work / "api.log"), env=env)
+        try:
+            self.address = self.api.wait(300).address
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(60)
+        self.api.stop(60)
 
 
 def _latencies(address: str, queries: list[str], clients: int, seconds: float, mode: str = "",

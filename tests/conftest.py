@@ -3,9 +3,7 @@ ports, stopped by the test (or session) that started them."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,48 +15,36 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from codeindex_common import launcher  # noqa: E402
 
-class ServiceProcess:
-    """A service started apart; ``tls`` (a codeindex_common.server.ClientTLS): how to reach one that speaks TLS."""
 
-    def __init__(self, stage: str, tmp: Path, *args: str, env: dict[str, str] | None = None, tls=None):
+class ServiceProcess(launcher.ServiceProcess):
+    """A stage service started apart on an OS-picked loopback port (``stage``: parser, embed or store), or
+    with ``command`` any other (``orchestrator serve``); ``tls`` (a codeindex_common.tls.ClientTLS): how to
+    reach one that speaks TLS; ``serving``: wait for health SERVING after the ready file."""
+
+    def __init__(self, stage: str, tmp: Path, *args: str, env: dict[str, str] | None = None, tls=None,
+                 command: list[str] | None = None, timeout: float = 180, serving: bool = True):
         self.stage = stage
         self.ready = tmp / f"{stage}-{time.monotonic_ns()}.ready.json"
         self.log = tmp / f"{stage}-{time.monotonic_ns()}.log"
-        cmd = [sys.executable, "-m", f"{stage}_svc", "--listen", "127.0.0.1:0", "--metrics-port", "0",
-               "--ready-file", str(self.ready), *args]
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                         env={**os.environ, **(env or {})})
-        deadline = time.monotonic() + 180
-        while not self.ready.exists():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{stage} exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{stage} did not start: {self.log.read_text()[-3000:]}")
-            time.sleep(0.05)
-        info = json.loads(self.ready.read_text())
-        self.address: str = info["address"]
-        self.metrics_port: int = info["metrics_port"]
-        from codeindex_common.server import wait_for_serving
+        super().__init__(stage, command or launcher.stage_command(stage), args, listen="127.0.0.1:0",
+                         ready_file=str(self.ready), log_path=str(self.log), env=env, cwd=str(ROOT))
+        try:
+            self.wait(timeout, tls=tls, serving=serving)
+        except Exception as exc:
+            self.stop()
+            raise RuntimeError(f"{stage} did not start: {exc}") from exc
 
-        wait_for_serving(self.address, 120, tls=tls)
 
-    def stop(self) -> int:
-        return stop_process(self.proc)
+def serve_command() -> list[str]:
+    """``orchestrator serve``, for ServiceProcess's ``command``."""
+    return launcher.orchestrator_command("serve")
 
 
 def stop_process(proc: subprocess.Popen) -> int:
     """SIGTERM (a graceful shutdown), SIGKILL after 30 s; the exit code."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
+    return launcher.stop_process(proc, 30)
 
 
 @pytest.fixture
@@ -110,6 +96,6 @@ def pki(tmp_path_factory) -> Path:
 def model():
     from sentence_transformers import SentenceTransformer
 
-    from embed_svc.backend import default_model_path
+    from embed_svc.backends import default_model_path
 
     return SentenceTransformer(default_model_path(), device="cpu")

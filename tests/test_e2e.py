@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, ServiceProcess, serve_command
 
 pytestmark = pytest.mark.slow
 
@@ -237,19 +237,11 @@ def test_running_services_and_the_public_api(tmp_path, embed_service, start_serv
     assert summary["files_indexed"] == 10
     assert not (repo / ".codeindex").exists(), "no local services were started"
 
-    ready = tmp_path / "api.ready.json"
-    exe = str(Path(sys.executable).with_name("orchestrator"))
-    api = subprocess.Popen([exe, "serve", "--path", str(repo), "--listen", "127.0.0.1:0", "--metrics-port", "0",
-                            "--ready-file", str(ready), "--parser-addr", parser.address,
-                            "--embed-addr", embed_service.address, "--store-addr", store.address], cwd=ROOT)
+    api = ServiceProcess("orchestrator", tmp_path, "--path", str(repo), "--parser-addr", parser.address,
+                         "--embed-addr", embed_service.address, "--store-addr", store.address,
+                         command=serve_command(), timeout=60)
     try:
-        import time
-
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert api.poll() is None and time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.05)
-        address = json.loads(ready.read_text())["address"]
+        address = api.address
         with grpc.insecure_channel(address) as ch:
             stub = orchestrator_pb2_grpc.OrchestratorStub(ch)
             (repo / "nested/shared.py").write_text("def shared_helper():\n    return 3\n")
@@ -296,8 +288,7 @@ def test_running_services_and_the_public_api(tmp_path, embed_service, start_serv
                     stub.Search(bad, timeout=10)
                 assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, bad
     finally:
-        api.terminate()
-        assert api.wait(30) == 0
+        assert api.stop() == 0
 
 
 def test_live_view_names_the_bottleneck():
@@ -312,3 +303,37 @@ def test_live_view_names_the_bottleneck():
     view = live_view(p)
     assert view.startswith("parse 10 files/s | embed 5 chunks/s | write 4 chunks/s")
     assert view.endswith("bottleneck: embed")
+
+
+def test_index_progress_over_the_api_counts_every_file_to_the_end(tmp_path, embed_service, start_service):
+    """The public Index's messages share one files_total, the files the run reads (skipped ones too), and
+    the last one says all of them are done: the total does not shrink to the files indexed at the end."""
+    from codeindex_common.pb import orchestrator_pb2, orchestrator_pb2_grpc
+
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    for i in range(3):
+        (repo / "pkg" / f"mod{i}.py").write_text(f"def helper_{i}(x):\n    return x + {i}\n")
+    (repo / "pkg" / "blob.bin").write_bytes(b"\0\1\2binary")  # skipped: binary
+    (repo / "pkg" / "empty.py").write_text("\n")  # skipped: empty
+    parser = start_service("parser", "--workers", "1")
+    store = start_service("store", "--uri", str(tmp_path / "index"))
+    api = ServiceProcess("orchestrator", tmp_path, "--path", str(repo), "--parser-addr", parser.address,
+                         "--embed-addr", embed_service.address, "--store-addr", store.address,
+                         command=serve_command(), timeout=60)
+    try:
+        with grpc.insecure_channel(api.address) as ch:
+            stub = orchestrator_pb2_grpc.OrchestratorStub(ch)
+            updates = list(stub.Index(orchestrator_pb2.IndexRequest(path=str(repo)), timeout=120))
+            (repo / "pkg" / "mod0.py").write_text("def helper_0(x):\n    return x * 10\n")
+            again = list(stub.Index(orchestrator_pb2.IndexRequest(path=str(repo)), timeout=120))
+    finally:
+        assert api.stop() == 0
+    last = updates[-1]
+    assert last.done and last.summary.files_indexed == 3 and dict(last.summary.files_skipped) == {
+        "binary": 1, "empty": 1}
+    assert {u.files_total for u in updates} == {5}, [(u.files_done, u.files_total) for u in updates]
+    assert last.files_done == 5 and last.chunks_done == 3
+    # a run with one change: every file is looked at (four of them unchanged), and all are done at the end
+    assert again[-1].summary.files_indexed == 1 and again[-1].summary.files_unchanged == 4
+    assert {u.files_total for u in again} == {5} and again[-1].files_done == 5

@@ -18,7 +18,6 @@ import json
 import shutil
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -26,9 +25,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from embed_svc.backend import HashBackend
+from embed_svc.backends import HashBackend
 from embed_svc.batcher import Batcher
-from tests.conftest import ROOT, stop_process
+from tests.conftest import ROOT, ServiceProcess, serve_command
 from tests.test_crash import RUN_TIMEOUT, index_cmd, make_repo, read_chunks, read_files, run_index
 
 CLIENTS = 32
@@ -130,27 +129,12 @@ def test_bulk_texts_are_not_starved_by_a_steady_stream_of_queries():
 # ---------------------------------------------------------------- end to end
 
 
-class Api:
+class Api(ServiceProcess):
     """`orchestrator serve` on running services, stopped by the caller."""
 
     def __init__(self, tmp: Path, repo: Path, parser: str, embed: str, store: str):
-        ready, self.log = tmp / "api.ready.json", tmp / "api.log"
-        exe = str(Path(sys.executable).with_name("orchestrator"))
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [exe, "serve", "--path", str(repo), "--listen", "127.0.0.1:0", "--metrics-port", "0",
-                 "--ready-file", str(ready), "--parser-addr", parser, "--embed-addr", embed, "--store-addr", store],
-                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while not ready.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"orchestrator serve did not start: {self.log.read_text()[-3000:]}")
-            time.sleep(0.05)
-        self.address = json.loads(ready.read_text())["address"]
-
-    def stop(self) -> int:
-        return stop_process(self.proc)
+        super().__init__("orchestrator", tmp, "--path", str(repo), "--parser-addr", parser, "--embed-addr", embed,
+                         "--store-addr", store, command=serve_command(), timeout=120)
 
 
 class SearchClients:

@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import grpc
@@ -14,23 +11,17 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from codeindex_common.pb import orchestrator_pb2, orchestrator_pb2_grpc
-from tests.conftest import ROOT
+from tests.conftest import ServiceProcess, serve_command
 
 pytestmark = pytest.mark.slow
 TOKEN = "s3cr3t-token-for-the-test"
 
 
 def serve(tmp_path: Path, repo: Path, stages: list[str], *extra: str) -> tuple[subprocess.Popen, str, Path]:
-    ready, log = tmp_path / f"api-{time.monotonic_ns()}.json", tmp_path / f"api-{time.monotonic_ns()}.log"
-    exe = str(Path(sys.executable).with_name("orchestrator"))
-    proc = subprocess.Popen([exe, "serve", "--path", str(repo), "--listen", "127.0.0.1:0", "--metrics-port", "0",
-                             "--ready-file", str(ready), *stages, *extra], cwd=ROOT, stdout=open(log, "wb"),
-                            stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.05)
-    return proc, json.loads(ready.read_text())["address"], log
+    """`orchestrator serve` (perhaps speaking TLS only: its ready file is waited for, not its health)."""
+    api = ServiceProcess("orchestrator", tmp_path, "--path", str(repo), *stages, *extra, command=serve_command(),
+                         timeout=60, serving=False)
+    return api.proc, api.address, api.log
 
 
 def status(channel, token: str | None = None):

@@ -1,0 +1,156 @@
+"""Start codeindex services as child processes and wait until they serve:
+the one launcher behind the embedded default (:class:`LocalServices`), the
+tests' services and the benchmarks'.
+
+A service is started with ``--listen`` (an address, port 0 or a unix
+socket), ``--metrics-port 0`` and ``--ready-file``; once the ready file
+appears (written by :func:`codeindex_common.server.main` when it serves) the
+address it names is asked for SERVING over grpc.health.v1. Settings go in as
+extra arguments or as an environment overlay, never by patching this
+process's environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+
+from .channels import wait_for_serving
+from .errors import Unavailable
+from .server import PARENT_PID_ENV
+from .tls import ClientTLS
+
+STAGES = ("parser", "embed", "store")
+
+
+def stage_command(stage: str) -> list[str]:
+    """``python -m <stage>_svc``."""
+    return [sys.executable, "-m", f"{stage}_svc"]
+
+
+def orchestrator_command(*args: str) -> list[str]:
+    """``python -m orchestrator ARGS`` (``serve``, say)."""
+    return [sys.executable, "-m", "orchestrator", *args]
+
+
+def tail(path: str, lines: int = 15) -> str:
+    try:
+        with open(path, errors="replace") as fh:
+            return "".join(fh.readlines()[-lines:]).strip()
+    except OSError:
+        return ""
+
+
+class ServiceProcess:
+    """One service started as a child process (``command`` with ``--listen``, ``--metrics-port 0``,
+    ``--ready-file`` and then ``args``, which may override them); ``wait`` until it serves, ``stop`` it.
+    Its output goes to ``log_path``; ``address`` and ``metrics_port`` come from its ready file.
+    ``child``: it stops when this process is gone."""
+
+    def __init__(self, name: str, command: Sequence[str], args: Sequence[str] = (), *, listen: str,
+                 ready_file: str, log_path: str, env: Mapping[str, str] | None = None, cwd: str | None = None,
+                 child: bool = False):
+        self.name, self.ready_file, self.log_path = name, ready_file, log_path
+        self.address, self.metrics_port = "", 0
+        args = [*command, "--listen", listen, "--metrics-port", "0", "--ready-file", ready_file, *args]
+        environ = {**os.environ, **(env or {})}
+        if child:  # even after a SIGKILL of this one
+            environ[PARENT_PID_ENV] = str(os.getpid())
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=environ, cwd=cwd)
+
+    def wait(self, timeout: float, tls: ClientTLS | None = None, serving: bool = True) -> ServiceProcess:
+        """Until the ready file is written and (``serving``) the server answers SERVING; Unavailable, with the
+        tail of its log, if it exits or takes longer than ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(self.ready_file):
+            if self.proc.poll() is not None:
+                raise Unavailable(f"the {self.name} service exited with code {self.proc.returncode}: "
+                                  f"{tail(self.log_path)}")
+            if time.monotonic() > deadline:
+                raise Unavailable(f"the {self.name} service did not start in {timeout:.0f}s: {tail(self.log_path)}")
+            time.sleep(0.05)
+        with open(self.ready_file) as fh:
+            info = json.load(fh)
+        self.address, self.metrics_port = info["address"], info["metrics_port"]
+        if serving:
+            wait_for_serving(self.address, max(1.0, deadline - time.monotonic()), tls=tls)
+        return self
+
+    def stop(self, grace: float = 30.0) -> int:
+        """SIGTERM (a graceful shutdown), SIGKILL after ``grace`` seconds; the exit code."""
+        return stop_process(self.proc, grace)
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 30.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+class LocalServices:
+    """The embedded default: the given stages as child processes on unix sockets in a temporary directory,
+    the store over ``index_dir/lancedb``, logs in ``index_dir/logs`` (or ``log_dir``). A context manager:
+    ``with LocalServices(["parser", "embed", "store"], index_dir) as svc: svc.address("parser")``.
+    ``env``: variables for the children (their settings, say), over this process's environment."""
+
+    def __init__(self, stages: Sequence[str], index_dir: str, timeout: float = 120.0, log_dir: str = "",
+                 env: Mapping[str, str] | None = None):
+        self.stages = list(stages)
+        self.index_dir = index_dir
+        self.timeout = timeout
+        self.log_dir = log_dir or os.path.join(index_dir, "logs")
+        self.env = dict(env or {})
+        self.children: dict[str, ServiceProcess] = {}
+        self.tmp = ""
+
+    def __enter__(self) -> LocalServices:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def address(self, stage: str) -> str:
+        return self.children[stage].address
+
+    def start(self) -> None:
+        """Start every stage at once, then wait for each (they load in parallel)."""
+        self.tmp = tempfile.mkdtemp(prefix="codeindex-")
+        os.makedirs(self.log_dir, exist_ok=True)
+        for stage in self.stages:
+            extra = ["--uri", os.path.join(self.index_dir, "lancedb")] if stage == "store" else []
+            self.children[stage] = ServiceProcess(
+                f"local {stage}", stage_command(stage), extra, listen=f"unix:{self.tmp}/{stage}.sock",
+                ready_file=f"{self.tmp}/{stage}.ready.json", log_path=os.path.join(self.log_dir, f"{stage}.log"),
+                env=self.env, child=True)
+        deadline = time.monotonic() + self.timeout
+        for child in self.children.values():
+            child.wait(max(1.0, deadline - time.monotonic()))
+
+    def stop(self, grace: float = 15.0) -> None:
+        for child in self.children.values():
+            if child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        for child in self.children.values():
+            stop_process(child.proc, grace)
+        self.children.clear()
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.tmp = ""
