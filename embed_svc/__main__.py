@@ -10,7 +10,7 @@ from codeindex_common import config, server
 from codeindex_common.pb import embed_pb2, embed_pb2_grpc
 
 from . import metrics
-from .backend import EmbeddingBackend, make_backend
+from .backends import EmbeddingBackend, make_backend
 from .batcher import Batcher
 from .config import EmbedConfig
 from .servicer import EmbedderServicer
@@ -45,8 +45,12 @@ def build(cfg: EmbedConfig) -> server.Service:
                  backend.max_tokens)
 
     async def stop() -> None:
+        """The batcher first (it finishes the batches running), then the backend (a Triton client's connection
+        and thread)."""
         if servicer.batcher is not None:
             await asyncio.to_thread(servicer.batcher.stop)
+        if servicer.backend is not None:
+            await asyncio.to_thread(servicer.backend.close)
 
     return server.Service(
         name="embed", service_names=[SERVICE_NAME],
@@ -56,9 +60,7 @@ def build(cfg: EmbedConfig) -> server.Service:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = config.load(EmbedConfig, "embed", argv, description="codeindex embedding service")
-    security = server.service_security(cfg, "embed")
-    server.main(build(cfg), cfg.listen, cfg.metrics_port, cfg.ready_file, cfg.grace_seconds, cfg.metrics_host,
-                cfg.max_concurrent_rpcs, security)
+    server.main(build(cfg), cfg)
 
 
 if __name__ == "__main__":

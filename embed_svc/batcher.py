@@ -1,42 +1,41 @@
-"""The dynamic batcher, shared by every stream and client. No grpc.
+"""The dynamic batcher, shared by every stream and client: the front door and its three threads. No grpc.
 
-Requests go into one bounded queue of texts, in two lanes: queries
+Requests go into one bounded queue of distinct texts, in two lanes: queries
 (``urgent``: EmbedOnce, what a search waits for) and bulk texts (Embed
 streams, what an index run sends by the thousand). A batch is taken from the
 query lane whenever it holds a text, except right after a query batch while
 bulk texts wait (batches alternate then): a search waits behind at most one
 bulk batch besides those already tokenized or running, never behind an index
-run's backlog, and an index run is slowed by searches, never stopped. Three
-threads keep the model busy:
+run's backlog, and an index run is slowed by searches, never stopped. The
+queue, its lane rule and the choice of a batch are :mod:`embed_svc.lanes`;
+the vector cache is :mod:`embed_svc.cache`. This module owns the threads and
+the lock around both:
 
+- the front door (:meth:`Batcher.embed`, on the event loop) answers texts
+  from the cache, joins texts already queued or running, queues the rest, and
+  refuses a request that would overfill the queue (ResourceExhausted);
 - the **tokenizer** thread waits for texts (at most ``max_wait_ms`` for a
-  batch to fill), picks a batch of similar lengths around the oldest text
+  batch to fill), takes a batch of similar lengths around the oldest text
   (less padding) within ``max_batch_size`` and ``max_batch_tokens``, and
   tokenizes it;
 - the **inference** thread launches the model on each tokenized batch; on a
   GPU or a remote Triton server the launch returns at once, and up to
   ``in_flight`` batches run while the next ones are tokenized;
-- the **completion** thread waits for each batch's vectors and hands them to
-  the waiting requests.
+- the **completion** thread waits for each batch's vectors, caches them and
+  hands them to the waiting requests.
 
-Identical texts are embedded once: a text whose vector is in the cache
-(keyed by the text's content hash) is answered at the front door, and a text
-already queued or running is joined, not queued again. Texts of a request
-whose caller went away are dropped before they are tokenized. A full queue
-is refused at the front door (ResourceExhausted).
+Texts of a request whose caller went away are dropped before they are
+tokenized.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import hashlib
-import itertools
 import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,45 +43,11 @@ import numpy as np
 from codeindex_common.errors import ResourceExhausted, Unavailable
 
 from . import metrics
-from .backend import EmbeddingBackend, Tokenized
+from .backends import EmbeddingBackend, Tokenized
+from .cache import LRUCache, text_key
+from .lanes import BULK, URGENT, Item, Lanes
 
 log = logging.getLogger("codeindex.embed")
-
-
-def estimate_tokens(text: str, max_tokens: int) -> int:
-    """A cheap length estimate to group texts (the tokenizer gives the real count later)."""
-    return min(max_tokens, len(text) // 4 + 2)
-
-
-def text_key(text: str) -> bytes:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
-
-def select_batch(window: list, max_size: int, max_tokens: int) -> list:
-    """Pick a batch from ``window`` (oldest first): the items nearest in
-    length to the oldest one, so that padding is small and the oldest item
-    never starves. The token budget counts padding: size x longest."""
-    if not window:
-        return []
-    order = sorted(range(len(window)), key=lambda i: window[i].tokens)
-    pos = order.index(0)
-    lo = hi = pos  # grow [lo, hi] around the oldest item, cheaper side first
-    while hi - lo + 1 < max_size:
-        left = window[order[lo - 1]].tokens if lo > 0 else None
-        right = window[order[hi + 1]].tokens if hi + 1 < len(order) else None
-        if left is None and right is None:
-            break
-        longest = window[order[hi]].tokens
-        if right is not None and (left is None or right - window[order[pos]].tokens
-                                  <= window[order[pos]].tokens - left):
-            if (hi - lo + 2) * right > max_tokens:
-                break
-            hi += 1
-        else:
-            if (hi - lo + 2) * longest > max_tokens:
-                break
-            lo -= 1
-    return [window[i] for i in order[lo:hi + 1]]
 
 
 @dataclass(eq=False)
@@ -95,23 +60,8 @@ class _Request:
 
 
 @dataclass(eq=False)
-class _Item:
-    """One distinct text, and every (request, row) waiting for its vector."""
-
-    key: bytes
-    text: str
-    tokens: int
-    waiters: list[tuple[_Request, int]]
-    urgent: bool = False
-    enqueued: float = field(default_factory=time.perf_counter)
-
-    def wanted(self) -> bool:
-        return any(not req.cancelled for req, _ in self.waiters)
-
-
-@dataclass(eq=False)
 class _Launched:
-    items: list[_Item]
+    items: list[Item]
     batch: Tokenized
     handle: Any = None
     error: BaseException | None = None
@@ -121,32 +71,9 @@ class _Launched:
 _STOP = object()
 
 
-class LRUCache:
-    """Vectors by text key, least recently used evicted first (not thread-safe: callers hold a lock)."""
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self._data: collections.OrderedDict[bytes, np.ndarray] = collections.OrderedDict()
-
-    def get(self, key: bytes) -> np.ndarray | None:
-        vec = self._data.get(key)
-        if vec is not None:
-            self._data.move_to_end(key)
-        return vec
-
-    def put(self, key: bytes, vec: np.ndarray) -> None:
-        if self.capacity <= 0:
-            return
-        self._data[key] = vec
-        self._data.move_to_end(key)
-        while len(self._data) > self.capacity:
-            self._data.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
 class Batcher:
+    """One per service: :meth:`embed` from any event loop, after :meth:`start` and until :meth:`stop`."""
+
     def __init__(self, backend: EmbeddingBackend, max_batch_size: int = 128, max_batch_tokens: int = 32768,
                  max_wait_ms: float = 5.0, max_queue: int = 65536, in_flight: int = 2, cache_size: int = 100_000):
         self.backend = backend
@@ -157,12 +84,8 @@ class Batcher:
         self.in_flight = max(1, in_flight)
         self.labels = (backend.name, backend.device)
         metrics.QUEUE_CAPACITY.set(max_queue)
-        self.group_window = 8 * max_batch_size  # how far ahead batches look for texts of similar length
-        self._items: collections.deque[_Item] = collections.deque()  # bulk texts (Embed streams)
-        self._urgent: collections.deque[_Item] = collections.deque()  # queries (EmbedOnce): batched first
-        self._last_urgent = False  # the last batch came from the query lane
-        self._pending: dict[bytes, _Item] = {}  # queued or running, by text key
-        self._cache = LRUCache(cache_size)
+        self._lanes = Lanes(backend.max_tokens, max_batch_size, max_batch_tokens)  # under _cond
+        self._cache = LRUCache(cache_size)  # under _cond
         self._cond = threading.Condition()
         self._stopping = False
         self._tokenized: queue.Queue = queue.Queue(maxsize=self.in_flight)  # tokenizer -> inference
@@ -192,38 +115,7 @@ class Batcher:
             return np.empty((0, self.backend.dim), dtype=np.float32)
         loop = asyncio.get_running_loop()
         req = _Request(loop, loop.create_future(), np.empty((len(texts), self.backend.dim), np.float32), len(texts))
-        keys = [text_key(t) for t in texts]
-        hits = joined = 0
-        with self._cond:
-            if self._stopping:
-                raise Unavailable("the embedder is shutting down")
-            new = {k for k in keys if k not in self._pending and self._cache.get(k) is None}
-            queued = len(self._items) + len(self._urgent)
-            if queued + len(new) > self.max_queue:
-                metrics.REQUESTS.labels("queue_full").inc()
-                metrics.FAILURES.labels("queue_full").inc(len(texts))
-                raise ResourceExhausted(f"embed queue full ({queued} of {self.max_queue} texts queued, "
-                                        f"{len(new)} more asked)")
-            mt = self.backend.max_tokens
-            for i, (key, text) in enumerate(zip(keys, texts)):
-                vec = self._cache.get(key)
-                if vec is not None:
-                    req.out[i] = vec
-                    req.remaining -= 1
-                    hits += 1
-                elif (item := self._pending.get(key)) is not None:
-                    item.waiters.append((req, i))
-                    joined += 1
-                    if urgent and not item.urgent and item in self._items:  # still queued: a query now waits
-                        self._items.remove(item)
-                        item.urgent = True
-                        self._urgent.append(item)
-                else:
-                    item = _Item(key, text, estimate_tokens(text, mt), [(req, i)], urgent)
-                    self._pending[key] = item
-                    (self._urgent if urgent else self._items).append(item)
-            metrics.QUEUE_DEPTH.set(len(self._items) + len(self._urgent))
-            self._cond.notify()
+        hits, joined = self._admit(req, texts, urgent)
         metrics.CACHE.labels("hit").inc(hits)
         metrics.CACHE.labels("joined").inc(joined)
         metrics.CACHE.labels("miss").inc(len(texts) - hits - joined)
@@ -239,45 +131,60 @@ class Batcher:
         metrics.REQUESTS.labels("ok").inc()
         return result
 
-    # ------------------------------------------------------------------ tokenizer thread
-    def _lane(self) -> str:
-        """The lane the next batch comes from: queries first, but not twice in a row while bulk texts wait."""
-        return "_urgent" if self._urgent and not (self._last_urgent and self._items) else "_items"
-
-    def _take_batch(self) -> list[_Item] | None:
-        """Wait for work, then up to max_wait for the batch to fill; then
-        pick texts of similar length (less padding) around the oldest one,
-        from the lane :meth:`_lane` names. None once stopping."""
+    def _admit(self, req: _Request, texts: list[str], urgent: bool) -> tuple[int, int]:
+        """Under the lock: rows from the cache into ``req.out``, texts queued or running joined, the rest
+        queued; (cache hits, joined). Refuses the whole request when its new texts would overfill the queue."""
+        keys = [text_key(t) for t in texts]
+        hits = joined = 0
         with self._cond:
-            while not (self._items or self._urgent) and not self._stopping:
+            if self._stopping:
+                raise Unavailable("the embedder is shutting down")
+            new = {k for k in keys if not self._lanes.pending(k) and self._cache.get(k) is None}
+            queued = len(self._lanes)
+            if queued + len(new) > self.max_queue:
+                metrics.REQUESTS.labels("queue_full").inc()
+                metrics.FAILURES.labels("queue_full").inc(len(texts))
+                raise ResourceExhausted(f"embed queue full ({queued} of {self.max_queue} texts queued, "
+                                        f"{len(new)} more asked)")
+            for i, (key, text) in enumerate(zip(keys, texts)):
+                vec = self._cache.get(key)
+                if vec is not None:
+                    req.out[i] = vec
+                    req.remaining -= 1
+                    hits += 1
+                elif self._lanes.add(key, text, (req, i), urgent):
+                    joined += 1
+            metrics.QUEUE_DEPTH.set(len(self._lanes))
+            self._cond.notify()
+        return hits, joined
+
+    # ------------------------------------------------------------------ tokenizer thread
+    def _take_batch(self) -> list[Item] | None:
+        """Wait for work, then up to max_wait for the batch to fill (a query arriving meanwhile
+        takes over from a filling bulk batch); then take the batch from the lane the queue's
+        rule names (:meth:`Lanes.next_lane`). None once stopping."""
+        lanes = self._lanes
+        with self._cond:
+            while not lanes and not self._stopping:
                 self._cond.wait()
             if self._stopping:
                 return None
-            lane = self._lane()
-            deadline = getattr(self, lane)[0].enqueued + self.max_wait
-            while len(getattr(self, lane)) < self.max_batch_size and not self._stopping:
+            lane = lanes.next_lane()
+            deadline = lanes.oldest(lane) + self.max_wait
+            while lanes.size(lane) < self.max_batch_size and not self._stopping:
                 left = deadline - time.perf_counter()
                 if left <= 0:
                     break
                 self._cond.wait(left)
-                if lane == "_items" and self._lane() == "_urgent":  # a query came while a bulk batch filled
-                    lane = "_urgent"
+                if lane == BULK and lanes.next_lane() == URGENT:  # a query came while a bulk batch filled
+                    lane = URGENT
                     break
             if self._stopping:
                 return None
-            items = getattr(self, lane)
-            dropped = [it for it in items if not it.wanted()]
-            for it in dropped:  # every caller of these went away
-                self._pending.pop(it.key, None)
-            if dropped:
-                metrics.FAILURES.labels("cancelled").inc(len(dropped))
-                items = collections.deque(it for it in items if it.wanted())
-            window = list(itertools.islice(items, self.group_window))
-            batch = select_batch(window, self.max_batch_size, self.max_batch_tokens)
-            chosen = {id(it) for it in batch}
-            setattr(self, lane, collections.deque(it for it in items if id(it) not in chosen))
-            self._last_urgent = lane == "_urgent"
-            metrics.QUEUE_DEPTH.set(len(self._items) + len(self._urgent))
+            batch, dropped = lanes.take(lane)
+            if dropped:  # every caller of these went away
+                metrics.FAILURES.labels("cancelled").inc(dropped)
+            metrics.QUEUE_DEPTH.set(len(lanes))
             return batch
 
     def _tokenize_loop(self) -> None:
@@ -300,8 +207,7 @@ class Batcher:
 
     def _refuse_queued(self) -> None:
         with self._cond:
-            items = [*self._urgent, *self._items]
-            self._items, self._urgent = collections.deque(), collections.deque()
+            items = self._lanes.clear()
             metrics.QUEUE_DEPTH.set(0)
         if items:
             metrics.FAILURES.labels("shutdown").inc(len(items))
@@ -360,11 +266,11 @@ class Batcher:
         metrics.TEXTS.labels(*labels).inc(len(job.items))
         metrics.TOKENS.labels(*labels).inc(b.tokens)
 
-    def _deliver(self, items: list[_Item], vectors: np.ndarray | None, error: BaseException | None) -> None:
+    def _deliver(self, items: list[Item], vectors: np.ndarray | None, error: BaseException | None) -> None:
         """Under the lock: the front door also fills requests (from the cache) and joins texts."""
         with self._cond:
             for n, it in enumerate(items):
-                self._pending.pop(it.key, None)
+                self._lanes.done(it.key)
                 if vectors is not None:
                     self._cache.put(it.key, vectors[n])
                 elif error is None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from codeindex_common import vectors
 from codeindex_common.errors import Unavailable
+from codeindex_common.model import EmbedInfo
 from codeindex_common.pb import embed_pb2, embed_pb2_grpc
 from codeindex_common.streams import map_unordered
 
 from . import metrics
-from .backend import EmbeddingBackend
+from .backends import EmbeddingBackend
 from .batcher import Batcher
 
 
@@ -43,5 +44,4 @@ class EmbedderServicer(embed_pb2_grpc.EmbedderServicer):
     async def Info(self, request, context):
         self._ready()
         b = self.backend
-        return embed_pb2.InfoResponse(model_id=b.model_id, dim=b.dim, max_tokens=b.max_tokens, backend=b.name,
-                                      device=b.device, tokenizer_json=b.tokenizer_json)
+        return EmbedInfo(b.model_id, b.dim, b.max_tokens, b.name, b.device, b.tokenizer_json).to_pb()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from codeindex_common.errors import ResourceExhausted
-from embed_svc.backend import HashBackend
+from embed_svc.backends import HashBackend
 from embed_svc.batcher import Batcher
 
 
@@ -187,3 +187,58 @@ def test_several_batches_are_in_flight_and_a_failing_batch_fails_only_its_caller
         batcher.stop()
     assert in_flight == 2
     assert ok.shape == (2, 8) and after.shape == (1, 8)
+
+
+def test_the_query_lane_goes_first_but_alternates_with_waiting_bulk_texts_and_a_query_promotes_its_text():
+    from embed_svc.lanes import BULK, URGENT, Lanes
+
+    class Req:
+        cancelled = False
+
+    lanes = Lanes(max_tokens=256, max_batch_size=2, max_batch_tokens=10_000)
+    for i in range(4):
+        assert not lanes.add(f"b{i}".encode(), f"bulk {i}", (Req(), 0), urgent=False)
+    assert lanes.next_lane() == BULK
+    assert lanes.add(b"b3", "bulk 3", (Req(), 0), urgent=True)  # joined, and moved to the query lane
+    assert lanes.add(b"q", "query", (Req(), 0), urgent=True) is False
+    assert (len(lanes), lanes.size(URGENT), lanes.next_lane()) == (5, 2, URGENT)
+    batch, dropped = lanes.take(URGENT)
+    assert sorted(it.text for it in batch) == ["bulk 3", "query"] and dropped == 0
+    assert lanes.add(b"q2", "query 2", (Req(), 0), urgent=True) is False
+    assert lanes.next_lane() == BULK  # not two query batches in a row while bulk texts wait
+    gone = Req()
+    gone.cancelled = True
+    lanes.add(b"b9", "bulk 9", (gone, 0), urgent=False)
+    batch, dropped = lanes.take(BULK)  # nobody wants bulk 9 any more: dropped, not batched
+    assert len(batch) == 2 and dropped == 1 and not lanes.pending(b"b9")
+    assert lanes.next_lane() == URGENT
+    lanes.take(URGENT)
+    batch, dropped = lanes.take(BULK)
+    assert [it.text for it in batch] == ["bulk 2"] and dropped == 0
+    assert lanes.pending(b"b2")  # taken, not answered yet: a request for it still joins it
+    lanes.done(b"b2")
+    assert not lanes.pending(b"b2") and len(lanes) == 0
+
+
+def test_the_service_stops_the_batcher_then_closes_the_backend(monkeypatch):
+    """A Triton backend holds a connection and a thread: stop() must close it, after the batcher's last batch."""
+    from embed_svc.__main__ import build
+    from embed_svc.config import EmbedConfig
+
+    calls: list[str] = []
+    stop = Batcher.stop
+
+    def stopping(self):
+        stop(self)
+        calls.append("batcher stopped" if not any(t.is_alive() for t in self._threads) else "batcher running")
+
+    monkeypatch.setattr(Batcher, "stop", stopping)
+    monkeypatch.setattr(HashBackend, "close", lambda self: calls.append("backend closed"), raising=False)
+    service = build(EmbedConfig(backend="hash", max_wait_ms=1))
+
+    async def main():
+        await service.start()
+        await service.stop()
+
+    run(main())
+    assert calls == ["batcher stopped", "backend closed"]

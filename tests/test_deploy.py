@@ -104,7 +104,7 @@ def test_images_run_as_non_root_with_a_health_check(dockerfile):
 
 def test_the_embedder_image_exports_the_onnx_model_at_build_time():
     embed = " ".join(_stages(ROOT / "docker/Dockerfile")["embed"])
-    assert "python -m embed_svc.onnx_backend export" in embed
+    assert "python -m embed_svc.backends.onnx export" in embed
     assert "ENV CODEINDEX_ONNX_CACHE=" in embed  # outside $HOME, so a volume over ~/.cache cannot hide it
 
 

@@ -16,7 +16,7 @@ TEXTS = [f"def handler_{i}(request):\n    return respond(request, code={i})\n" *
 
 
 def test_cuda_fp16_vectors_match_cpu_and_batches_overlap():
-    from embed_svc.backend import TorchBackend
+    from embed_svc.backends import TorchBackend
     from embed_svc.batcher import Batcher
 
     cpu = TorchBackend(device="cpu").encode(TEXTS[:40])

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embed_svc import onnx_backend
-from embed_svc.backend import TorchBackend, default_model_path, make_backend
-from embed_svc.onnx_backend import OnnxBackend
+from embed_svc.backends import onnx as onnx_backend
+from embed_svc.backends import TorchBackend, default_model_path, make_backend
+from embed_svc.backends.onnx import OnnxBackend
 
 pytest.importorskip("onnxruntime")
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("onnx") / "minilm"
-    done = subprocess.run([sys.executable, "-m", "embed_svc.onnx_backend", "export", "--quantize", "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "embed_svc.backends.onnx", "export", "--quantize", "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "model.onnx" in done.stdout and "model-int8.onnx" in done.stdout

@@ -92,7 +92,7 @@ def triton_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def torch_backend():
-    from embed_svc.backend import TorchBackend
+    from embed_svc.backends import TorchBackend
 
     return TorchBackend(device="cpu")
 
@@ -106,7 +106,7 @@ def triton_url(triton_server, torch_backend) -> str:
 
 @pytest.fixture(scope="module")
 def backend(triton_url):
-    from embed_svc.triton_backend import TritonBackend
+    from embed_svc.backends.triton import TritonBackend
 
     b = TritonBackend(url=triton_url, model_name=MODEL, in_flight=4)
     yield b
@@ -140,7 +140,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def test_vectors_and_settings_match_the_torch_backend(backend, torch_backend, texts, want):
-    from embed_svc.backend import DEFAULT_MODEL_ID
+    from embed_svc.backends import DEFAULT_MODEL_ID
 
     assert (backend.name, backend.device) == ("triton", f"triton:{backend.url}")
     assert (backend.model_id, backend.dim, backend.max_tokens) == (DEFAULT_MODEL_ID, 384, 256)
@@ -199,9 +199,9 @@ def test_a_batch_bigger_than_max_batch_size_is_split(backend, torch_backend, tex
 
 
 def test_make_backend_behind_the_batcher(triton_url, texts, want):
-    from embed_svc.backend import make_backend
+    from embed_svc.backends import make_backend
     from embed_svc.batcher import Batcher
-    from embed_svc.triton_backend import TritonBackend
+    from embed_svc.backends.triton import TritonBackend
 
     backend = make_backend("triton", url=triton_url, model_name=MODEL, in_flight=4)
     assert isinstance(backend, TritonBackend)
@@ -221,7 +221,7 @@ def test_make_backend_behind_the_batcher(triton_url, texts, want):
 
 def test_clear_errors(triton_url):
     from codeindex_common.errors import Unavailable
-    from embed_svc.triton_backend import TritonBackend, TritonError
+    from embed_svc.backends.triton import TritonBackend, TritonError
 
     with pytest.raises(TritonError, match="no such model.*minilm"):
         TritonBackend(url=triton_url, model_name="no-such-model", ready_timeout=5)
@@ -235,7 +235,7 @@ def test_a_model_that_fails_to_load_is_reported_at_once(tmp_path):
     """model.py refuses a config whose output dims differ from the model's; the client says so without waiting."""
     import shutil
 
-    from embed_svc.triton_backend import TritonBackend, TritonError
+    from embed_svc.backends.triton import TritonBackend, TritonError
 
     repo = tmp_path / "repo"
     shutil.copytree(ROOT / "deploy" / "triton" / "model_repository", repo)

@@ -2,7 +2,7 @@
 exported to ONNX once, run by ONNX Runtime on the CPU. No torch at run time
 (only the export needs it). No grpc here.
 
-The export (``python -m embed_svc.onnx_backend export``, or automatically on
+The export (``python -m embed_svc.backends.onnx export``, or automatically on
 first use) traces the model's Hugging Face transformer with its pooling and
 any later modules (Dense, Normalize) into one graph whose output is the
 sentence embedding, with dynamic batch and sequence axes. It checks itself
@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from .backend import Steps, Tokenized, normalize, resolve_model
+from .base import Steps, Tokenized, normalize, resolve_model
 
 log = logging.getLogger("codeindex.embed")
 
@@ -140,6 +140,8 @@ def _install(tmp: Path, out: Path, replace: bool) -> None:
 
 
 def _export_fp32(source: str, model_id: str, directory: Path) -> dict[str, Any]:
+    """Trace ``source`` into ``directory`` (``model.onnx``, ``tokenizer.json``, ``reference.npy``) and check
+    it against torch; the fields of ``export.json``."""
     import onnxruntime
     import torch
     from sentence_transformers import SentenceTransformer
@@ -147,6 +149,40 @@ def _export_fp32(source: str, model_id: str, directory: Path) -> dict[str, Any]:
     # eager attention traces to plain MatMul/Softmax, which ONNX Runtime fuses into its Attention kernel
     st = SentenceTransformer(source, device="cpu", model_kwargs={"attn_implementation": "eager"})
     st.eval()
+    input_names = _exportable_inputs(st, source)
+    hf_tokenizer = st.tokenizer
+    tokenizer_json = hf_tokenizer.backend_tokenizer.to_str()
+    (directory / TOKENIZER_FILE).write_text(tokenizer_json, encoding="utf-8")
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "source": source,
+        "model_id": model_id,
+        "dim": int(st.get_embedding_dimension()),
+        "max_tokens": int(st.max_seq_length or 512),
+        "inputs": input_names,
+        "output": "sentence_embedding",
+        "pad_id": int(hf_tokenizer.pad_token_id or 0),
+        "pad_token": str(hf_tokenizer.pad_token or ""),
+        "padding_side": str(getattr(hf_tokenizer, "padding_side", "right")),
+        "truncation_side": str(getattr(hf_tokenizer, "truncation_side", "right")),
+        "opset": OPSET,
+        "modules": [type(m).__name__ for m in st],
+        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+    }
+    tokenizer = _tokenizer(tokenizer_json, meta)
+    reference = _trace(st, input_names, tokenizer, directory / MODEL_FILE)
+    np.save(directory / REFERENCE_FILE, reference)
+    meta["reference_texts"] = REFERENCE_TEXTS
+    cos = _agreement(directory / MODEL_FILE, tokenizer, meta, reference)
+    meta.update(fp32_mean_cosine=round(float(cos.mean()), 7), fp32_min_cosine=round(float(cos.min()), 7))
+    if cos.min() < BROKEN_MIN_COSINE:
+        raise RuntimeError(f"{source}: the ONNX export does not reproduce the model (min cosine {cos.min():.4f})")
+    return meta
+
+
+def _exportable_inputs(st: Any, source: str) -> list[str]:
+    """The transformer's input names, once the model is checked to be one this export can trace: a Hugging
+    Face transformer with a fast tokenizer first, then only pooling, dense and normalisation modules."""
     first, rest = st[0], [st[i] for i in range(1, len(st))]
     auto_model = getattr(first, "auto_model", None)
     hf_tokenizer = getattr(st, "tokenizer", None)
@@ -157,12 +193,19 @@ def _export_fp32(source: str, model_id: str, directory: Path) -> dict[str, Any]:
     for module in rest:
         if type(module).__name__ not in ("Pooling", "Dense", "Normalize", "LayerNorm", "Dropout"):
             raise ValueError(f"{source}: the onnx backend cannot export a {type(module).__name__} module")
-    max_tokens = int(st.max_seq_length or 512)
-    dim = int(st.get_embedding_dimension())
     accepted = set(inspect.signature(auto_model.forward).parameters)
     input_names = [n for n in hf_tokenizer.model_input_names if n in accepted and n in INPUTS]
     if "input_ids" not in input_names or "attention_mask" not in input_names:
         raise ValueError(f"{source}: the model takes {input_names}, not input_ids and attention_mask")
+    return input_names
+
+
+def _trace(st: Any, input_names: list[str], tokenizer: Any, model_file: Path) -> np.ndarray:
+    """Write the ONNX graph of ``st`` (token ids to sentence embeddings, dynamic batch and sequence axes)
+    to ``model_file``; the torch vectors of the reference texts."""
+    import torch
+
+    auto_model, rest = st[0].auto_model, [st[i] for i in range(1, len(st))]
 
     class Graph(torch.nn.Module):
         """Token ids to sentence embeddings: the transformer, then the sentence-transformers modules."""
@@ -180,43 +223,17 @@ def _export_fp32(source: str, model_id: str, directory: Path) -> dict[str, Any]:
                 features = module(features)
             return features["sentence_embedding"]
 
-    tokenizer_json = backend_tokenizer.to_str()
-    (directory / TOKENIZER_FILE).write_text(tokenizer_json, encoding="utf-8")
-    meta: dict[str, Any] = {
-        "format": FORMAT,
-        "source": source,
-        "model_id": model_id,
-        "dim": dim,
-        "max_tokens": max_tokens,
-        "inputs": input_names,
-        "output": "sentence_embedding",
-        "pad_id": int(hf_tokenizer.pad_token_id or 0),
-        "pad_token": str(hf_tokenizer.pad_token or ""),
-        "padding_side": str(getattr(hf_tokenizer, "padding_side", "right")),
-        "truncation_side": str(getattr(hf_tokenizer, "truncation_side", "right")),
-        "opset": OPSET,
-        "modules": [type(m).__name__ for m in st],
-        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
-    }
-    tokenizer = _tokenizer(tokenizer_json, meta)
     sample = _encode_inputs(tokenizer, ["def f(x):\n    return x", "a longer text, so that the batch has padding"],
                             input_names)
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about shape checks that hold for any input
         torch.onnx.export(
-            Graph().eval(), tuple(torch.from_numpy(sample[n]) for n in input_names), str(directory / MODEL_FILE),
+            Graph().eval(), tuple(torch.from_numpy(sample[n]) for n in input_names), str(model_file),
             dynamo=False, opset_version=OPSET, input_names=input_names, output_names=["sentence_embedding"],
             dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in input_names}, "sentence_embedding": {0: "batch"}},
             do_constant_folding=True)
-        reference = st.encode(REFERENCE_TEXTS, batch_size=len(REFERENCE_TEXTS), convert_to_numpy=True,
-                              normalize_embeddings=True, show_progress_bar=False).astype(np.float32)
-    np.save(directory / REFERENCE_FILE, reference)
-    meta["reference_texts"] = REFERENCE_TEXTS
-    cos = _agreement(directory / MODEL_FILE, tokenizer, meta, reference)
-    meta.update(fp32_mean_cosine=round(float(cos.mean()), 7), fp32_min_cosine=round(float(cos.min()), 7))
-    if cos.min() < BROKEN_MIN_COSINE:
-        raise RuntimeError(f"{source}: the ONNX export does not reproduce the model (min cosine {cos.min():.4f})")
-    return meta
+        return st.encode(REFERENCE_TEXTS, batch_size=len(REFERENCE_TEXTS), convert_to_numpy=True,
+                         normalize_embeddings=True, show_progress_bar=False).astype(np.float32)
 
 
 def _quantize(directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
@@ -378,7 +395,7 @@ def _size(path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m embed_svc.onnx_backend",
+    parser = argparse.ArgumentParser(prog="python -m embed_svc.backends.onnx",
                                      description="export a sentence-transformers model to ONNX for the onnx backend")
     commands = parser.add_subparsers(dest="command", required=True)
     exp = commands.add_parser("export", help="export (again) into the cache or --out, checked against torch")

@@ -32,7 +32,7 @@ import numpy as np
 
 from codeindex_common.errors import CodeindexError, Unavailable
 
-from .backend import Steps, Tokenized, normalize, resolve_model
+from .base import Steps, Tokenized, normalize, resolve_model
 
 log = logging.getLogger("codeindex.embed")
 

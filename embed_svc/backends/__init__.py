@@ -1,0 +1,67 @@
+"""Embedding backends behind one interface (:mod:`.base`), and :func:`make_backend`, which picks one by name.
+
+- :mod:`.base`: the ``EmbeddingBackend`` interface, ``Tokenized``, ``Steps`` and shared helpers;
+- :mod:`.torch`: sentence-transformers on CPU or CUDA;
+- :mod:`.onnx`: the same model exported to ONNX, on ONNX Runtime (``python -m embed_svc.backends.onnx export``);
+- :mod:`.triton`: a model served by a Triton Inference Server;
+- :mod:`.hash`: a deterministic stand-in for tests and benchmarks.
+
+The backends import :mod:`.base` only, never each other. Importing this package imports neither
+torch, onnxruntime nor tritonclient: the torch, onnx and triton modules load on first use (when a
+backend is made, or when one of their names is asked of this package).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .base import (DEFAULT_MODEL_ID, DTYPES, EmbeddingBackend, Steps, Tokenized, default_model_path, normalize,
+                   resolve_model)
+from .hash import HashBackend
+
+if TYPE_CHECKING:
+    from .onnx import OnnxBackend
+    from .torch import TorchBackend
+    from .triton import TritonBackend, TritonError, TritonUnavailable
+
+__all__ = ["BACKENDS", "DEFAULT_MODEL_ID", "DTYPES", "EmbeddingBackend", "HashBackend", "OnnxBackend", "Steps",
+           "Tokenized", "TorchBackend", "TritonBackend", "TritonError", "TritonUnavailable", "default_model_path",
+           "make_backend", "normalize", "resolve_model"]
+
+BACKENDS = ("auto", "torch", "onnx", "triton", "hash")
+
+_LAZY = {"TorchBackend": "torch", "OnnxBackend": "onnx", "TritonBackend": "triton", "TritonError": "triton",
+         "TritonUnavailable": "triton"}  # name -> the submodule that defines it, imported when asked for
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def make_backend(name: str, model: str = "", device: str = "", threads: int = 0, dtype: str = "auto",
+                 **options: Any) -> EmbeddingBackend:
+    """``options``: backend-specific settings (onnx: quantize; triton: url, model_name)."""
+    if name == "auto":  # the fastest with the model's own vectors: torch on a GPU, ONNX Runtime on a CPU
+        import torch
+
+        name = "torch" if device.startswith("cuda") or (not device and torch.cuda.is_available()) else "onnx"
+    if name == "torch":
+        from .torch import TorchBackend
+
+        return TorchBackend(model, device, threads, dtype)
+    if name == "onnx":
+        from .onnx import OnnxBackend
+
+        return OnnxBackend(model, threads, **{k: v for k, v in options.items() if k in ("quantize", "cache_dir")})
+    if name == "triton":
+        from .triton import TritonBackend
+
+        return TritonBackend(model, **{k: v for k, v in options.items() if k in ("url", "model_name", "in_flight")})
+    if name == "hash":
+        return HashBackend()
+    from codeindex_common.errors import InvalidArgument
+
+    raise InvalidArgument(f"unknown embedding backend {name!r} (expected one of {', '.join(BACKENDS)})")

