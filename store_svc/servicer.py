@@ -5,21 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-import numpy as np
-
 from codeindex_common import vectors
 from codeindex_common.errors import Unavailable
-from codeindex_common.model import Chunk, FileRecord, Query, mode_from_pb
-from codeindex_common.pb import common_pb2, store_pb2, store_pb2_grpc
+from codeindex_common.model import FileRecord, Query
+from codeindex_common.pb import store_pb2, store_pb2_grpc
 
 from . import metrics
 from .store import VectorStore
-
-
-def record_from_pb(pb: store_pb2.FileRecord) -> FileRecord:
-    chunks = [Chunk.from_pb(c) for c in pb.chunks]
-    vecs = vectors.unpack(pb.vectors, pb.dim, len(chunks)) if chunks else np.empty((0, pb.dim or 1), np.float32)
-    return FileRecord(pb.path, pb.file_hash, chunks, vecs, pb.skip_reason, pb.model_id)
 
 
 class StoreServicer(store_pb2_grpc.StoreServicer):
@@ -58,7 +50,7 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
 
         async def read() -> None:
             async for pb in request_iterator:
-                await incoming.put(record_from_pb(pb))
+                await incoming.put(FileRecord.from_pb(pb))
             await incoming.put(END)
 
         metrics.ACTIVE_STREAMS.inc()
@@ -95,9 +87,7 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
 
     async def Manifest(self, request, context):
         entries = await asyncio.to_thread(self.store.manifest)
-        return store_pb2.ManifestResponse(entries=[
-            store_pb2.ManifestEntry(path=e.path, file_hash=e.file_hash, skip_reason=e.skip_reason)
-            for e in entries])
+        return store_pb2.ManifestResponse(entries=[e.to_pb() for e in entries])
 
     async def LookupVectors(self, request, context):
         hashes, vecs = await asyncio.to_thread(self.store.lookup_vectors, list(request.content_hashes))
@@ -105,21 +95,10 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
 
     async def Search(self, request, context):
         started = time.perf_counter()
-        dim = self.store.dim
-        if request.mode == common_pb2.SEARCH_MODE_UNSPECIFIED:  # whatever the request carries
-            mode = "hybrid" if request.query_vector and request.query_text else (
-                "keyword" if request.query_text else "vector")
-        else:
-            mode = mode_from_pb(request.mode)
-        query = Query.from_pb(request, mode)
-        query.validate()
-        vector = None
-        if request.query_vector and dim:
-            vector = vectors.unpack(request.query_vector, dim, 1)[0]
+        query, vector = Query.from_search_pb(request, self.store.dim)  # checked as it is made
         hits = await asyncio.to_thread(self.store.search, vector, query)
-        metrics.SEARCH_SECONDS.labels(mode).observe(time.perf_counter() - started)
-        return store_pb2.SearchResponse(hits=[
-            store_pb2.SearchHit(chunk=h.chunk.to_pb(), score=h.score, snippet=h.snippet) for h in hits])
+        metrics.SEARCH_SECONDS.labels(query.mode).observe(time.perf_counter() - started)
+        return store_pb2.SearchResponse(hits=[h.to_pb() for h in hits])
 
     async def Optimize(self, request, context):
         started = time.perf_counter()
@@ -132,9 +111,8 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
         return store_pb2.ResetResponse(chunks_dropped=dropped)
 
     async def Stats(self, request, context):
-        s = await asyncio.to_thread(self.store.stats)
-        return store_pb2.StatsResponse(chunks=s.chunks, files=s.files, dim=s.dim, model_id=s.model_id, uri=s.uri,
-                                       versions=s.versions, vector_index=s.vector_index)
+        stats = await asyncio.to_thread(self.store.stats)
+        return stats.to_pb()
 
 
 _TIMEOUT = object()

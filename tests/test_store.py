@@ -155,11 +155,11 @@ def test_injection_strings_are_literal(filled, evil):
     vec = np.ones(DIM, np.float32)
     before = filled.stats().chunks
     for field in ("language", "kind", "symbol", "path_glob"):
-        q = Query(k=50, mode="vector", **{field: evil})
         if field == "kind":
             with pytest.raises(InvalidArgument):
-                filled.search(vec, q)
+                filled.search(vec, Query(k=50, mode="vector", **{field: evil}))
             continue
+        q = Query(k=50, mode="vector", **{field: evil})
         assert filled.search(vec, q) == [], (field, evil)
     assert filled.stats().chunks == before  # nothing dropped
 

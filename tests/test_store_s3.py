@@ -30,7 +30,8 @@ import pytest
 from codeindex_common import vectors
 from codeindex_common.model import FileRecord, Query, mode_to_pb
 from codeindex_common.pb import store_pb2, store_pb2_grpc
-from store_svc.store import StoreSettings, VectorStore, derive_ann
+from store_svc.ann import derive_ann
+from store_svc.store import StoreSettings, VectorStore
 from tests.test_store import DIM, _bulk, record, rows
 
 MOTO = Path(sys.executable).with_name("moto_server")

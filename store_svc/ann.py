@@ -1,0 +1,128 @@
+"""The ANN vector index of the chunks table: which one a table of so many
+rows wants (:func:`derive_ann`), which one it has (its name records the kind
+and partition count), and its upkeep after a run (:class:`AnnIndex`). Below
+``min_rows`` rows there is none and vector search is exact."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass
+
+from lancedb.index import IvfFlat, IvfHnswSq, IvfPq
+
+from codeindex_common.errors import InvalidArgument
+
+from . import metrics
+
+log = logging.getLogger("codeindex.store")
+
+ANN_KINDS = ("auto", "ivf_flat", "ivf_pq", "ivf_hnsw_sq", "none")
+
+
+@dataclass(frozen=True)
+class Ann:
+    """An ANN index configuration, derived from the row count. Its name on the
+    table records the partition count it was trained with."""
+
+    kind: str
+    partitions: int
+    nprobes: int
+    refine: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"vector_{self.kind}_p{self.partitions}"
+
+    @classmethod
+    def from_name(cls, name: str) -> Ann | None:
+        m = re.fullmatch(r"vector_(ivf_flat|ivf_pq|ivf_hnsw_sq)_p(\d+)", name)
+        return derive_ann(0, 0, m.group(1), partitions=int(m.group(2))) if m else None
+
+    def config(self, dim: int):
+        if self.kind == "ivf_pq":
+            return IvfPq(distance_type="cosine", num_partitions=self.partitions, num_sub_vectors=sub_vectors(dim))
+        if self.kind == "ivf_hnsw_sq":
+            return IvfHnswSq(distance_type="cosine", num_partitions=self.partitions)
+        return IvfFlat(distance_type="cosine", num_partitions=self.partitions)
+
+
+def sub_vectors(dim: int) -> int:
+    """PQ sub-vectors of 8 dimensions (or the nearest divisor of dim)."""
+    for width in (8, 4, 16, 2, 1):
+        if dim % width == 0:
+            return dim // width
+    return 1
+
+
+def derive_ann(rows: int, dim: int, kind: str = "auto", partitions: int = 0) -> Ann | None:
+    """The ANN index for a table of ``rows`` rows. ``auto``: IVF_FLAT (exact
+    within the probed partitions; cheap to refresh) below a million rows,
+    IVF_PQ (compressed, refined) above. Partitions: sqrt(rows), so that a
+    partition holds about as many rows as there are partitions."""
+    if kind == "none":
+        return None
+    if kind == "auto":
+        kind = "ivf_flat" if rows < 1_000_000 else "ivf_pq"
+    if not partitions:
+        partitions = max(1, min(4096, round(math.sqrt(rows)))) if kind != "ivf_hnsw_sq" else max(1, rows // 25_000)
+    if kind == "ivf_hnsw_sq":
+        return Ann(kind, partitions, nprobes=max(1, partitions), refine=5)
+    nprobes = min(partitions, max(16, partitions // 16))
+    return Ann(kind, partitions, nprobes, refine=10 if kind == "ivf_pq" else 0)
+
+
+def built_ann(table) -> Ann | None:
+    """The ANN index built on this chunks table, if any (read from the index names)."""
+    if table is None:
+        return None
+    for ix in table.list_indices():
+        ann = Ann.from_name(ix.name)
+        if ann is not None:
+            return ann
+    return None
+
+
+class AnnIndex:
+    """The chunks table's ANN index as searches use it (``current``; None
+    while search is exact), and its upkeep: built once the table has
+    ``min_rows`` rows, trained again once the table wants twice the
+    partitions, dropped below ``min_rows`` or with kind ``none``."""
+
+    def __init__(self, kind: str = "auto", min_rows: int = 10_000):
+        if kind not in ANN_KINDS:
+            raise InvalidArgument(f"unknown ANN index {kind!r}; one of {', '.join(ANN_KINDS)}")
+        self.kind = kind
+        self.min_rows = min_rows
+        self.current: Ann | None = None
+
+    def load(self, table) -> None:
+        """Take the index a table already has (an index opened again)."""
+        self.current = built_ann(table)
+
+    def refresh(self, table, dim: int) -> None:
+        """After new rows (which the table's optimize folds into an existing index)."""
+        rows = table.count_rows()
+        current = built_ann(table)
+        if rows < self.min_rows or self.kind == "none":
+            if current is not None:
+                table.drop_index(current.name)
+            self.current = None
+            return
+        wanted = derive_ann(rows, dim, self.kind)
+        if current is not None and current.kind == wanted.kind and wanted.partitions < 2 * current.partitions:
+            self.current = current  # new rows were folded in by optimize
+            return
+        self._rebuild(table, dim, current, wanted, rows)
+
+    def _rebuild(self, table, dim: int, current: Ann | None, wanted: Ann, rows: int) -> None:
+        started = time.perf_counter()
+        if current is not None:  # one vector index per column: until the new one is built, searches are exact
+            table.drop_index(current.name)
+            self.current = None
+        table.create_index("vector", config=wanted.config(dim), name=wanted.name, replace=True)
+        metrics.MAINTENANCE_SECONDS.labels("vector_index").observe(time.perf_counter() - started)
+        log.info("built %s on %d rows in %.1fs", wanted.name, rows, time.perf_counter() - started)
+        self.current = wanted
