@@ -1,9 +1,13 @@
-"""``orchestrator index|search|status|serve``."""
+"""``orchestrator index|search|status|serve``: each subcommand shows the
+options it uses, and the connection settings (the stages' addresses,
+internal TLS, deadlines and retries) in a group of their own; every setting
+is also a ``CODEINDEX_ORCHESTRATOR_*`` variable."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -15,11 +19,35 @@ from codeindex_common import config as configlib
 from codeindex_common.errors import CodeindexError
 from codeindex_common.model import DEFAULT_MODE, KINDS, MODES, Query
 
-from .config import OrchestratorConfig
+from .config import ApiSettings, Connection, OrchestratorConfig, RunSettings
 from .pipeline import Pipeline, Progress, search
-from .session import internal_tls, make_stages, settings, stage_addresses
+from .session import index_dir, internal_tls, make_stages, settings, stage_addresses
 
 PREFIX = "orchestrator"
+
+
+def _fields(*classes: type) -> list[str]:
+    return [f.name for cls in classes for f in dataclasses.fields(cls)]
+
+
+CONNECTION = _fields(Connection)
+RUN = _fields(RunSettings)
+# which setting groups each subcommand shows (besides the connection group)
+GROUPS: dict[str, list[tuple[str, list[str]]]] = {
+    "index": [("index run", [*RUN, "metrics_host"])],
+    "search": [],
+    "status": [],
+    "serve": [("index runs (the API's Index)", [n for n in RUN if n != "index_metrics_port"]),
+              ("the public API", _fields(ApiSettings))],
+}
+
+
+def _options(sp: argparse.ArgumentParser, command: str) -> None:
+    for title, names in GROUPS[command]:
+        configlib.add_arguments(sp.add_argument_group(title), OrchestratorConfig, PREFIX, names)
+    configlib.add_arguments(sp.add_argument_group(
+        "connection", "the stages: their addresses (empty: started locally), TLS to them, deadlines, retries"),
+        OrchestratorConfig, PREFIX, CONNECTION)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,8 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="serve the public gRPC API (Index, Search, Status)")
     sv.add_argument("--path", default=".", help="repository whose index a local store keeps (default: .)")
 
-    for sp in (ix, se, st, sv):
-        configlib.add_arguments(sp.add_argument_group("services"), OrchestratorConfig, PREFIX)
+    for command, sp in (("index", ix), ("search", se), ("status", st), ("serve", sv)):
+        _options(sp, command)
     return p
 
 
@@ -96,26 +124,11 @@ class _Bar:
             self.bar.close()
 
 
-async def _index(cfg: OrchestratorConfig, root: str, addresses: dict[str, str], bar: _Bar, reindex: bool):
+async def _with_stages(cfg: OrchestratorConfig, addresses: dict[str, str], use):
+    """``use(stages)`` with clients of the stages, closed after."""
     stages = make_stages(cfg, addresses)
     try:
-        return await Pipeline(stages, settings(cfg), bar).index(root, reindex=reindex)
-    finally:
-        await stages.close()
-
-
-async def _search(cfg: OrchestratorConfig, addresses, query: Query):
-    stages = make_stages(cfg, addresses)
-    try:
-        return await search(stages, query)
-    finally:
-        await stages.close()
-
-
-async def _status(cfg: OrchestratorConfig, addresses):
-    stages = make_stages(cfg, addresses)
-    try:
-        return await stages.store.stats()
+        return await use(stages)
     finally:
         await stages.close()
 
@@ -132,7 +145,8 @@ def cmd_index(cfg: OrchestratorConfig, args) -> int:
         print(f"orchestrator metrics on http://{cfg.metrics_host}:{http.server_port}/metrics", file=sys.stderr)
     with stage_addresses(cfg, root) as addresses:
         try:
-            summary = asyncio.run(_index(cfg, root, addresses, bar, args.reindex))
+            summary = asyncio.run(_with_stages(cfg, addresses, lambda stages: Pipeline(
+                stages, settings(cfg), bar).index(root, reindex=args.reindex)))
         finally:
             bar.close()
     d = summary.to_dict()
@@ -150,35 +164,29 @@ def cmd_index(cfg: OrchestratorConfig, args) -> int:
 
 def cmd_search(cfg: OrchestratorConfig, args) -> int:
     root = os.path.abspath(args.path)
-    if not cfg.store_addr and not os.path.isdir(os.path.join(cfg.index_dir or os.path.join(root, ".codeindex"),
-                                                             "lancedb")):
+    if not cfg.store_addr and not os.path.isdir(os.path.join(index_dir(cfg, root), "lancedb")):
         raise CodeindexError(f"no index at {root}: run `orchestrator index {args.path}` first")
     query = Query(text=args.query, k=args.k, mode=args.mode, language=args.language, path_glob=args.path_glob,
-                  kind=args.kind, symbol=args.symbol, min_score=args.min_score)
-    query.validate()
+                  kind=args.kind, symbol=args.symbol, min_score=args.min_score)  # checked here, before any start
     with stage_addresses(cfg, root, need_parser=False) as addresses:
-        hits = asyncio.run(_search(cfg, addresses, query))
+        hits = asyncio.run(_with_stages(cfg, addresses, lambda stages: search(stages, query)))
     if args.json:
-        print(json.dumps([{
-            "path": h.chunk.path, "start_line": h.chunk.start_line, "end_line": h.chunk.end_line,
-            "symbol": h.chunk.symbol, "qualified_name": h.chunk.qualified_name, "kind": h.chunk.kind,
-            "language": h.chunk.language, "score": round(h.score, 4), "snippet": h.snippet} for h in hits]))
-    else:
-        for h in hits:
-            c = h.chunk
-            print(f"{h.score:.3f}  {c.path}:{c.start_line}-{c.end_line}  {c.qualified_name or '-'} "
-                  f"({c.kind}, {c.language})")
-            for line in h.snippet.splitlines():
-                print(f"        {line[:120]}")
+        print(json.dumps([h.to_dict() for h in hits]))
+        return 0
+    for h in hits:
+        c = h.chunk
+        print(f"{h.score:.3f}  {c.path}:{c.start_line}-{c.end_line}  {c.qualified_name or '-'} "
+              f"({c.kind}, {c.language})")
+        for line in h.snippet.splitlines():
+            print(f"        {line[:120]}")
     return 0
 
 
 def cmd_status(cfg: OrchestratorConfig, args) -> int:
     root = os.path.abspath(args.path)
     with stage_addresses(cfg, root, need_parser=False) as addresses:
-        stats = asyncio.run(_status(cfg, addresses))
-    d = {"chunks": stats.chunks, "files": stats.files, "dim": stats.dim, "model_id": stats.model_id,
-         "index_uri": stats.uri, "versions": stats.versions, "vector_index": stats.vector_index or "none (exact)"}
+        stats = asyncio.run(_with_stages(cfg, addresses, lambda stages: stages.store.stats()))
+    d = stats.to_dict()
     print(json.dumps(d) if args.json else "\n".join(f"{k}: {v}" for k, v in d.items()))
     return 0
 
@@ -189,6 +197,7 @@ def cmd_serve(cfg: OrchestratorConfig, args) -> int:
 
     from .servicer import OrchestratorServicer
 
+    cfg.security().credentials()  # a token file or TLS files that do not work: said before anything starts
     root = os.path.abspath(args.path)
     name = orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"].full_name
     with stage_addresses(cfg, root) as addresses:
@@ -200,27 +209,12 @@ def cmd_serve(cfg: OrchestratorConfig, args) -> int:
             orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(
                 OrchestratorServicer(stages, settings(cfg), addresses, allowed_roots(cfg, root)), srv)
 
-        server.main(server.Service(name="orchestrator", service_names=[name], register=register),
-                    cfg.listen, cfg.metrics_port, cfg.ready_file, metrics_host=cfg.metrics_host,
-                    max_concurrent_rpcs=cfg.max_concurrent_rpcs, security=security(cfg))
+        async def stop() -> None:
+            if stages is not None:
+                await stages.close()
+
+        server.main(server.Service(name="orchestrator", service_names=[name], register=register, stop=stop), cfg)
     return 0
-
-
-TOKEN_ENV = "CODEINDEX_ORCHESTRATOR_AUTH_TOKEN"
-
-
-def security(cfg: OrchestratorConfig):
-    """TLS files and the bearer token of the public API. The token comes from
-    --auth-token-file or the environment, never from a flag."""
-    from codeindex_common.server import Security
-
-    token = os.environ.get(TOKEN_ENV, "")
-    if cfg.auth_token_file:
-        with open(cfg.auth_token_file, encoding="utf-8") as fh:
-            token = fh.read().strip()
-        if not token:
-            raise CodeindexError(f"{cfg.auth_token_file} is empty: no token to require")
-    return Security(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca, token)
 
 
 def allowed_roots(cfg: OrchestratorConfig, root: str) -> list[str]:

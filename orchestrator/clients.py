@@ -18,9 +18,10 @@ import numpy as np
 
 from codeindex_common import vectors
 from codeindex_common.errors import CodeindexError
-from codeindex_common.model import Chunk, FileRecord, FileResult, Query, mode_to_pb
+from codeindex_common.channels import CHANNEL_OPTIONS, open_channel
+from codeindex_common.model import EmbedInfo, FileRecord, FileResult, Hit, ManifestEntry, Query, Stats
 from codeindex_common.pb import embed_pb2, embed_pb2_grpc, parser_pb2, parser_pb2_grpc, store_pb2, store_pb2_grpc
-from codeindex_common.server import CHANNEL_OPTIONS, ClientTLS, open_channel
+from codeindex_common.tls import ClientTLS
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 from . import metrics
@@ -216,108 +217,130 @@ class _Client:
         except grpc.aio.AioRpcError as err:
             raise self.error(err, time.monotonic() - started if retryable(err) else 0.0) from err
 
-    async def _resumable(self, method: str, items: AsyncIterator, item_key, to_pb, response_key) -> AsyncIterator:
-        """A bidirectional stream that survives the service restarting: every
-        item sent and not yet answered is kept, and sent again first on a new
-        stream when the old one breaks, so nothing is lost and nothing is
-        answered twice. ``to_pb(item, first)`` builds a request (``first``:
-        the new stream's first message)."""
-        outbox: asyncio.Queue = asyncio.Queue(maxsize=1)
-        pending: dict = {}
-        ended = False
-
-        async def pump() -> None:
-            async for item in items:
-                await outbox.put(item)
-            await outbox.put(_END)
-
-        async def next_item():
-            getter = asyncio.ensure_future(outbox.get())
-            try:
-                await asyncio.wait({getter, pumping}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                if not getter.done():
-                    getter.cancel()  # the item, if any, stays in the queue
-            if getter.done() and not getter.cancelled():
-                return getter.result()
-            pumping.result()  # the source failed: its error
-            return await outbox.get()
-
-        def requests(resend: list):
-            async def gen():
-                nonlocal ended
-                first = True
-                for item in resend:
-                    yield to_pb(item, first)
-                    first = False
-                while not ended:
-                    item = await next_item()  # cancelled while waiting: nothing is lost
-                    if item is _END:
-                        ended = True
-                        return
-                    pending[item_key(item)] = item
-                    yield to_pb(item, first)
-                    first = False
-            return gen()
-
-        async def responses(call):
-            """The stream's answers; a stream whose stage answers none of the
-            items it holds for a whole deadline (``timeout``) is stuck (a hung
-            or stopped process): it is cancelled and reported as stalled."""
-            while True:
-                reading = asyncio.ensure_future(call.read())
-                while True:
-                    waiting = bool(pending)
-                    done, _ = await asyncio.wait({reading}, timeout=self.timeout)
-                    if done:
-                        break
-                    if waiting and pending:
-                        reading.cancel()
-                        call.cancel()
-                        raise _stalled(len(pending), self.timeout)
-                response = reading.result()
-                if response is grpc.aio.EOF:
-                    return
-                yield response
-
-        pumping = asyncio.create_task(pump())
-        failing_since = None
-        failures = 0
-        call = None
-        try:
-            while True:
-                try:
-                    call = getattr(self.stub, method)(requests(list(pending.values())))
-                    async for response in responses(call):
-                        pending.pop(response_key(response), None)
-                        failing_since, failures = None, 0
-                        yield response
-                    if ended and not pending:
-                        break
-                    raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
-                                               grpc.aio.Metadata(), details="the stream ended early")
-                except grpc.aio.AioRpcError as err:
-                    if pumping.done() and not pumping.cancelled() and pumping.exception() is not None:
-                        raise pumping.exception() from err  # the source failed, not the stage
-                    if not retryable(err):
-                        raise self.error(err) from err
-                    failing_since = failing_since or time.monotonic()
-                    waited = time.monotonic() - failing_since
-                    if waited > self.retry_seconds:
-                        raise self.error(err, waited) from err
-                    failures += 1
-                    metrics.STAGE_RETRIES.labels(self.stage).inc()
-                    log.warning("%s stream broke (%s); resuming with %d unanswered items", self.stage,
-                                err.code().name, len(pending))
-                    await asyncio.sleep(min(2.0, 0.1 * 2 ** failures) * (0.5 + random.random()))
-        finally:
-            pumping.cancel()
-            if call is not None:
-                call.cancel()  # a no-op once the call has ended; else (the caller stopped early) it ends it
+    def _resumable(self, method: str, items: AsyncIterator, item_key, to_pb, response_key) -> AsyncIterator:
+        """A bidirectional stream that survives the service restarting (see :class:`ResumableStream`)."""
+        return ResumableStream(self, method, items, item_key, to_pb, response_key).responses()
 
     async def close(self) -> None:
         for ch in self.channels:
             await ch.close()
+
+
+class ResumableStream:
+    """A bidirectional stream that survives the service restarting: every
+    item sent and not yet answered is kept (``pending``, by ``item_key``),
+    and sent again first on a new stream when the old one breaks, so nothing
+    is lost and nothing is answered twice. ``to_pb(item, first)`` builds a
+    request (``first``: the new stream's first message); ``response_key``
+    names the item an answer is for. A stream whose stage answers none of the
+    items it holds for a whole deadline is cancelled and reopened, like a
+    broken one; a stage still failing after ``retry_seconds`` is reported by
+    name."""
+
+    def __init__(self, client: _Client, method: str, items: AsyncIterator, item_key, to_pb, response_key):
+        self.client, self.method = client, method
+        self.items, self.item_key, self.to_pb, self.response_key = items, item_key, to_pb, response_key
+        self.outbox: asyncio.Queue = asyncio.Queue(maxsize=1)  # the source's next item, read ahead by one
+        self.pending: dict = {}  # sent and not yet answered, in order
+        self.ended = False  # the source has no more items
+        self.pumping: asyncio.Task | None = None
+        self.failing_since: float | None = None
+        self.failures = 0
+
+    async def responses(self) -> AsyncIterator:
+        """The answers, each once, across as many streams as it takes."""
+        self.pumping = asyncio.create_task(self._pump())
+        call = None
+        try:
+            while True:
+                try:
+                    call = getattr(self.client.stub, self.method)(self._requests(list(self.pending.values())))
+                    async for response in self._answers(call):
+                        self.pending.pop(self.response_key(response), None)
+                        self.failing_since, self.failures = None, 0
+                        yield response
+                    if self.ended and not self.pending:
+                        return
+                    raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(),
+                                               grpc.aio.Metadata(), details="the stream ended early")
+                except grpc.aio.AioRpcError as err:
+                    await asyncio.sleep(self._backoff(err))
+        finally:
+            self.pumping.cancel()
+            if call is not None:
+                call.cancel()  # a no-op once the call has ended; else (the caller stopped early) it ends it
+
+    async def _pump(self) -> None:
+        """The source's items into the outbox, then the end marker."""
+        async for item in self.items:
+            await self.outbox.put(item)
+        await self.outbox.put(_END)
+
+    async def _next_item(self):
+        """The next item of the source; its error if it failed. Cancelled while waiting: nothing is lost."""
+        getter = asyncio.ensure_future(self.outbox.get())
+        try:
+            await asyncio.wait({getter, self.pumping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not getter.done():
+                getter.cancel()  # the item, if any, stays in the queue
+        if getter.done() and not getter.cancelled():
+            return getter.result()
+        self.pumping.result()  # the source failed: its error
+        return await self.outbox.get()
+
+    async def _requests(self, resend: list):
+        """One stream's requests: the unanswered items of the last stream first, then new ones."""
+        first = True
+        for item in resend:
+            yield self.to_pb(item, first)
+            first = False
+        while not self.ended:
+            item = await self._next_item()
+            if item is _END:
+                self.ended = True
+                return
+            self.pending[self.item_key(item)] = item
+            yield self.to_pb(item, first)
+            first = False
+
+    async def _answers(self, call):
+        """One stream's answers; a stream that holds items and answers none of
+        them for a whole deadline is stuck (a hung or stopped process): it is
+        cancelled and reported as stalled."""
+        timeout = self.client.timeout
+        while True:
+            reading = asyncio.ensure_future(call.read())
+            while True:
+                waiting = bool(self.pending)
+                done, _ = await asyncio.wait({reading}, timeout=timeout)
+                if done:
+                    break
+                if waiting and self.pending:
+                    reading.cancel()
+                    call.cancel()
+                    raise _stalled(len(self.pending), timeout)
+            response = reading.result()
+            if response is grpc.aio.EOF:
+                return
+            yield response
+
+    def _backoff(self, err: grpc.aio.AioRpcError) -> float:
+        """Seconds to wait before the next stream, after ``err``; raises when it is not worth another one."""
+        pumping = self.pumping
+        if pumping.done() and not pumping.cancelled() and pumping.exception() is not None:
+            raise pumping.exception() from err  # the source failed, not the stage
+        if not retryable(err):
+            raise self.client.error(err) from err
+        self.failing_since = self.failing_since or time.monotonic()
+        waited = time.monotonic() - self.failing_since
+        if waited > self.client.retry_seconds:
+            raise self.client.error(err, waited) from err
+        self.failures += 1
+        metrics.STAGE_RETRIES.labels(self.client.stage).inc()
+        log.warning("%s stream broke (%s); resuming with %d unanswered items", self.client.stage,
+                    err.code().name, len(self.pending))
+        return min(2.0, 0.1 * 2 ** self.failures) * (0.5 + random.random())
 
 
 class ParserClient(_Client):
@@ -336,14 +359,7 @@ class ParserClient(_Client):
             return parser_pb2.ParseRequest(path=path, content=content, options=options if first else None)
 
         async for r in self._resumable("Parse", files, lambda item: item[0], to_pb, lambda r: r.path):
-            yield FileResult(r.path, r.language, tuple(map(Chunk.from_pb, r.chunks)), r.skip_reason, r.detail)
-
-
-class EmbedInfo:
-    def __init__(self, pb: embed_pb2.InfoResponse):
-        self.model_id, self.dim, self.max_tokens = pb.model_id, pb.dim, pb.max_tokens
-        self.backend, self.device = pb.backend, pb.device
-        self.tokenizer_json = pb.tokenizer_json
+            yield FileResult.from_pb(r)
 
 
 class EmbedderClient(_Client):
@@ -351,7 +367,7 @@ class EmbedderClient(_Client):
     stub_class = embed_pb2_grpc.EmbedderStub
 
     async def info(self) -> EmbedInfo:
-        return EmbedInfo(await self._call("Info", embed_pb2.InfoRequest()))
+        return EmbedInfo.from_pb(await self._call("Info", embed_pb2.InfoRequest()))
 
     async def embed_once(self, texts: list[str]) -> np.ndarray:
         r = await self._call("EmbedOnce", embed_pb2.EmbedRequest(texts=texts))
@@ -374,18 +390,13 @@ class StoreClient(_Client):
         """FileRecords in; (path, rows) acknowledgements out once committed. A
         record sent again after a broken stream is written again: the store
         replaces a file's rows, so the result is the same."""
-        def to_pb(r: FileRecord, first: bool) -> store_pb2.FileRecord:
-            return store_pb2.FileRecord(
-                path=r.path, file_hash=r.file_hash, chunks=[c.to_pb() for c in r.chunks],
-                dim=r.vectors.shape[1] if r.vectors.ndim == 2 else 0, vectors=vectors.pack(r.vectors),
-                skip_reason=r.skip_reason, model_id=r.model_id)
-
-        async for ack in self._resumable("Write", records, lambda r: r.path, to_pb, lambda a: a.path):
+        async for ack in self._resumable("Write", records, lambda r: r.path, lambda r, first: r.to_pb(),
+                                         lambda a: a.path):
             yield ack.path, ack.rows
 
-    async def manifest(self) -> dict[str, tuple[str, str]]:
+    async def manifest(self) -> dict[str, ManifestEntry]:
         r = await self._call("Manifest", store_pb2.ManifestRequest())
-        return {e.path: (e.file_hash, e.skip_reason) for e in r.entries}
+        return {e.path: ManifestEntry.from_pb(e) for e in r.entries}
 
     async def delete(self, paths: list[str]) -> int:
         r = await self._call("Delete", store_pb2.DeleteRequest(paths=paths))
@@ -400,13 +411,9 @@ class StoreClient(_Client):
         vecs = vectors.unpack(r.vectors, r.dim, len(r.content_hashes))
         return dict(zip(r.content_hashes, vecs))
 
-    async def search(self, vector: np.ndarray | None, q: Query) -> list[tuple[Chunk, float, str]]:
-        """(chunk, score, snippet) of the top hits."""
-        r = await self._call("Search", store_pb2.SearchRequest(
-            query_vector=vectors.pack(vector) if vector is not None else b"", k=q.k, language=q.language,
-            query_text=q.text, mode=mode_to_pb(q.mode), path_glob=q.path_glob, kind=q.kind, symbol=q.symbol,
-            min_score=q.min_score))
-        return [(Chunk.from_pb(h.chunk), h.score, h.snippet) for h in r.hits]
+    async def search(self, vector: np.ndarray | None, q: Query) -> list[Hit]:
+        r = await self._call("Search", q.to_search_pb(vector))
+        return [Hit.from_pb(h) for h in r.hits]
 
     async def optimize(self) -> store_pb2.OptimizeResponse:
         # building the vector index of a large table takes minutes, not the usual deadline
@@ -415,8 +422,8 @@ class StoreClient(_Client):
     async def reset(self) -> int:
         return (await self._call("Reset", store_pb2.ResetRequest())).chunks_dropped
 
-    async def stats(self) -> store_pb2.StatsResponse:
-        return await self._call("Stats", store_pb2.StatsRequest())
+    async def stats(self) -> Stats:
+        return Stats.from_pb(await self._call("Stats", store_pb2.StatsRequest()))
 
 
 class Stages:

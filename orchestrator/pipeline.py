@@ -1,7 +1,20 @@
-"""The Pipeline core: walk, diff against the store's manifest, then stream
-new and changed files through parser -> embedder -> store with bounded
-queues, so that all three stages work at once. No grpc imports: it talks to
-the stages through :mod:`orchestrator.clients`."""
+"""The Pipeline core: walk the repository, then stream its files through
+read -> parse -> reuse -> embed -> write with bounded queues, so that every
+stage works at once; removed files go last. No grpc imports: it talks to the
+stages through :mod:`orchestrator.clients`, in domain types.
+
+:class:`Pipeline` is one index run from start to end (model check, walk,
+the streaming part, removals, upkeep); :class:`IndexRun` is the streaming
+part, a method per stage:
+
+- ``read``: each file is read and hashed once; a file whose hash the index
+  already holds is unchanged and goes no further;
+- ``parse``: changed files to the parser, chunks back as each file is done;
+- ``reuse``: each chunk's vector from this run's cache or the store (by
+  content hash); the rest queued for embedding, each distinct text once;
+- ``embed``: texts to the embedder, vectors back into their files;
+- ``write``: each complete file to the store, which replaces its rows.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +23,14 @@ import collections
 import itertools
 import logging
 import time
-from dataclasses import asdict, dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from codeindex_common.errors import FailedPrecondition
-from codeindex_common.model import Chunk, FileRecord, FileResult, Query
+from codeindex_common.errors import FailedPrecondition, InvalidArgument
+from codeindex_common.model import (PARSER_FAILURES, EmbedInfo, FileRecord, FileResult, Hit, IndexSummary,
+                                    ManifestEntry, ProgressUpdate, Query)
 
 from . import metrics
 from .walker import Entry, file_hash, read, walk
@@ -24,29 +38,14 @@ from .walker import Entry, file_hash, read, walk
 log = logging.getLogger("codeindex.orchestrator")
 
 
-@dataclass
-class Summary:
-    files_seen: int = 0
-    files_indexed: int = 0
-    files_unchanged: int = 0
-    files_removed: int = 0
-    files_skipped: dict[str, int] = field(default_factory=dict)
-    chunks_total: int = 0
-    chunks_embedded: int = 0
-    chunks_reused: int = 0
-    seconds: float = 0.0
-    index_chunks: int = 0
-    index_files: int = 0
-    model_id: str = ""
-
-    def skip(self, reason: str) -> None:
-        self.files_skipped[reason] = self.files_skipped.get(reason, 0) + 1
-        metrics.FILES_SKIPPED.labels(reason).inc()
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["seconds"] = round(self.seconds, 3)
-        return d
+@dataclass(frozen=True)
+class Settings:
+    parse_streams: int = 2
+    embed_streams: int = 4
+    write_streams: int = 2
+    embed_request_texts: int = 32
+    queue_size: int = 256
+    max_file_bytes: int = 2_000_000
 
 
 class Waits:
@@ -78,8 +77,10 @@ class Waits:
         self.add(stage, "blocked", time.perf_counter() - started)
         metrics.QUEUE_DEPTH.labels(name).set(queue.qsize())
 
-    async def drain(self, queue: asyncio.Queue, name: str, stage: str):
-        """Yield queue items until the None sentinel."""
+    async def drain(self, queue: asyncio.Queue, name: str, stage: str, first=None):
+        """Yield ``first`` (when given), then queue items until the None sentinel."""
+        if first is not None:
+            yield first
         while (item := await self.get(queue, name, stage)) is not None:
             yield item
 
@@ -92,7 +93,7 @@ class Waits:
 
 @dataclass
 class Progress:
-    files_total: int = 0
+    files_total: int = 0  # files the run looks at: every file it reads (unchanged ones are done once read)
     files_done: int = 0
     files_parsed: int = 0
     chunks_total: int = 0  # chunks of the files parsed so far
@@ -104,6 +105,9 @@ class Progress:
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
+
+    def snapshot(self) -> ProgressUpdate:
+        return ProgressUpdate(self.files_done, self.files_total, self.chunks_done)
 
     def publish(self) -> None:
         """The run's progress as gauges: done, remaining, rate, time left."""
@@ -118,20 +122,6 @@ class Progress:
         metrics.RUN_CHUNKS_PER_SECOND.set(rate)
         per_file = self.elapsed / self.files_done if self.files_done else 0.0
         metrics.RUN_ETA_SECONDS.set(per_file * remaining_files)
-
-
-@dataclass(frozen=True)
-class Settings:
-    parse_streams: int = 2
-    embed_streams: int = 4
-    write_streams: int = 2
-    embed_request_texts: int = 32
-    queue_size: int = 256
-    max_file_bytes: int = 2_000_000
-
-
-# Skips that say nothing about the file's content: not remembered in the index.
-TRANSIENT_SKIPS = {"worker_died", "timeout", "parse_failed"}
 
 
 class _Job:
@@ -185,22 +175,277 @@ async def _supervise(tasks: dict[str, asyncio.Task]) -> None:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
+READ_BATCH_FILES = 64
+READ_BATCH_BYTES = 4 * 1024 * 1024
+
+
+class IndexRun:
+    """The streaming part of one index run: a method per stage, joined by
+    bounded queues (a full queue blocks its producer). ``run`` returns the
+    paths that were read (the files the repository still has)."""
+
+    def __init__(self, stages, settings: Settings, info: EmbedInfo, manifest: dict[str, ManifestEntry],
+                 summary: IndexSummary, progress: Progress, on_progress: Callable[[Progress], None]):
+        self.stages, self.settings, self.info = stages, settings, info
+        self.manifest, self.summary, self.progress = manifest, summary, progress
+        self.on_progress = on_progress
+        self.waits = progress.waits
+        size = settings.queue_size
+        self.files_q: asyncio.Queue = asyncio.Queue(size)  # read -> parse: (path, bytes)
+        self.parsed_q: asyncio.Queue = asyncio.Queue(size)  # parse -> reuse: FileResult
+        self.embed_q: asyncio.Queue = asyncio.Queue(size)  # reuse -> embed: (request id, texts)
+        self.write_q: asyncio.Queue = asyncio.Queue(size)  # reuse, embed -> write: FileRecord
+        self.present: set[str] = set()  # files read
+        self.sent = 0  # files sent to the parser
+        self.hashes: dict[str, str] = {}  # path -> content hash, of files between read and reuse
+        self.cache: dict[str, np.ndarray] = {}  # content hash -> vector, this run
+        self.waiting: dict[str, list[tuple[_Job, int]]] = collections.defaultdict(list)  # hash -> (file, row)
+        self.requests: dict[str, list[str]] = {}  # embed request id -> its texts' hashes
+        self._ids = itertools.count()
+
+    def skip(self, reason: str) -> None:
+        self.summary.skip(reason)
+        metrics.FILES_SKIPPED.labels(reason).inc()
+
+    def report(self) -> None:
+        self.progress.publish()
+        self.on_progress(self.progress)
+
+    async def run(self, candidates: list[Entry]) -> set[str]:
+        reusing = asyncio.create_task(self.reuse())
+        embedding = asyncio.create_task(self.embed())
+
+        async def close_writes() -> None:  # once nothing more can reach the write queue
+            await asyncio.gather(reusing, embedding)
+            for _ in range(self.settings.write_streams):
+                await self.write_q.put(None)
+
+        await _supervise({"read": asyncio.create_task(self.read(candidates)),
+                          "parse": asyncio.create_task(self.parse()), "reuse": reusing, "embed": embedding,
+                          "write": asyncio.create_task(self.write()), "close": asyncio.create_task(close_writes())})
+        metrics.CHUNKS_REUSED.inc(self.summary.chunks_reused)
+        return self.present
+
+    # ------------------------------------------------------------------ read
+
+    async def read(self, candidates: list[Entry]) -> None:
+        """Read and hash each file once (in batches, off the event loop); send the changed ones on."""
+        for batch in _batches(candidates):
+            for path, fhash, data in await asyncio.to_thread(_read_batch, batch):
+                if data is None:  # unreadable
+                    self.skip("unreadable")
+                    self.progress.files_done += 1
+                    continue
+                self.present.add(path)
+                old = self.manifest.get(path)
+                if old is not None and old.file_hash == fhash:
+                    self.summary.files_unchanged += 1
+                    self.progress.files_done += 1
+                    continue
+                self.hashes[path] = fhash
+                self.sent += 1
+                await self.waits.put(self.files_q, "files", "read", (path, data))
+            self.report()
+        for _ in range(self.settings.parse_streams):
+            await self.files_q.put(None)
+
+    # ------------------------------------------------------------------ parse
+
+    async def parse(self) -> None:
+        await _all(*(self._parse_stream() for _ in range(self.settings.parse_streams)))
+        self.waits.finish("parse")
+        await self.parsed_q.put(None)
+
+    async def _parse_stream(self) -> None:
+        """One Parse stream, opened once it has a file to send."""
+        first = await self.waits.get(self.files_q, "files", "parse")
+        if first is None:
+            return
+        files = self.waits.drain(self.files_q, "files", "parse", first)
+        async for result in self.stages.parser.parse(files, self.info.max_tokens, self.info.tokenizer_json):
+            metrics.STAGE_FILES.labels("parse").inc()
+            self.progress.files_parsed += 1
+            self.progress.chunks_total += len(result.chunks)
+            await self.waits.put(self.parsed_q, "parsed", "parse", result)
+
+    # ------------------------------------------------------------------ reuse
+
+    async def reuse(self) -> None:
+        """Fill each file's vectors from this run's cache and the store; queue
+        the rest for embedding (each distinct text once)."""
+        done = False
+        while not done:
+            batch, done = await self._take_parsed()
+            unknown = {c.content_hash for r in batch for c in r.chunks} - self.cache.keys() - self.waiting.keys()
+            found = await self.stages.store.lookup_vectors(sorted(unknown))
+            new_texts: list[tuple[str, str]] = []
+            for result in batch:
+                record = self._assign(result, found, new_texts)
+                if record is not None:
+                    await self.waits.put(self.write_q, "write", "reuse", record)
+            await self._request_embeddings(new_texts)
+        for _ in range(self.settings.embed_streams):
+            await self.embed_q.put(None)
+
+    async def _take_parsed(self) -> tuple[list[FileResult], bool]:
+        """The next parsed file and up to 63 more already waiting (one vector lookup for all);
+        whether the parser is done."""
+        batch = [await self.waits.get(self.parsed_q, "parsed", "reuse")]
+        while not self.parsed_q.empty() and len(batch) < 64 and batch[-1] is not None:
+            batch.append(self.parsed_q.get_nowait())
+        if batch[-1] is None:
+            return batch[:-1], True
+        return batch, False
+
+    def _assign(self, result: FileResult, found: dict[str, np.ndarray],
+                new_texts: list[tuple[str, str]]) -> FileRecord | None:
+        """Give each chunk of ``result`` its vector, or a place in line for one (``new_texts`` gets the
+        texts nobody embeds yet); the file's record when it is complete already."""
+        fhash, dim, model_id = self.hashes.pop(result.path), self.info.dim, self.info.model_id
+        if result.skip_reason in PARSER_FAILURES:
+            self.skip(result.skip_reason)  # not recorded: the next run tries the file again
+            self.progress.files_done += 1
+            return None
+        if result.skip_reason:
+            self.skip(result.skip_reason)
+            return FileRecord(result.path, fhash, [], np.empty((0, dim), np.float32), result.skip_reason, model_id)
+        self.summary.chunks_total += len(result.chunks)
+        job = _Job(result, fhash, dim)
+        complete = not result.chunks
+        for i, c in enumerate(result.chunks):
+            vec = self.cache.get(c.content_hash)
+            if vec is None and c.content_hash in found:
+                vec = self.cache[c.content_hash] = found[c.content_hash]
+            if vec is not None:
+                self.summary.chunks_reused += 1
+                complete = job.fill(i, vec)
+                continue
+            if c.content_hash in self.waiting:
+                self.summary.chunks_reused += 1  # the same text is already being embedded
+            else:
+                new_texts.append((c.content_hash, c.embed_text))
+            self.waiting[c.content_hash].append((job, i))
+        return job.record(model_id) if complete else None
+
+    async def _request_embeddings(self, texts: list[tuple[str, str]]) -> None:
+        step = self.settings.embed_request_texts
+        for start in range(0, len(texts), step):
+            part = texts[start:start + step]
+            rid = str(next(self._ids))
+            self.requests[rid] = [h for h, _ in part]
+            await self.waits.put(self.embed_q, "embed", "reuse", (rid, [t for _, t in part]))
+
+    # ------------------------------------------------------------------ embed
+
+    async def embed(self) -> None:
+        await _all(*(self._embed_stream() for _ in range(self.settings.embed_streams)))
+        self.waits.finish("embed")
+
+    async def _embed_stream(self) -> None:
+        """One Embed stream, opened once it has texts to send."""
+        first = await self.waits.get(self.embed_q, "embed", "embed")
+        if first is None:
+            return
+        async for rid, vecs in self.stages.embedder.embed(self.waits.drain(self.embed_q, "embed", "embed", first)):
+            hashes = self.requests.pop(rid)
+            self.summary.chunks_embedded += len(hashes)
+            self.progress.chunks_embedded += len(hashes)
+            metrics.CHUNKS_EMBEDDED.inc(len(hashes))
+            for h, v in zip(hashes, vecs):
+                self.cache[h] = v
+                for job, i in self.waiting.pop(h):
+                    if job.fill(i, v):
+                        await self.waits.put(self.write_q, "write", "embed", job.record(self.info.model_id))
+
+    # ------------------------------------------------------------------ write
+
+    async def write(self) -> None:
+        await _all(*(self._write_stream() for _ in range(self.settings.write_streams)))
+
+    async def _write_stream(self) -> None:
+        """One Write stream, opened once it has a file to write."""
+        first = await self.waits.get(self.write_q, "write", "write")
+        if first is None:
+            return
+        async for _path, rows in self.stages.store.write(self.waits.drain(self.write_q, "write", "write", first)):
+            self.progress.files_done += 1
+            self.progress.chunks_done += rows
+            if rows:
+                self.summary.files_indexed += 1
+            metrics.STAGE_FILES.labels("write").inc()
+            self.report()
+
+
+def _batches(entries: list[Entry]) -> list[list[Entry]]:
+    """Consecutive groups of at most READ_BATCH_FILES files and about READ_BATCH_BYTES bytes."""
+    batches: list[list[Entry]] = [[]]
+    size = 0
+    for e in entries:
+        if batches[-1] and (len(batches[-1]) >= READ_BATCH_FILES or size + e.size > READ_BATCH_BYTES):
+            batches.append([])
+            size = 0
+        batches[-1].append(e)
+        size += e.size
+    return [b for b in batches if b]
+
+
+def _read_batch(batch: list[Entry]) -> list[tuple[str, str, bytes | None]]:
+    """(path, content hash, bytes) of each file, read once; bytes None when it cannot be read. Runs in a
+    thread: the caller keeps the bytes of changed files only."""
+    out: list[tuple[str, str, bytes | None]] = []
+    for e in batch:
+        try:
+            data = read(e)
+        except OSError:
+            out.append((e.path, "", None))
+            continue
+        out.append((e.path, file_hash(data), data))
+    return out
 
 
 class Pipeline:
+    """Index runs and searches over the three stages."""
+
     def __init__(self, stages, settings: Settings = Settings(),
                  on_progress: Callable[[Progress], None] | None = None):
         self.stages = stages
         self.settings = settings
         self.on_progress = on_progress or (lambda p: None)
 
-    async def index(self, root: str, reindex: bool = False) -> Summary:
+    async def index(self, root: str, reindex: bool = False) -> IndexSummary:
         """Bring the index up to date with ``root``; ``reindex`` drops it first
         (the way to move an index to another model)."""
         started = time.perf_counter()
-        summary = Summary()
-        info = await self.stages.embedder.info()
+        summary = IndexSummary()
+        info = await self._embedder_for(reindex)
         summary.model_id = info.model_id
+        entries, manifest = await asyncio.gather(asyncio.to_thread(lambda: list(walk(root))),
+                                                 self.stages.store.manifest())
+        summary.files_seen = len(entries)
+        progress = Progress()
+        run = IndexRun(self.stages, self.settings, info, manifest, summary, progress, self.on_progress)
+        candidates = [e for e in entries if self._readable(e, run)]
+        progress.files_total = len(candidates)
+        run.report()
+        present = await run.run(candidates)
+        progress.publish()
+        # removed files go last, so that a moved file reuses their vectors
+        removed = sorted(p for p in manifest if p not in present)
+        if removed:
+            await self.stages.store.delete(removed)
+        summary.files_removed = len(removed)
+        metrics.FILES_REMOVED.inc(len(removed))
+        if run.sent or removed:
+            await self.stages.store.optimize()  # compaction, index refresh, old versions removed
+        after = await self.stages.store.stats()
+        summary.index_chunks, summary.index_files = after.chunks, after.files
+        summary.seconds = time.perf_counter() - started
+        metrics.RUN_SECONDS.observe(summary.seconds)
+        return summary
+
+    async def _embedder_for(self, reindex: bool) -> EmbedInfo:
+        """The embedder's model, checked against the index's (``reindex``: the index is dropped first)."""
+        info = await self.stages.embedder.info()
         if reindex:
             await self.stages.store.reset()
         stats = await self.stages.store.stats()
@@ -212,204 +457,20 @@ class Pipeline:
         if stats.chunks and stats.dim and stats.dim != info.dim:
             raise FailedPrecondition(f"the index holds {stats.dim}-dim vectors, the embedder gives {info.dim}: "
                                      "run again with --reindex to rebuild it")
+        return info
 
-        entries, manifest = await asyncio.gather(asyncio.to_thread(lambda: list(walk(root))),
-                                                 self.stages.store.manifest())
-        summary.files_seen = len(entries)
-        todo: list[Entry] = []
-        present: set[str] = set()
-        hashes = await asyncio.to_thread(self._hash_all, entries, summary)
-        for e in entries:
-            if e.path not in hashes:
-                continue
-            present.add(e.path)
-            old = manifest.get(e.path)
-            if old is not None and old[0] == hashes[e.path]:
-                summary.files_unchanged += 1
-            else:
-                todo.append(e)
-        progress = Progress(files_total=len(todo))
-        progress.publish()
-        self.on_progress(progress)
-        if todo:
-            await self._run(todo, info, summary, progress)
-        progress.publish()
-        # removed files go last, so that a moved file reuses their vectors
-        removed = sorted(p for p in manifest if p not in present)
-        if removed:
-            await self.stages.store.delete(removed)
-        summary.files_removed = len(removed)
-        metrics.FILES_REMOVED.inc(len(removed))
-        if todo or removed:
-            await self.stages.store.optimize()  # compaction, index refresh, old versions removed
-        after = await self.stages.store.stats()
-        summary.index_chunks, summary.index_files = after.chunks, after.files
-        summary.seconds = time.perf_counter() - started
-        metrics.RUN_SECONDS.observe(summary.seconds)
-        return summary
-
-    def _hash_all(self, entries: list[Entry], summary: Summary) -> dict[str, str]:
-        hashes = {}
-        for e in entries:
-            if e.skip_reason:
-                summary.skip(e.skip_reason)
-            elif e.size > self.settings.max_file_bytes:
-                summary.skip("too_large")
-            else:
-                try:
-                    hashes[e.path] = file_hash(read(e))
-                except OSError:
-                    summary.skip("unreadable")
-        return hashes
-
-    async def _run(self, todo: list[Entry], info, summary: Summary, progress: Progress) -> None:
-        s = self.settings
-        files_q: asyncio.Queue = asyncio.Queue(s.queue_size)
-        parsed_q: asyncio.Queue = asyncio.Queue(s.queue_size)
-        embed_q: asyncio.Queue = asyncio.Queue(s.queue_size)
-        write_q: asyncio.Queue = asyncio.Queue(s.queue_size)
-        file_hashes: dict[str, str] = {}
-        cache: dict[str, np.ndarray] = {}  # content hash -> vector, this run
-        waiting: dict[str, list[tuple[_Job, int]]] = collections.defaultdict(list)
-        requests: dict[str, list[str]] = {}
-        ids = itertools.count()
-        dim, model_id = info.dim, info.model_id
-        waits = progress.waits
-
-        async def read_files() -> None:
-            for e in todo:
-                try:
-                    data = await asyncio.to_thread(read, e)
-                except OSError:
-                    summary.skip("unreadable")
-                    progress.files_done += 1
-                    continue
-                file_hashes[e.path] = file_hash(data)
-                await waits.put(files_q, "files", "read", (e.path, data))
-            for _ in range(s.parse_streams):
-                await files_q.put(None)
-
-        async def parse_stream() -> None:
-            async for result in self.stages.parser.parse(waits.drain(files_q, "files", "parse"), info.max_tokens,
-                                                         info.tokenizer_json):
-                metrics.STAGE_FILES.labels("parse").inc()
-                progress.files_parsed += 1
-                progress.chunks_total += len(result.chunks)
-                await waits.put(parsed_q, "parsed", "parse", result)
-
-        async def parse_all() -> None:
-            await _all(*(parse_stream() for _ in range(s.parse_streams)))
-            waits.finish("parse")
-            await parsed_q.put(None)
-
-        async def reuse() -> None:
-            """Fill each file's vectors from this run's cache and the store;
-            queue the rest for embedding (each distinct text once)."""
-            done = False
-            while not done:
-                batch = [await waits.get(parsed_q, "parsed", "reuse")]
-                while not parsed_q.empty() and len(batch) < 64:
-                    batch.append(parsed_q.get_nowait())
-                if batch[-1] is None:
-                    batch.pop()
-                    done = True
-                unknown = {c.content_hash for r in batch for c in r.chunks} - cache.keys() - waiting.keys()
-                found = await self.stages.store.lookup_vectors(sorted(unknown))
-                new_texts: list[tuple[str, str]] = []
-                for result in batch:
-                    fhash = file_hashes[result.path]
-                    if result.skip_reason in TRANSIENT_SKIPS:
-                        summary.skip(result.skip_reason)  # not recorded: the next run tries the file again
-                        progress.files_done += 1
-                        continue
-                    if result.skip_reason:
-                        summary.skip(result.skip_reason)
-                        await waits.put(write_q, "write", "reuse", FileRecord(
-                            result.path, fhash, [], np.empty((0, dim), np.float32),
-                                                     result.skip_reason, model_id))
-                        continue
-                    summary.chunks_total += len(result.chunks)
-                    job = _Job(result, fhash, dim)
-                    complete = not result.chunks
-                    for i, c in enumerate(result.chunks):
-                        vec = cache.get(c.content_hash)
-                        if vec is None and c.content_hash in found:
-                            vec = cache[c.content_hash] = found[c.content_hash]
-                        if vec is not None:
-                            summary.chunks_reused += 1
-                            complete = job.fill(i, vec)
-                        elif c.content_hash in waiting:
-                            summary.chunks_reused += 1  # the same text is already being embedded
-                            waiting[c.content_hash].append((job, i))
-                        else:
-                            waiting[c.content_hash].append((job, i))
-                            new_texts.append((c.content_hash, c.embed_text))
-                    if complete:
-                        await waits.put(write_q, "write", "reuse", job.record(model_id))
-                for start in range(0, len(new_texts), s.embed_request_texts):
-                    part = new_texts[start:start + s.embed_request_texts]
-                    rid = str(next(ids))
-                    requests[rid] = [h for h, _ in part]
-                    await waits.put(embed_q, "embed", "reuse", (rid, [t for _, t in part]))
-            for _ in range(s.embed_streams):
-                await embed_q.put(None)
-
-        async def embed_stream() -> None:
-            async for rid, vecs in self.stages.embedder.embed(waits.drain(embed_q, "embed", "embed")):
-                hashes = requests.pop(rid)
-                summary.chunks_embedded += len(hashes)
-                progress.chunks_embedded += len(hashes)
-                metrics.CHUNKS_EMBEDDED.inc(len(hashes))
-                for h, v in zip(hashes, vecs):
-                    cache[h] = v
-                    for job, i in waiting.pop(h):
-                        if job.fill(i, v):
-                            await waits.put(write_q, "write", "embed", job.record(model_id))
-
-        async def embed_all() -> None:
-            await _all(*(embed_stream() for _ in range(s.embed_streams)))
-            waits.finish("embed")
-
-        async def write_stream() -> None:
-            async for _path, rows in self.stages.store.write(waits.drain(write_q, "write", "write")):
-                progress.files_done += 1
-                progress.chunks_done += rows
-                if rows:
-                    summary.files_indexed += 1
-                metrics.STAGE_FILES.labels("write").inc()
-                progress.publish()
-                self.on_progress(progress)
-
-        async def write_all() -> None:
-            await _all(*(write_stream() for _ in range(s.write_streams)))
-
-        async def after_embed_and_reuse() -> None:
-            await asyncio.gather(reuse_task, embed_task)
-            for _ in range(s.write_streams):
-                await write_q.put(None)
-
-        reuse_task = asyncio.create_task(reuse())
-        embed_task = asyncio.create_task(embed_all())
-        await _supervise({
-            "read": asyncio.create_task(read_files()),
-            "parse": asyncio.create_task(parse_all()),
-            "reuse": reuse_task,
-            "embed": embed_task,
-            "write": asyncio.create_task(write_all()),
-            "close": asyncio.create_task(after_embed_and_reuse()),
-        })
-        metrics.CHUNKS_REUSED.inc(summary.chunks_reused)
-
-
-@dataclass
-class Hit:
-    chunk: Chunk
-    score: float
-    snippet: str = ""
+    def _readable(self, e: Entry, run: IndexRun) -> bool:
+        """Whether the run reads this file: the walker's skips and files over the size limit are counted here."""
+        reason = e.skip_reason or ("too_large" if e.size > self.settings.max_file_bytes else "")
+        if reason:
+            run.skip(reason)
+        return not reason
 
 
 async def search(stages, q: Query) -> list[Hit]:
-    """Embed the query (unless keyword mode) and search the store."""
-    q.validate()
+    """Embed the query (unless keyword mode) and search the store. ``q`` was
+    checked when it was made; a search here needs its text besides."""
+    if not q.text.strip():
+        raise InvalidArgument("the query is empty")
     vec = (await stages.embedder.embed_once([q.text]))[0] if q.mode != "keyword" else None
-    return [Hit(c, score, snip) for c, score, snip in await stages.store.search(vec, q)]
+    return await stages.store.search(vec, q)

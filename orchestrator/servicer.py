@@ -1,25 +1,19 @@
-"""The public gRPC API (Index, Search, Status) over the Pipeline."""
+"""The public gRPC API (Index, Search, Status) over the Pipeline: it converts
+and delegates."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 
 from codeindex_common.errors import InvalidArgument, NotFound, PermissionDenied
-from codeindex_common.model import Query, kind_to_pb, mode_from_pb
+from codeindex_common.model import Query
 from codeindex_common.pb import orchestrator_pb2, orchestrator_pb2_grpc
 
 from . import metrics
-from .pipeline import Pipeline, Progress, Settings, Summary, search
-
-
-
-def summary_to_pb(s: Summary) -> orchestrator_pb2.IndexSummary:
-    return orchestrator_pb2.IndexSummary(
-        files_seen=s.files_seen, files_indexed=s.files_indexed, files_unchanged=s.files_unchanged,
-        files_removed=s.files_removed, files_skipped=s.files_skipped, chunks_total=s.chunks_total,
-        chunks_embedded=s.chunks_embedded, chunks_reused=s.chunks_reused, seconds=s.seconds)
+from .pipeline import Pipeline, Progress, Settings, search
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
@@ -28,7 +22,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self.settings = settings
         self.addresses = addresses
         self.allowed_roots = [os.path.realpath(r) for r in allowed_roots]
-        self._index_lock = asyncio.Lock()  # one index run at a time per store
+        self._index_lock = asyncio.Lock()  # one index run at a time per store, held until the run has ended
 
     def _allowed(self, path: str) -> str:
         """The real path of ``path`` if it lies under an allowed root (symbolic
@@ -40,47 +34,52 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
             raise PermissionDenied(f"{path!r} is not under an allowed root (--allowed-roots)")
         return real
 
-    async def Index(self, request, context):
-        root = self._allowed(request.path)
+    def _directory(self, path: str) -> str:
+        root = self._allowed(path)
         if not os.path.exists(root):
-            raise NotFound(f"no such directory: {request.path!r}")
+            raise NotFound(f"no such directory: {path!r}")
         if not os.path.isdir(root):
-            raise InvalidArgument(f"not a directory: {request.path!r}")
+            raise InvalidArgument(f"not a directory: {path!r}")
+        return root
+
+    async def Index(self, request, context):
+        """Progress while the run goes (intermediate updates a slow client has not read are dropped), then
+        the summary. A client that goes away stops the run; the next run starts once it has ended."""
+        root = self._directory(request.path)
         updates: asyncio.Queue = asyncio.Queue(maxsize=1)
+        progress = Progress()
 
         def on_progress(p: Progress) -> None:
-            if updates.empty():  # drop intermediate updates a slow client has not read
-                updates.put_nowait(orchestrator_pb2.IndexProgress(
-                    files_done=p.files_done, files_total=p.files_total, chunks_done=p.chunks_done))
+            nonlocal progress
+            progress = p
+            if updates.empty():
+                updates.put_nowait(p.snapshot().to_pb())
 
         async with self._index_lock:
             run = asyncio.create_task(Pipeline(self.stages, self.settings, on_progress).index(
                 root, reindex=request.reindex))
-            while not run.done():
-                getter = asyncio.ensure_future(updates.get())
-                await asyncio.wait({getter, run}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    yield getter.result()
-                else:
-                    getter.cancel()
+            try:
+                while not run.done():
+                    getter = asyncio.ensure_future(updates.get())
+                    await asyncio.wait({getter, run}, return_when=asyncio.FIRST_COMPLETED)
+                    if getter.done():
+                        yield getter.result()
+                    else:
+                        getter.cancel()
+            finally:
+                if not run.done():  # the client went away: the run stops before the lock is let go
+                    run.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await run
             summary = run.result()
-        yield orchestrator_pb2.IndexProgress(done=True, summary=summary_to_pb(summary),
-                                             files_total=summary.files_indexed, files_done=summary.files_indexed)
+        yield progress.snapshot().to_pb(summary)
 
     async def Search(self, request, context):
-        if not request.query.strip():
-            raise InvalidArgument("the query is empty")
         started = time.perf_counter()
-        hits = await search(self.stages, Query.from_pb(request, mode_from_pb(request.mode)))
+        hits = await search(self.stages, Query.from_query_pb(request))
         metrics.SEARCH_SECONDS.observe(time.perf_counter() - started)
-        return orchestrator_pb2.QueryResponse(hits=[
-            orchestrator_pb2.QueryHit(path=h.chunk.path, start_line=h.chunk.start_line, end_line=h.chunk.end_line,
-                                      symbol=h.chunk.symbol, qualified_name=h.chunk.qualified_name,
-                                      kind=kind_to_pb(h.chunk.kind), language=h.chunk.language, score=h.score,
-                                      text=h.chunk.text, snippet=h.snippet)
-            for h in hits])
+        return orchestrator_pb2.QueryResponse(hits=[h.to_query_hit_pb() for h in hits])
 
     async def Status(self, request, context):
         stats = await self.stages.store.stats()
-        return orchestrator_pb2.StatusResponse(chunks=stats.chunks, files=stats.files, model_id=stats.model_id,
-                                               dim=stats.dim, index_uri=stats.uri, services=self.addresses)
+        return stats.to_status_pb(self.addresses)

@@ -8,11 +8,11 @@ import os
 from collections.abc import Iterator
 
 from codeindex_common.errors import CodeindexError
-from codeindex_common.server import ClientTLS
+from codeindex_common.launcher import LocalServices
+from codeindex_common.tls import ClientTLS
 
 from .clients import Stages
 from .config import OrchestratorConfig
-from .launcher import LocalServices
 from .pipeline import Settings
 
 

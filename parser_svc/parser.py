@@ -24,17 +24,13 @@ from dataclasses import dataclass, field, replace
 import pebble
 
 from codeindex_common.errors import InvalidArgument
-from protos import parser_pb2
+from codeindex_common.model import PARSER_FAILURES
 
 from . import metrics
 from .chunker import FileResult, Limits, chunk_file, get_parser
 from .languages import SPECS
 
 log = logging.getLogger("codeindex.parser")
-
-# Skips that say the parser failed, not that the file is unfit: the file is tried again next run.
-FAILURES = ("worker_died", "timeout", "parse_failed")
-
 
 @dataclass(frozen=True)
 class Parsed:
@@ -47,9 +43,7 @@ class Parsed:
 
 
 def _response(result: FileResult) -> bytes:
-    return parser_pb2.ParseResponse(
-        path=result.path, language=result.language, chunks=[c.to_pb() for c in result.chunks],
-        skip_reason=result.skip_reason, detail=result.detail).SerializeToString()
+    return result.to_pb().SerializeToString()
 
 
 def parse_file(path: str, data: bytes, language: str, limits: Limits) -> Parsed:
@@ -184,7 +178,7 @@ class Parser:
             metrics.WORKER_SECONDS.observe(parsed.seconds)
         metrics.BYTES.inc(len(data))
         metrics.FILES.labels(parsed.skip_reason or "chunked").inc()
-        if parsed.skip_reason in FAILURES:
+        if parsed.skip_reason in PARSER_FAILURES:
             metrics.FAILURES.labels(parsed.skip_reason).inc()
         for (lang, kind), n in parsed.chunks.items():
             metrics.CHUNKS.labels(lang, kind).inc(n)
