@@ -98,8 +98,9 @@ def test_languages(path):
         assert name in names, f"{name} missing from {sorted(names)}"
         c = names[name]
         assert (c.kind, c.start_line, c.end_line) == (kind, start, end), name
-        lines = data.decode().splitlines()
-        assert c.text.splitlines()[0] == lines[start - 1].strip() or lines[start - 1].strip() in c.text
+        first = data.decode().splitlines()[start - 1].strip()
+        assert first, f"{name} starts on a blank line {start}"
+        assert c.text.splitlines()[0].strip() == first or first in c.text, (name, first)
     methods = [c for c in r.chunks if c.kind == "method"]
     assert methods and all(m.parent_id for m in methods), "methods are linked to their class"
 

@@ -16,7 +16,7 @@ EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
 
 
 def model_limits() -> Limits:
-    from embed_svc.backend import default_model_path
+    from embed_svc.backends import default_model_path
 
     return Limits(max_tokens=256, tokenizer=str(Path(default_model_path()) / "tokenizer.json"))
 
@@ -47,15 +47,19 @@ def test_definitions_have_their_names_kinds_lines_and_parents(name):
         assert got == (want["kind"], want["symbol"], a, b), q
         first = pieces[0]
         assert first.text.split("\n")[0].strip() == lines[first.start_line - 1].strip()
-        assert first.signature and first.signature.split("\n")[0].strip() in lines[first.start_line - 1] or \
-            first.signature.split("\n")[0].strip() in first.text
+        head = first.signature.split("\n")[0].strip()
+        assert head, f"{q} has no signature"
+        assert head in lines[first.start_line - 1] or head in first.text, (q, head)
         if "." in q and want["kind"] == "method":
             parent = ids.get(first.parent_id)
             assert parent is not None and parent.kind == "class", f"{q} has no class parent"
             assert q.startswith(parent.qualified_name + "."), (q, parent.qualified_name)
     top = [c for c in r.chunks if c.kind in ("class", "function") and "." not in c.qualified_name]
     modules = {c.id for c in r.chunks if c.kind == "module"}
-    assert all(c.parent_id in modules for c in top) if modules else True
+    if modules:  # top-level definitions hang off the module chunk...
+        assert all(c.parent_id in modules for c in top), [(c.qualified_name, c.parent_id) for c in top]
+    else:  # ...or, without one, off nothing
+        assert all(c.parent_id == "" for c in top), [(c.qualified_name, c.parent_id) for c in top]
 
 
 def test_the_docs_table_lists_every_language_and_extension():
