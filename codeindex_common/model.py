@@ -5,7 +5,8 @@ code and each message is converted in exactly one place."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -68,6 +69,33 @@ PARSER_FAILURES = frozenset({"worker_died", "timeout", "parse_failed"})
 
 # ---------------------------------------------------------------- chunks and files
 
+# Bumped whenever the parser's chunks change (what a chunk spans, holds or embeds). File hashes are salted
+# with it, so the first run after an upgrade parses every file again; a chunk whose text did not change keeps
+# its vector. 2: names said in words in the embedded header, doc comments after a blank line, definitions.
+CHUNKING_VERSION = 2
+
+DEFINITION_KINDS = ("function", "method", "class")
+
+
+@dataclass(frozen=True)
+class Definition:
+    """One definition in a file, with its own lines (a merged chunk holds several; each piece of a long
+    one carries the whole definition's lines)."""
+
+    symbol: str
+    qualified_name: str
+    kind: str
+    start_line: int
+    end_line: int
+
+    @classmethod
+    def from_pb(cls, pb: common_pb2.Definition) -> Definition:
+        return cls(pb.symbol, pb.qualified_name, kind_from_pb(pb.kind), pb.start_line, pb.end_line)
+
+    def to_pb(self) -> common_pb2.Definition:
+        return common_pb2.Definition(symbol=self.symbol, qualified_name=self.qualified_name,
+                                     kind=kind_to_pb(self.kind), start_line=self.start_line, end_line=self.end_line)
+
 
 @dataclass(frozen=True)
 class Chunk:
@@ -87,6 +115,7 @@ class Chunk:
     content_hash: str
     docstring: str = ""
     signature: str = ""
+    definitions: tuple[Definition, ...] = ()
 
     @classmethod
     def from_pb(cls, pb: common_pb2.Chunk) -> Chunk:
@@ -95,13 +124,15 @@ class Chunk:
             qualified_name=pb.qualified_name, parent_id=pb.parent_id, start_line=pb.start_line,
             end_line=pb.end_line, start_byte=pb.start_byte, end_byte=pb.end_byte, text=pb.text,
             embed_text=pb.embed_text, content_hash=pb.content_hash, docstring=pb.docstring,
-            signature=pb.signature,
+            signature=pb.signature, definitions=tuple(map(Definition.from_pb, pb.definitions)),
         )
 
     def to_pb(self) -> common_pb2.Chunk:
-        d = asdict(self)
-        d["kind"] = kind_to_pb(self.kind)
-        return common_pb2.Chunk(**d)
+        d = {f: getattr(self, f) for f in _CHUNK_SCALARS}
+        return common_pb2.Chunk(**d, kind=kind_to_pb(self.kind), definitions=[x.to_pb() for x in self.definitions])
+
+
+_CHUNK_SCALARS = [f.name for f in fields(Chunk) if f.name not in ("kind", "definitions")]
 
 
 @dataclass(frozen=True)
@@ -219,6 +250,17 @@ MAX_K = 1000
 MAX_QUERY_CHARS = 4096
 
 
+_QUESTION = re.compile(r"^\s*(?:how (?:does|do|is|are|can|should)|where (?:is|are|does|do)|what (?:happens|is|are|does)"
+                       r"|which|when (?:does|is|do)|why (?:does|is))\s+", re.IGNORECASE)
+
+
+def embedding_text(query: str) -> str:
+    """What is embedded of a query: its text without a leading question ("how does the router pick a
+    handler?" -> "the router pick a handler"), which the model matches against code a little better
+    (measured on the tuning half of bench/quality)."""
+    return _QUESTION.sub("", query).rstrip("?").strip() or query
+
+
 @dataclass(frozen=True)
 class Query:
     """What a search asks for: ranking mode, how many, and filters. Filter
@@ -291,33 +333,104 @@ class Query:
                                        query_text=self.text, **self._filters())
 
 
+@dataclass(frozen=True)
+class SymbolQuery:
+    """Every definition of a name: bare ("save") or qualified ("InvoiceRepository.save"; "::", "#" and "->"
+    read as "."), matched exactly, with the search filters. Checked when it is made."""
+
+    name: str
+    language: str = ""
+    kind: str = ""
+    path_glob: str = ""
+    limit: int = 100
+
+    def __post_init__(self) -> None:
+        name = re.sub(r"::|#|->", ".", self.name.strip())
+        object.__setattr__(self, "name", name)
+        if not name:
+            raise InvalidArgument("a symbol lookup needs the name")
+        if len(name) > 1000:
+            raise InvalidArgument("the name is longer than 1000 characters")
+        if not 1 <= self.limit <= MAX_K:
+            raise InvalidArgument(f"limit must be between 1 and {MAX_K}, got {self.limit}")
+        if self.kind and self.kind not in KINDS:
+            raise InvalidArgument(f"unknown kind {self.kind!r}; one of {', '.join(KINDS)}")
+        for f in ("name", "language", "kind", "path_glob"):
+            if "\0" in getattr(self, f):
+                raise InvalidArgument(f"{f} contains a NUL byte")
+
+    @classmethod
+    def from_pb(cls, pb: common_pb2.FindSymbolRequest) -> SymbolQuery:
+        return cls(pb.name, pb.language, pb.kind, pb.path_glob, pb.limit or 100)
+
+    def to_pb(self) -> common_pb2.FindSymbolRequest:
+        return common_pb2.FindSymbolRequest(name=self.name, language=self.language, kind=self.kind,
+                                            path_glob=self.path_glob, limit=self.limit)
+
+
+@dataclass(frozen=True)
+class SymbolHit:
+    """One definition found by name, and where: the chunk's path and language, its signature."""
+
+    path: str
+    language: str
+    definition: Definition
+    signature: str = ""
+    chunk_id: str = ""
+
+    @classmethod
+    def from_pb(cls, pb: common_pb2.SymbolDefinition) -> SymbolHit:
+        return cls(pb.path, pb.language, Definition.from_pb(pb.definition), pb.signature, pb.chunk_id)
+
+    def to_pb(self) -> common_pb2.SymbolDefinition:
+        return common_pb2.SymbolDefinition(path=self.path, language=self.language,
+                                           definition=self.definition.to_pb(), signature=self.signature,
+                                           chunk_id=self.chunk_id)
+
+    def to_dict(self) -> dict:
+        d = self.definition
+        return {"path": self.path, "start_line": d.start_line, "end_line": d.end_line, "kind": d.kind,
+                "symbol": d.symbol, "qualified_name": d.qualified_name, "language": self.language,
+                "signature": self.signature}
+
+
 @dataclass
 class Hit:
-    """One search result: a chunk, its score, and a few lines of it."""
+    """One search result: a chunk, its score (0 to 1, higher is better), a few lines of it (``snippet``,
+    from file line ``snippet_line``) and, when known, its vector's cosine similarity to the query's."""
 
     chunk: Chunk
     score: float
     snippet: str = ""
+    similarity: float | None = None
+    snippet_line: int = 0
 
     @classmethod
     def from_pb(cls, pb: store_pb2.SearchHit) -> Hit:
-        return cls(Chunk.from_pb(pb.chunk), pb.score, pb.snippet)
+        return cls(Chunk.from_pb(pb.chunk), pb.score, pb.snippet,
+                   pb.similarity if pb.HasField("similarity") else None, pb.snippet_line)
 
     def to_pb(self) -> store_pb2.SearchHit:
-        return store_pb2.SearchHit(chunk=self.chunk.to_pb(), score=self.score, snippet=self.snippet)
+        return store_pb2.SearchHit(chunk=self.chunk.to_pb(), score=self.score, snippet=self.snippet,
+                                   similarity=self.similarity, snippet_line=self.snippet_line)
 
     def to_query_hit_pb(self) -> orchestrator_pb2.QueryHit:
         c = self.chunk
         return orchestrator_pb2.QueryHit(path=c.path, start_line=c.start_line, end_line=c.end_line, symbol=c.symbol,
                                          qualified_name=c.qualified_name, kind=kind_to_pb(c.kind),
-                                         language=c.language, score=self.score, text=c.text, snippet=self.snippet)
+                                         language=c.language, score=self.score, text=c.text, snippet=self.snippet,
+                                         similarity=self.similarity, snippet_line=self.snippet_line,
+                                         signature=c.signature, docstring=c.docstring, id=c.id)
 
     def to_dict(self) -> dict:
-        """What `orchestrator search --json` prints of a hit."""
+        """What `orchestrator search --json` prints of a hit: every field."""
         c = self.chunk
         return {"path": c.path, "start_line": c.start_line, "end_line": c.end_line, "symbol": c.symbol,
                 "qualified_name": c.qualified_name, "kind": c.kind, "language": c.language,
-                "score": round(self.score, 4), "snippet": self.snippet}
+                "score": round(self.score, 4),
+                "similarity": None if self.similarity is None else round(self.similarity, 4),
+                "snippet": self.snippet, "snippet_line": self.snippet_line, "signature": c.signature,
+                "docstring": c.docstring, "text": c.text, "id": c.id, "parent_id": c.parent_id}
 
 
 # ---------------------------------------------------------------- index runs

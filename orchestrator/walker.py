@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import pathspec
 
+from codeindex_common.model import CHUNKING_VERSION
+
 ALWAYS_SKIPPED_DIRS = {".git", ".hg", ".svn", ".codeindex"}
 
 
@@ -84,7 +86,9 @@ def walk(root: str, skip_dirs: set[str] | None = None) -> Iterator[Entry]:
 
 
 def file_hash(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    """A file's content hash, salted with the chunking version: when the parser's chunks change, every file
+    is parsed again once (and re-embeds only the chunks whose text changed)."""
+    return hashlib.blake2b(data, digest_size=16, person=f"chunks-v{CHUNKING_VERSION}".encode()).hexdigest()
 
 
 def read(entry: Entry) -> bytes:

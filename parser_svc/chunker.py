@@ -275,11 +275,14 @@ class TreeChunker:
         return inspect.cleandoc(m.group(2)).strip() if m else ""
 
     def _doc_comment(self, outer) -> str:
-        """The comment lines directly above a definition (no blank line between)."""
+        """The comment lines directly above a definition (no blank line between; one blank line after a
+        ``/** ... */`` or ``///`` doc comment, which some code styles leave)."""
         comments, node, row = [], outer.prev_named_sibling, outer.start_point[0]
-        while node is not None and "comment" in node.type and node.end_point[0] >= row - 1 and \
-                len(comments) < self.MAX_DOC_COMMENTS:
+        while node is not None and "comment" in node.type and len(comments) < self.MAX_DOC_COMMENTS:
             text = node.text.decode("utf-8", "replace")
+            gap = 2 if not comments and text.lstrip().startswith(("/**", "///")) else 1
+            if node.end_point[0] < row - gap:
+                break
             if text.startswith("#!"):
                 break
             prev = node.prev_sibling

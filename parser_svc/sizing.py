@@ -19,7 +19,8 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field, replace
 from functools import cache
 
-from codeindex_common.model import Chunk
+from codeindex_common.identifiers import words
+from codeindex_common.model import DEFINITION_KINDS, Chunk, Definition
 
 CHARS_PER_TOKEN = 3  # the estimate when no tokenizer is given (code averages 3-4 characters a token)
 MIN_BUDGET = 16
@@ -59,6 +60,7 @@ class Item:
     context: list[str] = field(default_factory=list)  # header lines after the label (enclosing signature, ...)
     skeleton: list[Unit] | None = None  # what to embed instead of the source (a class: bodies elided)
     window: bool = False  # top-level code, text, a section: cut in windows without overlap, never merged
+    members: list[tuple[str, str, str, int, int]] | None = None  # merged: (kind, symbol, qualified, start, end)
 
 
 def digest(*parts: str) -> str:
@@ -155,19 +157,27 @@ class Sizer:
         return units
 
     def _label(self, item: Item) -> str:
-        return f"{self.language} {item.kind} {item.qualified}".rstrip()
+        """The header's first line: language, kind, name, and the name's words when they read differently
+        (``parseListHeader`` -> ``parse list header``), which the model understands better."""
+        label = f"{self.language} {item.kind} {item.qualified}".rstrip()
+        said = " ".join(words(item.symbol.split(",")[0])) if item.symbol else ""
+        return f"{label} ({said})" if said and said != item.symbol.split(",")[0].lower() else label
 
     def _chunk(self, item: Item, start: int, end: int, body: str, header: list[str], parent_id: str) -> Chunk:
         """The path is the first header line but not part of the content hash:
         the same code elsewhere (a moved or copied file) reuses its vectors."""
         embedded = "\n".join([*header, body])
+        members = item.members or ([(item.kind, item.symbol, item.qualified, item.start, item.end)]
+                                   if item.kind in DEFINITION_KINDS else [])
+        definitions = tuple(Definition(symbol, qualified, kind, self.line_of(a), self.line_of(max(a, b - 1)))
+                            for kind, symbol, qualified, a, b in members)
         return Chunk(
             id=digest(self.path, item.kind, item.qualified, str(start), str(end)),
             path=self.path, language=self.language, kind=item.kind, symbol=item.symbol,
             qualified_name=item.qualified, parent_id=parent_id, start_line=self.line_of(start),
             end_line=self.line_of(max(start, end - 1)), start_byte=start, end_byte=end, text=self.src(start, end),
             embed_text=f"{self.path}\n{embedded}", content_hash=digest(embedded), docstring=item.docstring,
-            signature=item.signature)
+            signature=item.signature, definitions=definitions)
 
     # ------------------------------------------------------------------ merging
     def _merge_tiny(self, items: list[Item], order: list[int]) -> tuple[list[Item], list[int]]:
@@ -188,6 +198,8 @@ class Sizer:
         def flush() -> None:
             if len(run) > 1:
                 first, last = items[run[0]], items[run[-1]]
+                first.members = [(items[i].kind, items[i].symbol, items[i].qualified, items[i].start, items[i].end)
+                                 for i in run]
                 first.symbol = ", ".join(items[i].symbol for i in run)
                 first.qualified = ", ".join(items[i].qualified for i in run)
                 first.end, first.signature, first.docstring = last.end, "", ""

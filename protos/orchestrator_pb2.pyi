@@ -79,7 +79,7 @@ class QueryRequest(_message.Message):
     def __init__(self, query: _Optional[str] = ..., k: _Optional[int] = ..., language: _Optional[str] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., path_glob: _Optional[str] = ..., kind: _Optional[str] = ..., symbol: _Optional[str] = ..., min_score: _Optional[float] = ...) -> None: ...
 
 class QueryHit(_message.Message):
-    __slots__ = ("path", "start_line", "end_line", "symbol", "qualified_name", "kind", "language", "score", "text", "snippet")
+    __slots__ = ("path", "start_line", "end_line", "symbol", "qualified_name", "kind", "language", "score", "text", "snippet", "similarity", "snippet_line", "signature", "docstring", "id")
     PATH_FIELD_NUMBER: _ClassVar[int]
     START_LINE_FIELD_NUMBER: _ClassVar[int]
     END_LINE_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +90,11 @@ class QueryHit(_message.Message):
     SCORE_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     SNIPPET_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    SNIPPET_LINE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    DOCSTRING_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
     path: str
     start_line: int
     end_line: int
@@ -100,7 +105,12 @@ class QueryHit(_message.Message):
     score: float
     text: str
     snippet: str
-    def __init__(self, path: _Optional[str] = ..., start_line: _Optional[int] = ..., end_line: _Optional[int] = ..., symbol: _Optional[str] = ..., qualified_name: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.ChunkKind, str]] = ..., language: _Optional[str] = ..., score: _Optional[float] = ..., text: _Optional[str] = ..., snippet: _Optional[str] = ...) -> None: ...
+    similarity: float
+    snippet_line: int
+    signature: str
+    docstring: str
+    id: str
+    def __init__(self, path: _Optional[str] = ..., start_line: _Optional[int] = ..., end_line: _Optional[int] = ..., symbol: _Optional[str] = ..., qualified_name: _Optional[str] = ..., kind: _Optional[_Union[_common_pb2.ChunkKind, str]] = ..., language: _Optional[str] = ..., score: _Optional[float] = ..., text: _Optional[str] = ..., snippet: _Optional[str] = ..., similarity: _Optional[float] = ..., snippet_line: _Optional[int] = ..., signature: _Optional[str] = ..., docstring: _Optional[str] = ..., id: _Optional[str] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
     __slots__ = ("hits",)

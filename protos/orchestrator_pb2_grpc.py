@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from protos import common_pb2 as protos_dot_common__pb2
 from protos import orchestrator_pb2 as protos_dot_orchestrator__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -44,6 +45,11 @@ class OrchestratorStub:
                 request_serializer=protos_dot_orchestrator__pb2.QueryRequest.SerializeToString,
                 response_deserializer=protos_dot_orchestrator__pb2.QueryResponse.FromString,
                 _registered_method=True)
+        self.FindSymbol = channel.unary_unary(
+                '/codeindex.v1.Orchestrator/FindSymbol',
+                request_serializer=protos_dot_common__pb2.FindSymbolRequest.SerializeToString,
+                response_deserializer=protos_dot_common__pb2.FindSymbolResponse.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/codeindex.v1.Orchestrator/Status',
                 request_serializer=protos_dot_orchestrator__pb2.StatusRequest.SerializeToString,
@@ -68,6 +74,13 @@ class OrchestratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindSymbol(self, request, context):
+        """Every definition of a name: kind, qualified name, path and lines (merged small functions too).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Status(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -86,6 +99,11 @@ def add_OrchestratorServicer_to_server(servicer, server):
                     servicer.Search,
                     request_deserializer=protos_dot_orchestrator__pb2.QueryRequest.FromString,
                     response_serializer=protos_dot_orchestrator__pb2.QueryResponse.SerializeToString,
+            ),
+            'FindSymbol': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindSymbol,
+                    request_deserializer=protos_dot_common__pb2.FindSymbolRequest.FromString,
+                    response_serializer=protos_dot_common__pb2.FindSymbolResponse.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
@@ -147,6 +165,33 @@ class Orchestrator:
             '/codeindex.v1.Orchestrator/Search',
             protos_dot_orchestrator__pb2.QueryRequest.SerializeToString,
             protos_dot_orchestrator__pb2.QueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindSymbol(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/codeindex.v1.Orchestrator/FindSymbol',
+            protos_dot_common__pb2.FindSymbolRequest.SerializeToString,
+            protos_dot_common__pb2.FindSymbolResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -128,14 +128,18 @@ class SearchRequest(_message.Message):
     def __init__(self, query_vector: _Optional[bytes] = ..., k: _Optional[int] = ..., language: _Optional[str] = ..., query_text: _Optional[str] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., path_glob: _Optional[str] = ..., kind: _Optional[str] = ..., symbol: _Optional[str] = ..., min_score: _Optional[float] = ...) -> None: ...
 
 class SearchHit(_message.Message):
-    __slots__ = ("chunk", "score", "snippet")
+    __slots__ = ("chunk", "score", "snippet", "similarity", "snippet_line")
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     SNIPPET_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    SNIPPET_LINE_FIELD_NUMBER: _ClassVar[int]
     chunk: _common_pb2.Chunk
     score: float
     snippet: str
-    def __init__(self, chunk: _Optional[_Union[_common_pb2.Chunk, _Mapping]] = ..., score: _Optional[float] = ..., snippet: _Optional[str] = ...) -> None: ...
+    similarity: float
+    snippet_line: int
+    def __init__(self, chunk: _Optional[_Union[_common_pb2.Chunk, _Mapping]] = ..., score: _Optional[float] = ..., snippet: _Optional[str] = ..., similarity: _Optional[float] = ..., snippet_line: _Optional[int] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("hits",)

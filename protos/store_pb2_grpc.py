@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from protos import common_pb2 as protos_dot_common__pb2
 from protos import store_pb2 as protos_dot_store__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -59,6 +60,11 @@ class StoreStub:
                 request_serializer=protos_dot_store__pb2.SearchRequest.SerializeToString,
                 response_deserializer=protos_dot_store__pb2.SearchResponse.FromString,
                 _registered_method=True)
+        self.FindSymbol = channel.unary_unary(
+                '/codeindex.v1.Store/FindSymbol',
+                request_serializer=protos_dot_common__pb2.FindSymbolRequest.SerializeToString,
+                response_deserializer=protos_dot_common__pb2.FindSymbolResponse.FromString,
+                _registered_method=True)
         self.Stats = channel.unary_unary(
                 '/codeindex.v1.Store/Stats',
                 request_serializer=protos_dot_store__pb2.StatsRequest.SerializeToString,
@@ -114,6 +120,13 @@ class StoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FindSymbol(self, request, context):
+        """Every definition of a name: kind, qualified name, path and lines (merged small functions too).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Stats(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -163,6 +176,11 @@ def add_StoreServicer_to_server(servicer, server):
                     servicer.Search,
                     request_deserializer=protos_dot_store__pb2.SearchRequest.FromString,
                     response_serializer=protos_dot_store__pb2.SearchResponse.SerializeToString,
+            ),
+            'FindSymbol': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindSymbol,
+                    request_deserializer=protos_dot_common__pb2.FindSymbolRequest.FromString,
+                    response_serializer=protos_dot_common__pb2.FindSymbolResponse.SerializeToString,
             ),
             'Stats': grpc.unary_unary_rpc_method_handler(
                     servicer.Stats,
@@ -315,6 +333,33 @@ class Store:
             '/codeindex.v1.Store/Search',
             protos_dot_store__pb2.SearchRequest.SerializeToString,
             protos_dot_store__pb2.SearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindSymbol(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/codeindex.v1.Store/FindSymbol',
+            protos_dot_common__pb2.FindSymbolRequest.SerializeToString,
+            protos_dot_common__pb2.FindSymbolResponse.FromString,
             options,
             channel_credentials,
             insecure,
