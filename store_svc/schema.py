@@ -3,18 +3,28 @@ between rows and domain objects (FileRecord -> rows, row -> Chunk)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
-from lancedb.index import Bitmap, BTree
+from lancedb.index import Bitmap, BTree, LabelList
 
-from codeindex_common.model import Chunk, FileRecord
+from codeindex_common.model import DEFINITION_KINDS, Chunk, FileRecord
+
+from .keywords import body_field, names_field
 
 CHUNKS, FILES = "chunks", "files"
 CHUNK_COLUMNS = ["id", "path", "language", "kind", "symbol", "qualified_name", "parent_id", "start_line",
                  "end_line", "start_byte", "end_byte", "text", "content_hash", "docstring", "signature"]
 ID_ONLY = ["id"]
+# what the ranking stage reads of every candidate (the winners' other columns are read after)
+META_COLUMNS = ["id", "path", "language", "kind", "symbol", "qualified_name", "parent_id", "start_line", "end_line",
+                "names"]
+# columns computed from a chunk's others: a table written before they existed gets them in place (upgrade)
+DERIVED = ("kw_names", "kw_body", "names", "names_folded", "definitions")
 SCALAR_INDEXES = {"path": BTree, "content_hash": BTree, "id": BTree, "symbol": BTree, "qualified_name": BTree,
-                  "language": Bitmap, "kind": Bitmap}
+                  "language": Bitmap, "kind": Bitmap, "names": LabelList, "names_folded": LabelList}
+FTS_COLUMNS = ("text", "kw_names", "kw_body")
 
 
 def chunks_schema(dim: int) -> pa.Schema:
@@ -23,8 +33,40 @@ def chunks_schema(dim: int) -> pa.Schema:
         ("id", s), ("path", s), ("language", s), ("kind", s), ("symbol", s), ("qualified_name", s),
         ("parent_id", s), ("start_line", i32), ("end_line", i32), ("start_byte", i64), ("end_byte", i64),
         ("text", s), ("content_hash", s), ("docstring", s), ("signature", s), ("model_id", s),
-        ("vector", pa.list_(pa.float32(), dim)),
+        ("vector", pa.list_(pa.float32(), dim)), *DERIVED_FIELDS,
     ])
+
+
+# the identifier-split keyword fields, the definitions' names (as written, for exact lookups, and in lower
+# case, for the ranking's name matches) and the definitions themselves (JSON)
+DERIVED_FIELDS = [pa.field("kw_names", pa.string()), pa.field("kw_body", pa.string()),
+                  pa.field("names", pa.list_(pa.string())), pa.field("names_folded", pa.list_(pa.string())),
+                  pa.field("definitions", pa.string())]
+
+
+def definitions_of(c: Chunk) -> list[dict]:
+    """The definitions a chunk holds, as stored (a chunk from before definitions were sent stands for one
+    definition per name it carries, with its own lines)."""
+    if c.definitions:
+        return [{"symbol": d.symbol, "qualified_name": d.qualified_name, "kind": d.kind,
+                 "start_line": d.start_line, "end_line": d.end_line} for d in c.definitions]
+    if c.kind not in DEFINITION_KINDS or not c.symbol:
+        return []
+    return [{"symbol": s.strip(), "qualified_name": q.strip(), "kind": c.kind, "start_line": c.start_line,
+             "end_line": c.end_line} for s, q in zip(c.symbol.split(","), c.qualified_name.split(","))]
+
+
+def names_of(definitions: list[dict]) -> list[str]:
+    """Every bare and qualified name of these definitions, as written."""
+    return list(dict.fromkeys(n for d in definitions for n in (d["symbol"], d["qualified_name"]) if n))
+
+
+def derived(c: Chunk) -> dict:
+    defs = definitions_of(c)
+    names = names_of(defs)
+    return {"kw_names": names_field(c), "kw_body": body_field(c), "names": names,
+            "names_folded": list(dict.fromkeys(n.lower() for n in names)),
+            "definitions": json.dumps(defs, separators=(",", ":"))}
 
 
 FILES_SCHEMA = pa.schema([("path", pa.string()), ("file_hash", pa.string()), ("skip_reason", pa.string()),
@@ -43,6 +85,9 @@ def chunk_rows(records: list[FileRecord], dim: int) -> pa.Table:
     chunks = [c for r in records for c in r.chunks]
     cols = {name: [getattr(c, name) for c in chunks] for name in CHUNK_COLUMNS}
     cols["model_id"] = [r.model_id for r in records for _ in r.chunks]
+    extra = [derived(c) for c in chunks]
+    for name in DERIVED:
+        cols[name] = [e[name] for e in extra]
     vectors = np.concatenate([np.asarray(r.vectors, dtype=np.float32).reshape(-1, dim) for r in records])
     cols["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(vectors).reshape(-1)), dim)
     return pa.table(cols, schema=chunks_schema(dim))
@@ -55,6 +100,14 @@ def file_rows(records: list[FileRecord], pending: bool) -> pa.Table:
         "skip_reason": [r.skip_reason for r in records], "chunks": [len(r.chunks) for r in records],
         "model_id": [r.model_id for r in records],
     }, schema=FILES_SCHEMA)
+
+
+def derived_rows(rows: pa.Table) -> pa.Table:
+    """The derived columns of stored rows (id plus CHUNK_COLUMNS), to add to a table written before them."""
+    chunks = [chunk_from_row(r) for r in rows.to_pylist()]
+    extra = [derived(c) for c in chunks]
+    return pa.table({"id": [c.id for c in chunks], **{name: [e[name] for e in extra] for name in DERIVED}},
+                    schema=pa.schema([pa.field("id", pa.string()), *DERIVED_FIELDS]))
 
 
 def missing_columns(table) -> set[str]:

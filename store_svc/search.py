@@ -1,80 +1,112 @@
-"""Retrieval over the chunks table: the vector ranking (cosine, through the
-ANN index when one is built), the keyword ranking (LanceDB's BM25 full-text
-index over the chunk text, created on first use), exact symbol matches, and
-rows by id. Each retrieval gives candidates; :func:`ChunkSearch.search` runs
-the ones a query's mode asks for and passes them through the ranking stage
-(:mod:`store_svc.ranking`) before they are returned."""
+"""Retrieval over the chunks table, and the search that puts it through the
+ranking stage. Three retrievals give candidates: the vector ranking (cosine,
+through the ANN index when one is built), the keyword ranking (LanceDB's
+BM25 full-text index: over the identifier-split names and body fields, names
+weighing more, or over the raw text when that signal is off) and exact
+definition names (the ``names_folded`` list column: every definition a chunk
+holds, merged small functions included). :meth:`ChunkSearch.search` runs the
+ones a query's mode asks for at once, each reading its candidates' rows (and
+the vectors of those the vector search did not find, for their cosine), and
+ranks them (:mod:`store_svc.ranking`). Also here:
+:meth:`ChunkSearch.definitions`, every definition of a name."""
 
 from __future__ import annotations
 
-import re
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from lancedb.index import FTS
+from lancedb.query import MultiMatchQuery
 
 from codeindex_common.errors import InvalidArgument
-from codeindex_common.model import Chunk, Hit, Query
+from codeindex_common.model import Chunk, Definition, Hit, Query
 
+from . import ranking
 from .ann import AnnIndex
-from .ranking import fuse, with_snippets
-from .schema import CHUNK_COLUMNS, ID_ONLY, chunk_from_row
-from .sql import in_list, symbol_is
+from .keywords import query_terms
+from .ranking import Candidate, QueryInfo, RankingOptions
+from .schema import CHUNK_COLUMNS, META_COLUMNS, chunk_from_row
+from .sql import names_include, sql_str
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_$][\w$]*(?:(?:\.|::|#)[A-Za-z_$][\w$]*)*$")
+ROW_COLUMNS = [*CHUNK_COLUMNS, "names"]  # what a candidate is read with: all a hit shows (read for the top only)
+CANDIDATE_COLUMNS = [*ROW_COLUMNS, "vector"]  # a keyword or name candidate's vector gives its cosine
+
+NAMES_BOOST = 3.0  # a word in a chunk's names (symbol, qualified name, signature, path) against one in its body
+DEPTH = 50  # candidates each retrieval gives the ranking stage, at least
 
 
 class ChunkSearch:
     """The retrievals over one chunks table. ``ann`` says which ANN index
-    vector searches probe; ``lock`` is held while the full-text index is
+    vector searches probe; ``lock`` is held while a full-text index is
     created (with the table's other maintenance); ``pool`` runs a hybrid
-    search's rankings at once."""
+    search's retrievals at once."""
 
     def __init__(self, table, ann: AnnIndex, lock: threading.Lock, pool: ThreadPoolExecutor):
         self.table = table
         self._ann = ann
         self._lock = lock
         self._pool = pool
-        self._fts_ready = False
+        self._fts_ready: set[str] = set()
 
     @property
     def dim(self) -> int:
         return self.table.schema.field("vector").type.list_size
 
-    def search(self, vector: np.ndarray | None, q: Query, where: str) -> list[Hit]:
+    def search(self, vector: np.ndarray | None, q: Query, where: str,
+               options: RankingOptions = ranking.DEFAULT) -> list[Hit]:
         """Top-k chunks by ``q.mode`` within the filter ``where``: "vector", "keyword" or "hybrid"."""
+        info, candidates = self.candidates(vector, q, where, options)
+        return ranking.with_snippets(ranking.rank(candidates, info, q.k, options, q.mode), q.text)
+
+    def candidates(self, vector: np.ndarray | None, q: Query, where: str,
+                   options: RankingOptions = ranking.DEFAULT) -> tuple[QueryInfo, list[Candidate]]:
+        """What the ranking stage gets: the query read, and every chunk the mode's retrievals found (run at
+        once), with what each saw of it."""
         if q.mode in ("vector", "hybrid") and (vector is None or vector.shape != (self.dim,)):
             size = 0 if vector is None else vector.size
             raise InvalidArgument(f"query vector has {size} dimensions, the index {self.dim}")
-        if q.mode == "vector":
-            hits = self.vector(vector, q.k, where, q.min_score, CHUNK_COLUMNS)
-        elif q.mode == "keyword":
-            hits = self.keyword(q.text, q.k, where, CHUNK_COLUMNS)
-        else:
-            hits = self._hybrid(vector, q, where)
-        return with_snippets(hits, q.text)
+        info = ranking.analyze(q.text)
+        depth = max(DEPTH, 5 * q.k) if q.mode == "hybrid" else q.k
+        jobs = {}
+        if q.mode in ("vector", "hybrid"):
+            jobs["vector"] = self._pool.submit(self.vector, vector, depth, where, q.min_score)
+        if q.mode in ("keyword", "hybrid"):
+            jobs["keyword"] = self._pool.submit(self.keyword, q.text, depth, where, options.identifiers)
+        if q.mode == "hybrid":
+            jobs["exact"] = self._pool.submit(self.exact, info, depth, where)
+        candidates = self._merge({name: job.result() for name, job in jobs.items()}, vector)
+        if q.min_score is not None:  # a cosine floor, in the modes that have one
+            candidates = [c for c in candidates if c.cosine is not None and c.cosine >= q.min_score]
+        return info, candidates
 
-    def _hybrid(self, vector: np.ndarray, q: Query, where: str) -> list[Hit]:
-        """Three rankings of ids at once, fused; then the k winners' rows."""
-        depth = max(q.k * 3, 30)
-        rankings = [self._pool.submit(self.symbols, q.text, depth, where),
-                    self._pool.submit(self.vector, vector, depth, where, q.min_score),
-                    self._pool.submit(self.keyword, q.text, depth, where)]
-        hits = fuse([r.result() for r in rankings], q.k)
-        rows = self.rows([h.chunk.id for h in hits])
-        return [Hit(rows[h.chunk.id], h.score) for h in hits if h.chunk.id in rows]
+    def _merge(self, found: dict[str, list[dict]], vector: np.ndarray | None) -> list[Candidate]:
+        """One candidate per chunk any retrieval found, with what each saw of it; the cosine of those the
+        vector search did not return is computed from their stored vectors."""
+        by_id: dict[str, Candidate] = {}
 
-    def rows(self, ids: list[str]) -> dict[str, Chunk]:
-        """The chunks of these ids, every column read."""
-        if not ids:
-            return {}
-        rows = self.table.search().where(in_list("id", ids)).select(CHUNK_COLUMNS).limit(None).to_list()
-        return {row["id"]: chunk_from_row(row) for row in rows}
+        def get(row: dict) -> Candidate:
+            c = by_id.get(row["id"])
+            if c is None:
+                c = by_id[row["id"]] = Candidate(chunk_from_row(row), names=tuple(row.get("names") or ()))
+                if vector is not None and row.get("vector") is not None:
+                    c.cosine = float(np.dot(row["vector"], vector))
+            return c
 
-    def vector(self, vector: np.ndarray, k: int, where: str, min_score: float | None,
-               columns: list[str] = ID_ONLY) -> list[Hit]:
-        """The k nearest chunks by cosine similarity (at least ``min_score``)."""
+        for r, row in enumerate(found.get("vector", ()), start=1):
+            c = get(row)
+            c.cosine, c.vector_rank = 1.0 - float(row["_distance"]), r
+        for r, row in enumerate(found.get("keyword", ()), start=1):
+            c = get(row)
+            c.keyword_score, c.keyword_rank = float(row["_score"]), r
+        for row in found.get("exact", ()):
+            get(row).exact = True
+        return list(by_id.values())
+
+    def vector(self, vector: np.ndarray, k: int, where: str, min_score: float | None = None,
+               columns: list[str] = ROW_COLUMNS) -> list[dict]:
+        """The k nearest chunks by cosine similarity (at least ``min_score``), with ``_distance``."""
         q = self.table.search(vector.astype(np.float32)).distance_type("cosine").limit(k)
         ann = self._ann.current
         if ann is not None:
@@ -83,33 +115,59 @@ class ChunkSearch:
                 q = q.refine_factor(ann.refine)
         if where:
             q = q.where(where, prefilter=True)
-        hits = [Hit(chunk_from_row(row), 1.0 - float(row["_distance"]))
-                for row in q.select([*columns, "_distance"]).to_list()]
-        return [h for h in hits if min_score is None or h.score >= min_score]
+        rows = q.select([*columns, "_distance"]).to_list()
+        return [r for r in rows if min_score is None or 1.0 - float(r["_distance"]) >= min_score]
 
-    def keyword(self, text: str, k: int, where: str, columns: list[str] = ID_ONLY) -> list[Hit]:
-        """The k best chunks by BM25 over their text."""
-        self.ensure_fts()
-        q = self.table.search(text, query_type="fts", fts_columns="text").limit(k)
+    def keyword(self, text: str, k: int, where: str, identifiers: bool = True,
+                columns: list[str] = CANDIDATE_COLUMNS) -> list[dict]:
+        """The k best chunks by BM25, with ``_score``: over the split names and body (names weighing
+        more), or over the raw text."""
+        if identifiers:
+            self.ensure_fts("kw_names", "kw_body")
+            query = MultiMatchQuery(query_terms(text), ["kw_names", "kw_body"], boosts=[NAMES_BOOST, 1.0])
+            q = self.table.search(query, query_type="fts").limit(k)
+        else:
+            self.ensure_fts("text")
+            q = self.table.search(text, query_type="fts", fts_columns="text").limit(k)
         if where:
             q = q.where(where, prefilter=True)
-        return [Hit(chunk_from_row(row), float(row["_score"])) for row in q.select([*columns, "_score"]).to_list()]
+        return q.select([*columns, "_score"]).to_list()
 
-    def symbols(self, text: str, k: int, where: str) -> list[Hit]:
-        """Chunks whose symbol or qualified name is exactly the query (an identifier)."""
-        name = text.strip()
-        if not _IDENTIFIER.match(name):
+    def exact(self, info: QueryInfo, k: int, where: str, columns: list[str] = CANDIDATE_COLUMNS) -> list[dict]:
+        """Chunks holding a definition named as one of the query's identifiers (any case)."""
+        if not info.identifiers:
             return []
-        match = symbol_is(name)
-        rows = self.table.search().where(f"{match} AND {where}" if where else match).select(ID_ONLY).limit(k)
-        return [Hit(chunk_from_row(row), 1.0) for row in rows.to_list()]
+        folded = ", ".join(sql_str(n.lower()) for n in info.identifiers)
+        match = f"array_has_any(names_folded, [{folded}])"
+        q = self.table.search().where(f"({match}) AND ({where})" if where else match)
+        return q.select(columns).limit(k).to_list()
 
-    def ensure_fts(self) -> None:
-        """The full-text index, created on the first keyword search if a run has not made it yet
+    def definitions(self, name: str, where: str, limit: int) -> list[tuple[Chunk, Definition]]:
+        """Every definition named ``name`` (bare or qualified), with the chunk that holds it; by path and line."""
+        match = names_include([name])
+        q = self.table.search().where(f"({match}) AND ({where})" if where else match)
+        rows = q.select([*META_COLUMNS, "signature", "definitions"]).limit(max(limit * 4, 100)).to_list()
+        seen, out = set(), []
+        for row in rows:
+            chunk = chunk_from_row(row)
+            for d in json.loads(row.get("definitions") or "[]"):
+                definition = Definition(d["symbol"], d["qualified_name"], d["kind"], d["start_line"], d["end_line"])
+                key = (chunk.path, definition.qualified_name, definition.start_line)
+                if name in (definition.symbol, definition.qualified_name) and key not in seen:
+                    seen.add(key)
+                    out.append((chunk, definition))
+        out.sort(key=lambda cd: (cd[0].path, cd[1].start_line))
+        return out[:limit]
+
+    def ensure_fts(self, *columns: str) -> None:
+        """The full-text indexes of these columns, created on first use if a run has not made them yet
         (known once found: no index listing on every search)."""
-        if self._fts_ready:
+        if all(c in self._fts_ready for c in columns):
             return
         with self._lock:
-            if not any(ix.index_type == "FTS" for ix in self.table.list_indices()):
-                self.table.create_index("text", config=FTS(), replace=True)
-            self._fts_ready = True
+            have = {ix.columns[0] for ix in self.table.list_indices() if ix.index_type == "FTS"}
+            for column in columns:
+                if column not in have:
+                    self.table.create_index(column, config=FTS(), replace=True)
+                self._fts_ready.add(column)
+

@@ -7,8 +7,8 @@ import time
 
 from codeindex_common import vectors
 from codeindex_common.errors import Unavailable
-from codeindex_common.model import FileRecord, Query
-from codeindex_common.pb import store_pb2, store_pb2_grpc
+from codeindex_common.model import FileRecord, Query, SymbolQuery
+from codeindex_common.pb import common_pb2, store_pb2, store_pb2_grpc
 
 from . import metrics
 from .store import VectorStore
@@ -99,6 +99,10 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
         hits = await asyncio.to_thread(self.store.search, vector, query)
         metrics.SEARCH_SECONDS.labels(query.mode).observe(time.perf_counter() - started)
         return store_pb2.SearchResponse(hits=[h.to_pb() for h in hits])
+
+    async def FindSymbol(self, request, context):
+        found = await asyncio.to_thread(self.store.find_symbol, SymbolQuery.from_pb(request))
+        return common_pb2.FindSymbolResponse(definitions=[h.to_pb() for h in found])
 
     async def Optimize(self, request, context):
         started = time.perf_counter()

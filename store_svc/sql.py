@@ -10,7 +10,7 @@ Build filters here and only here.
 from __future__ import annotations
 
 from codeindex_common.errors import InvalidArgument
-from codeindex_common.model import Query
+from codeindex_common.model import Query, SymbolQuery
 
 MAX_GLOB = 1000
 
@@ -26,9 +26,15 @@ def in_list(column: str, values: list[str]) -> str:
     return f"{column} IN ({', '.join(sql_str(v) for v in values)})"
 
 
+def names_include(names: list[str]) -> str:
+    """Chunks holding a definition named as one of ``names`` (bare or qualified; merged small functions
+    included): the ``names`` list column."""
+    return f"array_has_any(names, [{', '.join(sql_str(n) for n in names)}])"
+
+
 def symbol_is(name: str) -> str:
-    """Chunks whose symbol or qualified name is exactly ``name``."""
-    return f"(symbol = {sql_str(name)} OR qualified_name = {sql_str(name)})"
+    """Chunks holding a definition whose symbol or qualified name is exactly ``name``."""
+    return names_include([name])
 
 
 def glob_regex(glob: str) -> str:
@@ -65,15 +71,22 @@ def glob_regex(glob: str) -> str:
     return "^" + ("" if anchored else "(?:.*/)?") + "".join(out) + "$"
 
 
-def where_clause(q: Query) -> str:
-    """The LanceDB filter for a query's filters; every value quoted."""
+def filters(language: str = "", kind: str = "", path_glob: str = "", symbol: str = "") -> str:
+    """The LanceDB filter for these filters (empty ones left out); every value quoted."""
     parts = []
-    if q.language:
-        parts.append(f"language = {sql_str(q.language)}")
-    if q.kind:
-        parts.append(f"kind = {sql_str(q.kind)}")
-    if q.symbol:
-        parts.append(symbol_is(q.symbol))
-    if q.path_glob.strip():
-        parts.append(f"regexp_like(path, {sql_str(glob_regex(q.path_glob))})")
+    if language:
+        parts.append(f"language = {sql_str(language)}")
+    if kind:
+        parts.append(f"kind = {sql_str(kind)}")
+    if symbol:
+        parts.append(symbol_is(symbol))
+    if path_glob.strip():
+        parts.append(f"regexp_like(path, {sql_str(glob_regex(path_glob))})")
     return " AND ".join(parts)
+
+
+def where_clause(q: Query | SymbolQuery) -> str:
+    """The filter of a search's (or a symbol lookup's) filters."""
+    if isinstance(q, SymbolQuery):
+        return filters(q.language, q.kind, q.path_glob)
+    return filters(q.language, q.kind, q.path_glob, q.symbol)

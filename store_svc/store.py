@@ -39,11 +39,13 @@ from lancedb.index import FTS, BTree
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from codeindex_common.errors import FailedPrecondition, InvalidArgument
-from codeindex_common.model import FileRecord, Hit, ManifestEntry, Query, Stats
+from codeindex_common.model import FileRecord, Hit, ManifestEntry, Query, Stats, SymbolHit, SymbolQuery
 
 from . import metrics
 from .ann import AnnIndex
-from .schema import CHUNKS, FILES, FILES_SCHEMA, SCALAR_INDEXES, chunk_rows, chunks_schema, file_rows, missing_columns
+from .ranking import DEFAULT, RankingOptions
+from .schema import (CHUNK_COLUMNS, CHUNKS, DERIVED, DERIVED_FIELDS, FILES, FILES_SCHEMA, FTS_COLUMNS, SCALAR_INDEXES,
+                     chunk_rows, chunks_schema, derived_rows, file_rows, missing_columns)
 from .search import ChunkSearch
 from .sql import in_list, where_clause
 
@@ -59,6 +61,7 @@ class StoreSettings:
     keep_versions_seconds: float = 60.0
     commit_attempts: int = 8
     consistency_seconds: float = 5.0
+    ranking: RankingOptions = DEFAULT
 
 
 def _is_conflict(exc: BaseException) -> bool:
@@ -97,6 +100,7 @@ class VectorStore:
         self._db = lancedb.connect(self.uri, storage_options=self.storage_options or None,
                                    read_consistency_interval=timedelta(seconds=self.settings.consistency_seconds))
         self._use_chunks(self._open(CHUNKS))
+        self._upgrade()
         self._files = self._open(FILES)
         self._model_id = self._read_model_id()
         self._ann.load(self._chunks)
@@ -172,6 +176,30 @@ class VectorStore:
                 raise FailedPrecondition(
                     f"this index holds {self.dim}-dimensional vectors but the embedder gives {dim}: "
                     "index again with --reindex, or into a new directory")
+
+    UPGRADE_BATCH = 2048
+
+    def _upgrade(self) -> None:
+        """A table written before the derived columns existed (the keyword fields, the definitions' names)
+        gets them in place, computed from its rows: no re-embedding, nothing lost if interrupted (a
+        column still empty is computed again next time)."""
+        if self._chunks is None:
+            return
+        missing = missing_columns(self._chunks)
+        if not missing <= set(DERIVED) or (not missing and not self._chunks.count_rows("kw_names IS NULL")):
+            return  # another schema (refused by _check_schema), or nothing to do
+        started = time.perf_counter()
+        with self._replace_lock, self._schema_lock:
+            fields = [f for f in DERIVED_FIELDS if f.name in missing]
+            if fields:
+                self._commit("upgrade", lambda: self._chunks.add_columns(fields))
+            todo = self._chunks.search().where("kw_names IS NULL").select(CHUNK_COLUMNS).limit(None).to_arrow()
+            for i in range(0, todo.num_rows, self.UPGRADE_BATCH):
+                rows = derived_rows(todo.slice(i, self.UPGRADE_BATCH))
+                self._commit("upgrade", lambda r=rows: self._chunks.merge_insert("id").when_matched_update_all()
+                             .execute(r))
+        log.info("upgraded the chunks table (%d rows: %s) in %.1fs", todo.num_rows, ", ".join(sorted(missing)),
+                 time.perf_counter() - started)
 
     def _check_schema(self) -> None:
         """An index an older codeindex wrote is refused, never half used."""
@@ -347,17 +375,36 @@ class VectorStore:
         return keys, (np.stack([found[k] for k in keys]).astype(np.float32) if keys
                       else np.empty((0, self.dim), np.float32))
 
-    def search(self, vector: np.ndarray | None, q: Query) -> list[Hit]:
-        """Top-k chunks by ``q.mode``: "vector" (cosine similarity), "keyword"
-        (full-text BM25 over the chunk text) or "hybrid" (an exact symbol
-        match, vector and keyword rankings fused by reciprocal rank); see
-        :mod:`store_svc.search` and :mod:`store_svc.ranking`."""
+    def search(self, vector: np.ndarray | None, q: Query, ranking: RankingOptions | None = None) -> list[Hit]:
+        """Top-k chunks by ``q.mode``: "vector" (meaning), "keyword" (full
+        text, identifiers understood) or "hybrid" (both, and exact definition
+        names), through the ranking stage (``ranking``: which signals; the
+        store's setting by default); see :mod:`store_svc.search` and
+        :mod:`store_svc.ranking`."""
         where = where_clause(q)  # a bad filter is refused even by an empty index
         search = self._search
         if search is None:
             return []
         self._check_schema()
-        return search.search(vector, q, where)
+        return search.search(vector, q, where, ranking or self.settings.ranking)
+
+    def candidates(self, vector: np.ndarray | None, q: Query, ranking: RankingOptions | None = None):
+        """What the ranking stage would get for this search: (the query read, the candidates); what
+        ``bench.quality.fit`` fits the ranking's weights on."""
+        if self._search is None:
+            return None, []
+        return self._search.candidates(vector, q, where_clause(q), ranking or self.settings.ranking)
+
+    def find_symbol(self, q: SymbolQuery) -> list[SymbolHit]:
+        """Every definition named ``q.name`` (bare or qualified), merged small functions included, each with
+        its own lines; by path and line."""
+        where = where_clause(q)
+        search = self._search
+        if search is None:
+            return []
+        self._check_schema()
+        return [SymbolHit(chunk.path, chunk.language, d, chunk.signature, chunk.id)
+                for chunk, d in search.definitions(q.name, where, q.limit)]
 
     # ------------------------------------------------------------------ maintenance
 
@@ -381,8 +428,9 @@ class VectorStore:
         for column, kind in SCALAR_INDEXES.items():
             if column not in have:
                 self._chunks.create_index(column, config=kind(), replace=True)
-        if "text" not in have:
-            self._chunks.create_index("text", config=FTS(), replace=True)
+        for column in FTS_COLUMNS:
+            if column not in have:
+                self._chunks.create_index(column, config=FTS(), replace=True)
         if not any("path" in ix.columns for ix in self._files.list_indices()):
             self._files.create_index("path", config=BTree(), replace=True)  # each write's lookup
 

@@ -57,7 +57,7 @@ def test_lookup_and_search(tmp_path):
     for c, v in zip(rec.chunks, rec.vectors):
         np.testing.assert_allclose(got[c.content_hash], v)
     hits = store.search(rec.vectors[1], Query(k=2, mode="vector"))
-    assert hits[0].chunk.qualified_name == "g" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert hits[0].chunk.qualified_name == "g" and hits[0].similarity == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(InvalidArgument):
         store.lookup_vectors(["not hex'"])
     with pytest.raises(InvalidArgument):
@@ -172,7 +172,7 @@ def test_nul_bytes_are_refused(filled):
 def test_min_score_and_snippets(filled):
     rec = record("src/app/models.py", SOURCES["src/app/models.py"], seed=0)
     close = filled.search(rec.vectors[0], Query(k=50, mode="vector", min_score=0.99))
-    assert [h.chunk.path for h in close] == ["src/app/models.py"] and close[0].score >= 0.99
+    assert [h.chunk.path for h in close] == ["src/app/models.py"] and close[0].similarity >= 0.99
     assert len(filled.search(rec.vectors[0], Query(k=50, mode="vector", min_score=-1.0))) == filled.stats().chunks
     with pytest.raises(InvalidArgument):
         Query("x", 5, "keyword", min_score=0.5).validate()
@@ -378,3 +378,85 @@ def test_a_query_longer_than_the_limit_is_refused(filled):
 
     with pytest.raises(InvalidArgument, match="longer than"):
         filled.search(None, Query("x" * (MAX_QUERY_CHARS + 1), 5, "keyword"))
+
+
+# ----------------------------------------------------------------------------- identifiers and definitions
+
+RUBY = """class Greeter
+  def initialize(name)
+    @name = name
+  end
+  def name
+    @name
+  end
+
+  def greet(loud)
+    text = "Hello, #{@name}"
+    loud ? text.upcase : text
+  end
+end
+"""
+
+
+def test_keyword_search_understands_identifiers(tmp_path):
+    """camelCase, snake_case and kebab-case are split for the keyword index, and the whole name is kept."""
+    from store_svc.ranking import RankingOptions
+
+    store = VectorStore(str(tmp_path / "db"))
+    store.write([record("src/headers.py", "def parse_list_header(value):\n    return value.split(',')\n"),
+                 record("src/http.ts", "export function sendRequestWithRetry(req) {\n  return fetch(req);\n}\n"),
+                 record("src/other.py", "def unrelated(x):\n    return x\n")])
+    store.optimize()
+    for text, symbol in (("parse list header", "parse_list_header"), ("parseListHeader", "parse_list_header"),
+                         ("send request with retry", "sendRequestWithRetry"),
+                         ("sendrequestwithretry", "sendRequestWithRetry")):
+        assert [h.chunk.symbol for h in store.search(None, Query(text, 3, "keyword"))][:1] == [symbol], text
+    # over the raw text (the signal off), a camelCase name is one word: its words find nothing
+    off = RankingOptions(identifiers=False)
+    assert store.search(None, Query("send request with retry", 3, "keyword"), ranking=off) == []
+
+
+def test_every_definition_of_a_name_even_merged_ones(tmp_path):
+    """A two-line method merged with initialize into one chunk is found by its own name, with its own lines;
+    hybrid search puts it first for its name, and --symbol filters on it."""
+    from codeindex_common.model import SymbolQuery
+
+    store = VectorStore(str(tmp_path / "db"))
+    merged = FileRecord("lib/greeter.rb", "h", list(chunk_file("lib/greeter.rb", RUBY.encode()).chunks),
+                        np.eye(4, DIM, dtype=np.float32)[:3], "", "test-model")
+    assert any(", " in c.symbol for c in merged.chunks), "the small methods are merged"
+    store.write([merged, record("b.py", "def name():\n    return 1\n")])
+    found = store.find_symbol(SymbolQuery("name"))
+    assert [(h.path, h.definition.qualified_name, h.definition.start_line, h.definition.end_line)
+            for h in found] == [("b.py", "name", 1, 2), ("lib/greeter.rb", "Greeter.name", 5, 7)]
+    assert [h.definition.kind for h in store.find_symbol(SymbolQuery("Greeter#name"))] == ["method"]
+    assert store.find_symbol(SymbolQuery("Name")) == []  # exact: case and all
+    assert [h.path for h in store.find_symbol(SymbolQuery("name", language="ruby"))] == ["lib/greeter.rb"]
+    vec = np.ones(DIM, np.float32) / np.sqrt(DIM)
+    assert {h.chunk.path for h in store.search(vec, Query("x", 10, "vector", symbol="Greeter.name"))} == {
+        "lib/greeter.rb"}
+    top = store.search(vec, Query("Greeter.name", 3, "hybrid"))[0]
+    assert top.chunk.path == "lib/greeter.rb" and "Greeter.name" in top.chunk.qualified_name
+
+
+def test_an_index_from_before_the_keyword_fields_is_upgraded_in_place(tmp_path):
+    """Opening a table that lacks the derived columns adds them from its rows: nothing re-embedded."""
+    import lancedb
+    import pyarrow as pa
+
+    from codeindex_common.model import SymbolQuery
+    from store_svc.schema import DERIVED, chunk_rows
+
+    rec = record("src/headers.py", "def parse_list_header(value):\n    return value.split(',')\n")
+    old = chunk_rows([rec], DIM).drop_columns(list(DERIVED))
+    db = lancedb.connect(str(tmp_path / "db"))
+    db.create_table("chunks", old)
+    db.create_table("files", pa.table({"path": ["src/headers.py"], "file_hash": ["h1"], "skip_reason": [""],
+                                       "chunks": pa.array([1], pa.int32()), "model_id": ["test-model"]}))
+    store = VectorStore(str(tmp_path / "db"))
+    assert set(DERIVED) <= set(store._chunks.schema.names)
+    assert [h.chunk.symbol for h in store.search(None, Query("parse list header", 3, "keyword"))] == [
+        "parse_list_header"]
+    assert [h.definition.start_line for h in store.find_symbol(SymbolQuery("parse_list_header"))] == [1]
+    vec = store._chunks.to_arrow().column("vector").to_pylist()[0]
+    assert np.allclose(vec, rec.vectors[0])  # the vectors are the ones written

@@ -174,7 +174,7 @@ def test_vector_store_on_s3(moto, aws_env):
     store.write(bulk)
     assert store.stats().chunks == 601
     hits = store.search(a2.vectors[0], Query(k=3, mode="vector"))
-    assert hits[0].chunk.symbol == "rebuild_method" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert hits[0].chunk.symbol == "rebuild_method" and hits[0].similarity == pytest.approx(1.0, abs=1e-5)
     assert [h.chunk.symbol for h in store.search(None, Query("rebuild_method", 5, "keyword"))][:1] == ["rebuild_method"]
     hybrid = store.search(bulk_vecs[5], Query("rebuild_method", 2, "hybrid"))
     assert {h.chunk.symbol for h in hybrid} == {"rebuild_method", "fn5"}  # the exact symbol and the nearest vector
@@ -193,7 +193,7 @@ def test_vector_store_on_s3(moto, aws_env):
     assert any("/chunks.lance/_indices/" in k for k in moto.keys(prefix))
     for i in (0, 123, 599):  # through the ANN index: a stored vector finds its own chunk
         top = store.search(bulk_vecs[i], Query(k=1, mode="vector"))[0]
-        assert top.chunk.id == f"c{i}" and top.score == pytest.approx(1.0, abs=1e-5)
+        assert top.chunk.id == f"c{i}" and top.similarity == pytest.approx(1.0, abs=1e-5)
     assert store.search(None, Query("fn123", 3, "keyword"))[0].chunk.id == "c123"  # the full-text index
 
     # rows written after the indexes were built: found, and folded in by the next optimize
@@ -284,7 +284,7 @@ def test_store_service_on_s3(moto, aws_env, start_service):
         assert {"chunks.lance", "files.lance"} <= _tables(moto.keys(prefix), prefix)
 
         hits = _search(stub, a.vectors[1], k=1)
-        assert hits[0].chunk.symbol == "unrelated_helper" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+        assert hits[0].chunk.symbol == "unrelated_helper" and hits[0].similarity == pytest.approx(1.0, abs=1e-5)
         assert _search(stub, text="rebuild_method", mode="keyword")[0].chunk.symbol == "rebuild_method"
         assert _search(stub, a.vectors[1], "rebuild_method", k=2, mode="hybrid")[0].chunk.symbol == "rebuild_method"
 
