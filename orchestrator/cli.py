@@ -17,10 +17,11 @@ import time
 
 from codeindex_common import config as configlib
 from codeindex_common.errors import CodeindexError
-from codeindex_common.model import DEFAULT_MODE, KINDS, MODES, Query
+from codeindex_common.model import DEFAULT_MODE, KINDS, MODES, Query, SymbolQuery
 
 from .config import ApiSettings, Connection, OrchestratorConfig, RunSettings
-from .pipeline import Pipeline, Progress, search
+from . import present
+from .pipeline import Pipeline, Progress, find_symbol, search
 from .session import index_dir, internal_tls, make_stages, settings, stage_addresses
 
 PREFIX = "orchestrator"
@@ -60,8 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     ix.add_argument("--reindex", action="store_true",
                     help="drop the index and build it again (needed to switch the embedding model)")
 
-    se = sub.add_parser("search", help="search an index")
-    se.add_argument("query")
+    se = sub.add_parser("search", help="search an index (or, with --symbol and no query, list a name's definitions)")
+    se.add_argument("query", nargs="?", default="",
+                    help="what to find, in plain English or as a name; leave out to list the --symbol's definitions")
     se.add_argument("--path", default=".", help="the indexed repository (default: .)")
     se.add_argument("-k", type=int, default=10, help="number of results (default: 10)")
     se.add_argument("--language", default="", help="only chunks of this language")
@@ -69,12 +71,19 @@ def _parser() -> argparse.ArgumentParser:
                     help="only files matching this glob (`*` within a directory, `**` across; "
                          "without `/` it matches file names anywhere), e.g. 'src/**/*.py'")
     se.add_argument("--kind", default="", choices=("",) + KINDS, help="only chunks of this kind")
-    se.add_argument("--symbol", default="", help="only chunks with this symbol or qualified name")
+    se.add_argument("--symbol", default="",
+                    help="with a query: only chunks holding a definition of this name (bare or qualified); "
+                         "without one: every definition of the name, with its kind and path:lines")
     se.add_argument("--min-score", type=float, default=None,
                     help="drop results less similar than this cosine similarity (vector and hybrid modes)")
     se.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
-                    help="vector (meaning), keyword (full text) or hybrid (both, fused; the default)")
-    se.add_argument("--json", action="store_true", help="print results as a JSON list")
+                    help="hybrid (meaning, words and names through the ranking stage; the default), vector "
+                         "(meaning alone) or keyword (words alone)")
+    se.add_argument("--context", type=int, default=0, metavar="N",
+                    help="show N lines of the file before and after each snippet")
+    se.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                    help="highlight the query's words (auto: on a terminal, unless NO_COLOR is set)")
+    se.add_argument("--json", action="store_true", help="print results as a JSON list, every field of each")
 
     st = sub.add_parser("status", help="what an index holds")
     st.add_argument("--path", default=".", help="the indexed repository (default: .)")
@@ -166,19 +175,32 @@ def cmd_search(cfg: OrchestratorConfig, args) -> int:
     root = os.path.abspath(args.path)
     if not cfg.store_addr and not os.path.isdir(os.path.join(index_dir(cfg, root), "lancedb")):
         raise CodeindexError(f"no index at {root}: run `orchestrator index {args.path}` first")
+    if args.context < 0:
+        raise CodeindexError(f"--context must be 0 or more, not {args.context}")
+    color = present.use_color(args.color)
+    if not args.query.strip() and args.symbol:
+        return _definitions(cfg, root, SymbolQuery(args.symbol, args.language, args.kind, args.path_glob,
+                                                   limit=max(args.k, 100)), args.json, color)
     query = Query(text=args.query, k=args.k, mode=args.mode, language=args.language, path_glob=args.path_glob,
                   kind=args.kind, symbol=args.symbol, min_score=args.min_score)  # checked here, before any start
+    if not query.text.strip():
+        raise CodeindexError("search needs a query (or --symbol NAME to list a name's definitions)")
     with stage_addresses(cfg, root, need_parser=False) as addresses:
         hits = asyncio.run(_with_stages(cfg, addresses, lambda stages: search(stages, query)))
     if args.json:
         print(json.dumps([h.to_dict() for h in hits]))
-        return 0
-    for h in hits:
-        c = h.chunk
-        print(f"{h.score:.3f}  {c.path}:{c.start_line}-{c.end_line}  {c.qualified_name or '-'} "
-              f"({c.kind}, {c.language})")
-        for line in h.snippet.splitlines():
-            print(f"        {line[:120]}")
+    else:
+        print(present.format_hits(hits, query.text, root, args.context, color))
+    return 0
+
+
+def _definitions(cfg: OrchestratorConfig, root: str, q: SymbolQuery, as_json: bool, color: bool) -> int:
+    with stage_addresses(cfg, root, need_parser=False, need_embedder=False) as addresses:
+        found = asyncio.run(_with_stages(cfg, addresses, lambda stages: find_symbol(stages, q)))
+    if as_json:
+        print(json.dumps([h.to_dict() for h in found]))
+    else:
+        print(present.format_definitions(found, q.name, color))
     return 0
 
 

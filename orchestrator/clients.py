@@ -19,7 +19,8 @@ import numpy as np
 from codeindex_common import vectors
 from codeindex_common.errors import CodeindexError
 from codeindex_common.channels import CHANNEL_OPTIONS, open_channel
-from codeindex_common.model import EmbedInfo, FileRecord, FileResult, Hit, ManifestEntry, Query, Stats
+from codeindex_common.model import (EmbedInfo, FileRecord, FileResult, Hit, ManifestEntry, Query, Stats, SymbolHit,
+                                    SymbolQuery)
 from codeindex_common.pb import embed_pb2, embed_pb2_grpc, parser_pb2, parser_pb2_grpc, store_pb2, store_pb2_grpc
 from codeindex_common.tls import ClientTLS
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
@@ -415,6 +416,10 @@ class StoreClient(_Client):
         r = await self._call("Search", q.to_search_pb(vector))
         return [Hit.from_pb(h) for h in r.hits]
 
+    async def find_symbol(self, q: SymbolQuery) -> list[SymbolHit]:
+        r = await self._call("FindSymbol", q.to_pb())
+        return [SymbolHit.from_pb(d) for d in r.definitions]
+
     async def optimize(self) -> store_pb2.OptimizeResponse:
         # building the vector index of a large table takes minutes, not the usual deadline
         return await self._call("Optimize", store_pb2.OptimizeRequest(), timeout=max(self.timeout, 3600))
@@ -434,7 +439,7 @@ class Stages:
         """``tls``: TLS settings by stage ("parser", "embed", "store"); a stage not in it is plain text."""
         tls = tls or {}
         self.parser = ParserClient(parser_addr, timeout, retry_seconds, tls.get("parser")) if parser_addr else None
-        self.embedder = EmbedderClient(embed_addr, timeout, retry_seconds, tls.get("embed"))
+        self.embedder = EmbedderClient(embed_addr, timeout, retry_seconds, tls.get("embed")) if embed_addr else None
         self.store = StoreClient(store_addr, timeout, retry_seconds, tls.get("store"))
 
     async def close(self) -> None:

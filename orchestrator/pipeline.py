@@ -30,22 +30,16 @@ import numpy as np
 
 from codeindex_common.errors import FailedPrecondition, InvalidArgument
 from codeindex_common.model import (PARSER_FAILURES, EmbedInfo, FileRecord, FileResult, Hit, IndexSummary,
-                                    ManifestEntry, ProgressUpdate, Query)
+                                    ManifestEntry, ProgressUpdate, Query, SymbolHit, SymbolQuery, embedding_text)
 
 from . import metrics
+from .config import RunSettings
 from .walker import Entry, file_hash, read, walk
 
 log = logging.getLogger("codeindex.orchestrator")
 
 
-@dataclass(frozen=True)
-class Settings:
-    parse_streams: int = 2
-    embed_streams: int = 4
-    write_streams: int = 2
-    embed_request_texts: int = 32
-    queue_size: int = 256
-    max_file_bytes: int = 2_000_000
+Settings = RunSettings  # how a run streams: stream counts, request and queue sizes, the file size limit
 
 
 class Waits:
@@ -472,5 +466,10 @@ async def search(stages, q: Query) -> list[Hit]:
     checked when it was made; a search here needs its text besides."""
     if not q.text.strip():
         raise InvalidArgument("the query is empty")
-    vec = (await stages.embedder.embed_once([q.text]))[0] if q.mode != "keyword" else None
+    vec = (await stages.embedder.embed_once([embedding_text(q.text)]))[0] if q.mode != "keyword" else None
     return await stages.store.search(vec, q)
+
+
+async def find_symbol(stages, q: SymbolQuery) -> list[SymbolHit]:
+    """Every definition of a name (the store looks it up; nothing is embedded)."""
+    return await stages.store.find_symbol(q)

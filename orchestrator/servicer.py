@@ -9,11 +9,11 @@ import os
 import time
 
 from codeindex_common.errors import InvalidArgument, NotFound, PermissionDenied
-from codeindex_common.model import Query
-from codeindex_common.pb import orchestrator_pb2, orchestrator_pb2_grpc
+from codeindex_common.model import Query, SymbolQuery
+from codeindex_common.pb import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 
 from . import metrics
-from .pipeline import Pipeline, Progress, Settings, search
+from .pipeline import Pipeline, Progress, Settings, find_symbol, search
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
@@ -79,6 +79,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         hits = await search(self.stages, Query.from_query_pb(request))
         metrics.SEARCH_SECONDS.observe(time.perf_counter() - started)
         return orchestrator_pb2.QueryResponse(hits=[h.to_query_hit_pb() for h in hits])
+
+    async def FindSymbol(self, request, context):
+        found = await find_symbol(self.stages, SymbolQuery.from_pb(request))
+        return common_pb2.FindSymbolResponse(definitions=[h.to_pb() for h in found])
 
     async def Status(self, request, context):
         stats = await self.stages.store.stats()

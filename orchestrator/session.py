@@ -4,6 +4,7 @@ configured, local child processes (the embedded default) where not."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Iterator
 
@@ -12,25 +13,27 @@ from codeindex_common.launcher import LocalServices
 from codeindex_common.tls import ClientTLS
 
 from .clients import Stages
-from .config import OrchestratorConfig
-from .pipeline import Settings
+from .config import OrchestratorConfig, RunSettings
 
 
 def index_dir(cfg: OrchestratorConfig, repo: str) -> str:
     return os.path.abspath(cfg.index_dir or os.path.join(repo, ".codeindex"))
 
 
-def settings(cfg: OrchestratorConfig) -> Settings:
-    return Settings(cfg.parse_streams, cfg.embed_streams, cfg.write_streams, cfg.embed_request_texts,
-                    cfg.queue_size, cfg.max_file_bytes)
+def settings(cfg: OrchestratorConfig) -> RunSettings:
+    """The run group of the orchestrator's settings."""
+    return RunSettings(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(RunSettings)})
 
 
 @contextlib.contextmanager
-def stage_addresses(cfg: OrchestratorConfig, repo: str, need_parser: bool = True) -> Iterator[dict[str, str]]:
-    """Addresses of parser, embed and store; starts the missing ones locally."""
+def stage_addresses(cfg: OrchestratorConfig, repo: str, need_parser: bool = True,
+                    need_embedder: bool = True) -> Iterator[dict[str, str]]:
+    """Addresses of the stages needed (parser, embed, store); starts the missing ones locally."""
     addresses = {"parser": cfg.parser_addr, "embed": cfg.embed_addr, "store": cfg.store_addr}
     if not need_parser:
         addresses.pop("parser")
+    if not need_embedder:
+        addresses.pop("embed")
     missing = [stage for stage, addr in addresses.items() if not addr]
     if not missing:
         yield addresses
@@ -54,5 +57,5 @@ def make_stages(cfg: OrchestratorConfig, addresses: dict[str, str]) -> Stages:
     (the embedded default, on unix sockets) are plain text."""
     tls = internal_tls(cfg)
     given = {"parser": cfg.parser_addr, "embed": cfg.embed_addr, "store": cfg.store_addr}
-    return Stages(addresses.get("parser", ""), addresses["embed"], addresses["store"], cfg.rpc_timeout,
+    return Stages(addresses.get("parser", ""), addresses.get("embed", ""), addresses["store"], cfg.rpc_timeout,
                   cfg.retry_seconds, {stage: tls for stage, addr in given.items() if addr and tls.enabled})

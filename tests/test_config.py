@@ -48,7 +48,7 @@ CONNECTION = {"--parser-addr", "--embed-addr", "--store-addr", "--index-dir", "-
 
 def test_each_subcommand_shows_only_what_it_uses():
     assert _options("search") == CONNECTION | {"--path", "-k", "--language", "--glob", "--kind", "--symbol",
-                                               "--min-score", "--mode", "--json"}
+                                               "--min-score", "--mode", "--context", "--color", "--json"}
     assert _options("status") == CONNECTION | {"--path", "--json"}
     index = _options("index")
     assert CONNECTION | {"--json", "--reindex", "--parse-streams", "--queue-size", "--index-metrics-port"} <= index

@@ -253,6 +253,11 @@ def test_running_services_and_the_public_api(tmp_path, embed_service, start_serv
                 assert symbol in [h.symbol for h in hits], f"{query!r} -> {[h.symbol for h in hits]}"
             status = stub.Status(orchestrator_pb2.StatusRequest(), timeout=10)
             assert status.files == 12 and status.dim == 384  # 10 indexed, 2 recorded as skipped
+            from codeindex_common.pb import common_pb2
+
+            found = stub.FindSymbol(common_pb2.FindSymbolRequest(name="InvoiceRepository.save"), timeout=10)
+            assert [(d.path, d.definition.qualified_name, d.definition.start_line, d.definition.end_line)
+                    for d in found.definitions] == [("billing/invoice.py", "InvoiceRepository.save", 17, 18)]
             with pytest.raises(grpc.RpcError) as err:
                 stub.Search(orchestrator_pb2.QueryRequest(query="  "), timeout=10)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -337,3 +342,38 @@ def test_index_progress_over_the_api_counts_every_file_to_the_end(tmp_path, embe
     # a run with one change: every file is looked at (four of them unchanged), and all are done at the end
     assert again[-1].summary.files_indexed == 1 and again[-1].summary.files_unchanged == 4
     assert {u.files_total for u in again} == {5} and again[-1].files_done == 5
+
+
+RUBY = """class Greeter
+  def initialize(name)
+    @name = name
+  end
+  def name
+    @name
+  end
+
+  def greet(loud)
+    text = "Hello, #{@name}"
+    loud ? text.upcase : text
+  end
+end
+"""
+
+
+def test_every_definition_of_a_name_from_the_cli(tmp_path):
+    """`search --symbol NAME` with no query lists every definition, merged small methods included, with
+    its own lines; a search for the name itself puts a definition first."""
+    repo = tmp_path / "repo"
+    (repo / "lib").mkdir(parents=True)
+    (repo / "lib" / "greeter.rb").write_text(RUBY)
+    (repo / "lib" / "names.py").write_text("def name(user):\n    return user.name\n\n\nprint(name)\n")
+    index(repo)
+    listed = json.loads(cli("search", "--symbol", "name", "--path", str(repo), "--json").stdout)
+    assert [(d["path"], d["qualified_name"], d["start_line"], d["end_line"], d["kind"]) for d in listed] == [
+        ("lib/greeter.rb", "Greeter.name", 5, 7, "method"), ("lib/names.py", "name", 1, 2, "function")]
+    text = cli("search", "--symbol", "Greeter#name", "--path", str(repo)).stdout
+    assert text.strip() == "lib/greeter.rb:5-7  Greeter.name (method, ruby)"
+    hits = search(repo, "Greeter.name")
+    assert (hits[0]["path"], hits[0]["start_line"]) == ("lib/greeter.rb", 2) and 0 < hits[0]["score"] <= 1
+    grouped = cli("search", "greet someone loudly", "--path", str(repo), "--context", "1").stdout
+    assert grouped.splitlines()[0] == "lib/greeter.rb" and "│" in grouped
