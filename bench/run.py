@@ -35,7 +35,6 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench import corpus as corpus_mod  # noqa: E402
-from bench.queries import QUERIES  # noqa: E402
 from codeindex_common.model import FileRecord  # noqa: E402
 from orchestrator.clients import EmbedderClient, StoreClient  # noqa: E402
 from codeindex_common.launcher import LocalServices, ServiceProcess, orchestrator_command  # noqa: E402
@@ -43,7 +42,7 @@ from orchestrator.walker import file_hash, read, walk  # noqa: E402
 
 RESULTS = Path(os.environ.get("CODEINDEX_BENCH_RESULTS", ROOT / "bench" / "results"))
 DOCS = Path(os.environ.get("CODEINDEX_BENCH_DOCS", ROOT / "docs"))
-STAGES = ("parser", "embed", "store", "pipeline", "search", "load")
+STAGES = ("parser", "embed", "store", "pipeline", "search", "load", "quality")
 DEVICE = os.environ.get("CODEINDEX_EMBED_DEVICE", "cpu")  # `make bench-gpu` sets cuda for services and baselines
 WORK = Path(os.environ.get("CODEINDEX_BENCH_WORK", ROOT / "bench" / ".cache" / "work"))
 # The corpus's chunk texts saved by `--save-texts`: the embed stage then needs no corpus download and no
@@ -709,45 +708,19 @@ def corpus_index(c: Corpus) -> Path:
 
 
 def corpus_queries(c: Corpus) -> list[str]:
-    return [q for q, project, _ in QUERIES if any(project in p for p in c.projects_dirs())]
+    """What the latency and load measures search for: the search-quality set's queries (their quality is
+    measured by the quality stage, on its own projects)."""
+    from bench.quality.judgments import load
+
+    return sorted({q.query for q in load()})
 
 
 def bench_search(c: Corpus) -> dict:
-    import grpc
-
-    from codeindex_common.model import mode_to_pb
-    from codeindex_common.pb import orchestrator_pb2, orchestrator_pb2_grpc
     from store_svc.store import StoreSettings, VectorStore
 
     e2e_dir = corpus_index(c)
     queries = corpus_queries(c)
     out: dict = {}
-    # retrieval quality on the real index of the corpus
-    api = _Api(c.root, e2e_dir)
-    try:
-        with grpc.insecure_channel(api.address) as ch:
-            stub = orchestrator_pb2_grpc.OrchestratorStub(ch)
-            quality = {}
-            for mode in ("vector", "keyword", "hybrid"):
-                rr, hits5, per_query = [], 0, []
-                for q, project, names in QUERIES:
-                    if not any(project in p for p in c.projects_dirs()):
-                        continue
-                    resp = stub.Search(orchestrator_pb2.QueryRequest(query=q, k=10, mode=mode_to_pb(mode)),
-                                       timeout=30)
-                    rank = next((i for i, h in enumerate(resp.hits, 1)
-                                 if h.path.split("/")[0].startswith(project) and h.qualified_name in names), None)
-                    rr.append(1 / rank if rank else 0.0)
-                    hits5 += bool(rank and rank <= 5)
-                    per_query.append({"query": q, "rank": rank})
-                quality[mode] = {"mrr_at_10": round(statistics.mean(rr), 3), "hit_at_5": round(hits5 / len(rr), 3),
-                                 "queries": len(rr), "ranks": per_query}
-                log(f"search quality, {mode}: MRR@10 {quality[mode]['mrr_at_10']}, hit@5 {quality[mode]['hit_at_5']}")
-    finally:
-        api.stop()
-    best = max(quality, key=lambda m: quality[m]["mrr_at_10"])
-    out.update(search_mrr_at_10=quality[best]["mrr_at_10"], search_hit_at_5=quality[best]["hit_at_5"],
-               search_best_mode=best, search_quality=quality)
     # latency at SEARCH_ROWS rows: exact search first, then with the ANN index
     big_dir = WORK / "search-index"
     rows = _search_table(e2e_dir, big_dir, SEARCH_ROWS)
@@ -973,6 +946,10 @@ def main(argv: list[str] | None = None) -> int:
             results.update(bench_search(c))
         elif stage == "load":
             results.update(bench_load(c))
+        elif stage == "quality":
+            from bench.quality.evaluate import bench_quality
+
+            results["quality"] = bench_quality()
     if (efficiency := pipeline_efficiency(results)) is not None:
         results["pipeline_efficiency"] = efficiency
     cmd = " ".join(part for part in ["make bench-gpu" if gpu else "make bench", "QUICK=1" if args.quick else "",
