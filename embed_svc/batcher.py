@@ -160,9 +160,11 @@ class Batcher:
 
     # ------------------------------------------------------------------ tokenizer thread
     def _take_batch(self) -> list[Item] | None:
-        """Wait for work, then up to max_wait for the batch to fill (a query arriving meanwhile
-        takes over from a filling bulk batch); then take the batch from the lane the queue's
-        rule names (:meth:`Lanes.next_lane`). None once stopping."""
+        """Wait for work, then up to max_wait for a bulk batch to fill (a query arriving meanwhile
+        takes over from it; queries never wait to be joined by more: a search waits for its own
+        vector, and under load the queries queued meanwhile share the batch anyway); then take
+        the batch from the lane the queue's rule names (:meth:`Lanes.next_lane`). None once
+        stopping."""
         lanes = self._lanes
         with self._cond:
             while not lanes and not self._stopping:
@@ -170,7 +172,7 @@ class Batcher:
             if self._stopping:
                 return None
             lane = lanes.next_lane()
-            deadline = lanes.oldest(lane) + self.max_wait
+            deadline = lanes.oldest(lane) + (0.0 if lane == URGENT else self.max_wait)
             while lanes.size(lane) < self.max_batch_size and not self._stopping:
                 left = deadline - time.perf_counter()
                 if left <= 0:

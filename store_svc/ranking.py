@@ -33,6 +33,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 
 from codeindex_common.model import Chunk, Hit
@@ -126,13 +127,23 @@ _REEXPORT_LINE = re.compile(r"^\s*(from\s+\S+\s+import\b|import\b|export\s+(\*|\
                             r"pub\s+use\b|mod\s+\w+;|__all__|#|//|$)")
 
 
+@lru_cache(maxsize=65536)
+def _path_classes(path: str) -> frozenset[str]:
+    return frozenset(name for name, pattern in PATH_CLASSES.items() if pattern.search(path))
+
+
 def path_classes(c: Chunk) -> frozenset[str]:
-    found = {name for name, pattern in PATH_CLASSES.items() if pattern.search(c.path)}
+    found = set(_path_classes(c.path))
     if c.kind == "module" and _REEXPORT_FILES.search(c.path):
         lines = c.text.splitlines()
         if lines and sum(bool(_REEXPORT_LINE.match(line)) for line in lines) >= 0.8 * len(lines):
             found.add("reexport")
     return frozenset(found)
+
+
+@lru_cache(maxsize=65536)
+def _words(name: str) -> frozenset[str]:
+    return frozenset(words(name))
 
 
 # ---------------------------------------------------------------- candidates and their features
@@ -205,7 +216,7 @@ def features(c: Candidate, q: QueryInfo, ctx: Context, options: RankingOptions) 
         f["exact"] = f["exact_case"] = 1.0
     elif {n.lower() for n in wanted} & {n.lower() for n in names}:
         f["exact"] = 1.0
-    name_words = {w for n in names for w in words(n)}
+    name_words = {w for n in names for w in _words(n)}
     if q.terms:
         f["name_cover"] = len(q.terms & name_words) / len(q.terms)
     if options.path_priors:

@@ -30,8 +30,11 @@ from .ranking import Candidate, QueryInfo, RankingOptions
 from .schema import CHUNK_COLUMNS, META_COLUMNS, chunk_from_row
 from .sql import names_include, sql_str
 
-ROW_COLUMNS = [*CHUNK_COLUMNS, "names"]  # what a candidate is read with: all a hit shows (read for the top only)
-CANDIDATE_COLUMNS = [*ROW_COLUMNS, "vector"]  # a keyword or name candidate's vector gives its cosine
+# what a candidate is read with: all a hit shows (read for the top candidates only, in the same query: a second
+# query for the winners' rows costs more than reading them here), and a keyword or name candidate's vector too,
+# for its cosine
+ROW_COLUMNS = [*CHUNK_COLUMNS, "names"]
+CANDIDATE_COLUMNS = [*ROW_COLUMNS, "vector"]
 
 NAMES_BOOST = 3.0  # a word in a chunk's names (symbol, qualified name, signature, path) against one in its body
 DEPTH = 50  # candidates each retrieval gives the ranking stage, at least
@@ -115,7 +118,7 @@ class ChunkSearch:
                 q = q.refine_factor(ann.refine)
         if where:
             q = q.where(where, prefilter=True)
-        rows = q.select([*columns, "_distance"]).to_list()
+        rows = _rows(q.select([*columns, "_distance"]))
         return [r for r in rows if min_score is None or 1.0 - float(r["_distance"]) >= min_score]
 
     def keyword(self, text: str, k: int, where: str, identifiers: bool = True,
@@ -131,7 +134,7 @@ class ChunkSearch:
             q = self.table.search(text, query_type="fts", fts_columns="text").limit(k)
         if where:
             q = q.where(where, prefilter=True)
-        return q.select([*columns, "_score"]).to_list()
+        return _rows(q.select([*columns, "_score"]))
 
     def exact(self, info: QueryInfo, k: int, where: str, columns: list[str] = CANDIDATE_COLUMNS) -> list[dict]:
         """Chunks holding a definition named as one of the query's identifiers (any case)."""
@@ -140,7 +143,7 @@ class ChunkSearch:
         folded = ", ".join(sql_str(n.lower()) for n in info.identifiers)
         match = f"array_has_any(names_folded, [{folded}])"
         q = self.table.search().where(f"({match}) AND ({where})" if where else match)
-        return q.select(columns).limit(k).to_list()
+        return _rows(q.select(columns).limit(k))
 
     def definitions(self, name: str, where: str, limit: int) -> list[tuple[Chunk, Definition]]:
         """Every definition named ``name`` (bare or qualified), with the chunk that holds it; by path and line."""
@@ -171,3 +174,19 @@ class ChunkSearch:
                     self.table.create_index(column, config=FTS(), replace=True)
                 self._fts_ready.add(column)
 
+
+def _rows(query) -> list[dict]:
+    """A query's rows as dicts, its vectors (if selected) as rows of one numpy array: converting a vector to
+    a Python list costs more than the search."""
+    table = query.to_arrow()
+    vectors = None
+    if "vector" in table.column_names:
+        column = table.column("vector").combine_chunks()
+        if len(column):
+            vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1)
+        table = table.drop_columns(["vector"])
+    rows = table.to_pylist()
+    if vectors is not None:
+        for row, vec in zip(rows, vectors):
+            row["vector"] = vec
+    return rows
