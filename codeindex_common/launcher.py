@@ -12,12 +12,14 @@ process's environment."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 
@@ -25,6 +27,8 @@ from .channels import wait_for_serving
 from .errors import Unavailable
 from .server import PARENT_PID_ENV
 from .tls import ClientTLS
+
+log = logging.getLogger("codeindex")
 
 STAGES = ("parser", "embed", "store")
 
@@ -104,10 +108,15 @@ class LocalServices:
     """The embedded default: the given stages as child processes on unix sockets in a temporary directory,
     the store over ``index_dir/lancedb``, logs in ``index_dir/logs`` (or ``log_dir``). A context manager:
     ``with LocalServices(["parser", "embed", "store"], index_dir) as svc: svc.address("parser")``.
-    ``env``: variables for the children (their settings, say), over this process's environment."""
+    ``env``: variables for the children (their settings, say), over this process's environment.
+
+    The services are supervised: one that dies (a crash, ``kill -9``) is started again at the same address
+    (``restarts`` counts them), and the clients' retries carry the run on through the gap."""
+
+    POLL_SECONDS = 0.5
 
     def __init__(self, stages: Sequence[str], index_dir: str, timeout: float = 120.0, log_dir: str = "",
-                 env: Mapping[str, str] | None = None):
+                 env: Mapping[str, str] | None = None, supervise: bool = True):
         self.stages = list(stages)
         self.index_dir = index_dir
         self.timeout = timeout
@@ -115,6 +124,10 @@ class LocalServices:
         self.env = dict(env or {})
         self.children: dict[str, ServiceProcess] = {}
         self.tmp = ""
+        self.supervise = supervise
+        self.restarts: dict[str, int] = {}
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
 
     def __enter__(self) -> LocalServices:
         try:
@@ -130,21 +143,47 @@ class LocalServices:
     def address(self, stage: str) -> str:
         return self.children[stage].address
 
+    def _spawn(self, stage: str) -> ServiceProcess:
+        extra = ["--uri", os.path.join(self.index_dir, "lancedb")] if stage == "store" else []
+        ready = f"{self.tmp}/{stage}.ready.json"
+        if os.path.exists(ready):
+            os.unlink(ready)
+        return ServiceProcess(f"local {stage}", stage_command(stage), extra, listen=f"unix:{self.tmp}/{stage}.sock",
+                              ready_file=ready, log_path=os.path.join(self.log_dir, f"{stage}.log"), env=self.env,
+                              child=True)
+
     def start(self) -> None:
         """Start every stage at once, then wait for each (they load in parallel)."""
         self.tmp = tempfile.mkdtemp(prefix="codeindex-")
         os.makedirs(self.log_dir, exist_ok=True)
         for stage in self.stages:
-            extra = ["--uri", os.path.join(self.index_dir, "lancedb")] if stage == "store" else []
-            self.children[stage] = ServiceProcess(
-                f"local {stage}", stage_command(stage), extra, listen=f"unix:{self.tmp}/{stage}.sock",
-                ready_file=f"{self.tmp}/{stage}.ready.json", log_path=os.path.join(self.log_dir, f"{stage}.log"),
-                env=self.env, child=True)
+            self.children[stage] = self._spawn(stage)
         deadline = time.monotonic() + self.timeout
         for child in self.children.values():
             child.wait(max(1.0, deadline - time.monotonic()))
+        if self.supervise:
+            self._supervisor = threading.Thread(target=self._watch, name="codeindex-supervisor", daemon=True)
+            self._supervisor.start()
+
+    def _watch(self) -> None:
+        """Start again, at the same address, any service that died while it should be running."""
+        while not self._stopping.wait(self.POLL_SECONDS):
+            for stage, child in list(self.children.items()):
+                if child.proc.poll() is None or self._stopping.is_set():
+                    continue
+                log.warning("the local %s service exited with code %s; starting it again", stage,
+                            child.proc.returncode)
+                self.restarts[stage] = self.restarts.get(stage, 0) + 1
+                try:
+                    self.children[stage] = self._spawn(stage).wait(self.timeout)
+                except Unavailable as exc:
+                    log.error("the local %s service did not start again: %s", stage, exc)
 
     def stop(self, grace: float = 15.0) -> None:
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(self.timeout + 5)
+            self._supervisor = None
         for child in self.children.values():
             if child.proc.poll() is None:
                 child.proc.send_signal(signal.SIGTERM)

@@ -215,9 +215,15 @@ class Stats:
     def to_pb(self) -> store_pb2.StatsResponse:
         return store_pb2.StatsResponse(**asdict(self))
 
-    def to_status_pb(self, services: dict[str, str]) -> orchestrator_pb2.StatusResponse:
+    def to_status_pb(self, services: dict[str, str], last_run_at: float = 0.0) -> orchestrator_pb2.StatusResponse:
         return orchestrator_pb2.StatusResponse(chunks=self.chunks, files=self.files, model_id=self.model_id,
-                                               dim=self.dim, index_uri=self.uri, services=services)
+                                               dim=self.dim, index_uri=self.uri, services=services,
+                                               versions=self.versions, vector_index=self.vector_index,
+                                               last_run_at=last_run_at)
+
+    @classmethod
+    def from_status_pb(cls, pb: orchestrator_pb2.StatusResponse) -> Stats:
+        return cls(pb.chunks, pb.files, pb.dim, pb.model_id, pb.index_uri, pb.versions, pb.vector_index)
 
     def to_dict(self) -> dict:
         return {"chunks": self.chunks, "files": self.files, "dim": self.dim, "model_id": self.model_id,
@@ -413,6 +419,13 @@ class Hit:
     def to_pb(self) -> store_pb2.SearchHit:
         return store_pb2.SearchHit(chunk=self.chunk.to_pb(), score=self.score, snippet=self.snippet,
                                    similarity=self.similarity, snippet_line=self.snippet_line)
+
+    @classmethod
+    def from_query_hit_pb(cls, pb: orchestrator_pb2.QueryHit) -> Hit:
+        chunk = Chunk(pb.id, pb.path, pb.language, kind_from_pb(pb.kind), pb.symbol, pb.qualified_name, "",
+                      pb.start_line, pb.end_line, 0, 0, pb.text, "", "", pb.docstring, pb.signature)
+        return cls(chunk, pb.score, pb.snippet, pb.similarity if pb.HasField("similarity") else None,
+                   pb.snippet_line)
 
     def to_query_hit_pb(self) -> orchestrator_pb2.QueryHit:
         c = self.chunk

@@ -1,4 +1,4 @@
-"""``orchestrator index|search|status|serve``: each subcommand shows the
+"""``orchestrator index|search|status|serve|watch|mcp``: each subcommand shows the
 options it uses, and the connection settings (the stages' addresses,
 internal TLS, deadlines and retries) in a group of their own; every setting
 is also a ``CODEINDEX_ORCHESTRATOR_*`` variable."""
@@ -17,12 +17,14 @@ import time
 
 from codeindex_common import config as configlib
 from codeindex_common.errors import CodeindexError
-from codeindex_common.model import DEFAULT_MODE, KINDS, MODES, Query, SymbolQuery
+from codeindex_common.model import DEFAULT_MODE, KINDS, MODES, IndexSummary, ProgressUpdate, Query, SymbolQuery
 
-from .config import ApiSettings, Connection, OrchestratorConfig, RunSettings
+from .config import ApiSettings, Connection, McpSettings, OrchestratorConfig, RunSettings
 from . import present
 from .pipeline import Pipeline, Progress, find_symbol, search
-from .session import index_dir, internal_tls, make_stages, settings, stage_addresses
+from .clients import ApiClient
+from .owner import IndexLock, Owner, current_owner, held_by
+from .session import index_dir, internal_tls, make_stages, owner_api, serving_owner, settings, stage_addresses
 
 PREFIX = "orchestrator"
 
@@ -40,6 +42,10 @@ GROUPS: dict[str, list[tuple[str, list[str]]]] = {
     "status": [],
     "serve": [("index runs (the API's Index)", [n for n in RUN if n != "index_metrics_port"]),
               ("the public API", _fields(ApiSettings))],
+    "watch": [("index runs", [n for n in RUN if n != "index_metrics_port"]),
+              ("the public API (others on this machine search through it)", _fields(ApiSettings))],
+    "mcp": [("the MCP server", _fields(McpSettings)), ("index runs", [n for n in RUN if n != "index_metrics_port"]),
+            ("the public API (others on this machine search through it)", _fields(ApiSettings))],
 }
 
 
@@ -89,10 +95,18 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--path", default=".", help="the indexed repository (default: .)")
     st.add_argument("--json", action="store_true")
 
-    sv = sub.add_parser("serve", help="serve the public gRPC API (Index, Search, Status)")
+    sv = sub.add_parser("serve", help="serve the public gRPC API (Index, Search, Status, FindSymbol)")
     sv.add_argument("--path", default=".", help="repository whose index a local store keeps (default: .)")
 
-    for command, sp in (("index", ix), ("search", se), ("status", st), ("serve", sv)):
+    wa = sub.add_parser("watch", help="keep a repository's index live: index it, then every change as it is saved")
+    wa.add_argument("path", help="repository root")
+    wa.add_argument("--json", action="store_true", help="print each run's summary as a JSON line")
+
+    mc = sub.add_parser("mcp", help="serve a coding agent over the Model Context Protocol (stdio, or --transport "
+                                    "http), with a live, warm index")
+    mc.add_argument("--path", default=".", help="the repository (default: .)")
+
+    for command, sp in (("index", ix), ("search", se), ("status", st), ("serve", sv), ("watch", wa), ("mcp", mc)):
         _options(sp, command)
     return p
 
@@ -117,15 +131,18 @@ class _Bar:
         self.enabled = enabled
         self.started = time.perf_counter()
 
-    def __call__(self, p: Progress) -> None:
+    def __call__(self, p: Progress | ProgressUpdate) -> None:
+        """A run's progress (a ProgressUpdate when a server runs it: files only, no rates)."""
         if not self.enabled:
             return
         if self.bar is None:
             from tqdm import tqdm
 
             self.bar = tqdm(total=p.files_total, unit="file", desc="indexing", file=sys.stderr, disable=None)
+        self.bar.total = p.files_total
         self.bar.n = p.files_done
-        self.bar.set_postfix_str(live_view(p), refresh=False)
+        if isinstance(p, Progress):
+            self.bar.set_postfix_str(live_view(p), refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:
@@ -152,12 +169,10 @@ def cmd_index(cfg: OrchestratorConfig, args) -> int:
 
         http, _ = start_http_server(cfg.index_metrics_port, addr=cfg.metrics_host)
         print(f"orchestrator metrics on http://{cfg.metrics_host}:{http.server_port}/metrics", file=sys.stderr)
-    with stage_addresses(cfg, root) as addresses:
-        try:
-            summary = asyncio.run(_with_stages(cfg, addresses, lambda stages: Pipeline(
-                stages, settings(cfg), bar).index(root, reindex=args.reindex)))
-        finally:
-            bar.close()
+    try:
+        summary = _index(cfg, root, args.reindex, bar)
+    finally:
+        bar.close()
     d = summary.to_dict()
     if args.json:
         print(json.dumps(d))
@@ -169,6 +184,37 @@ def cmd_index(cfg: OrchestratorConfig, args) -> int:
               f"{d['chunks_reused']} reused; the index now holds {d['index_chunks']} chunks of "
               f"{d['index_files']} files")
     return 0
+
+
+def _index(cfg: OrchestratorConfig, root: str, reindex: bool, bar: _Bar) -> IndexSummary:
+    """A run of its own, holding the index's lock; or, when a server holds the index, a run by that server."""
+    if cfg.store_addr:  # the store is given by address: whoever runs it keeps its writers apart
+        return _own_run(cfg, root, reindex, bar)
+    where = index_dir(cfg, root)
+    owner = current_owner(where)
+    if owner is not None:
+        if not (owner.address and owner.plaintext):
+            raise held_by(where, owner)
+        print(f"the index is held by {owner.describe()}: it runs this index", file=sys.stderr)
+        return asyncio.run(_via_api(owner.address, lambda api: api.index(root, reindex, on_progress=bar)))
+    with IndexLock(where) as lock:
+        if not lock.acquire("index"):
+            raise held_by(where, current_owner(where) or Owner(0, "(gone)"))
+        return _own_run(cfg, root, reindex, bar)
+
+
+def _own_run(cfg: OrchestratorConfig, root: str, reindex: bool, bar: _Bar) -> IndexSummary:
+    with stage_addresses(cfg, root) as addresses:
+        return asyncio.run(_with_stages(cfg, addresses, lambda stages: Pipeline(
+            stages, settings(cfg), bar).index(root, reindex=reindex)))
+
+
+async def _via_api(address: str, use):
+    api = ApiClient(address)
+    try:
+        return await use(api)
+    finally:
+        await api.close()
 
 
 def cmd_search(cfg: OrchestratorConfig, args) -> int:
@@ -185,8 +231,11 @@ def cmd_search(cfg: OrchestratorConfig, args) -> int:
                   kind=args.kind, symbol=args.symbol, min_score=args.min_score)  # checked here, before any start
     if not query.text.strip():
         raise CodeindexError("search needs a query (or --symbol NAME to list a name's definitions)")
-    with stage_addresses(cfg, root, need_parser=False) as addresses:
-        hits = asyncio.run(_with_stages(cfg, addresses, lambda stages: search(stages, query)))
+    if api := owner_api(cfg, root):  # a server holds the index, warm: it answers
+        hits = asyncio.run(_via_api(api, lambda c: c.search(query)))
+    else:
+        with stage_addresses(cfg, root, need_parser=False) as addresses:
+            hits = asyncio.run(_with_stages(cfg, addresses, lambda stages: search(stages, query)))
     if args.json:
         print(json.dumps([h.to_dict() for h in hits]))
     else:
@@ -195,8 +244,11 @@ def cmd_search(cfg: OrchestratorConfig, args) -> int:
 
 
 def _definitions(cfg: OrchestratorConfig, root: str, q: SymbolQuery, as_json: bool, color: bool) -> int:
-    with stage_addresses(cfg, root, need_parser=False, need_embedder=False) as addresses:
-        found = asyncio.run(_with_stages(cfg, addresses, lambda stages: find_symbol(stages, q)))
+    if api := owner_api(cfg, root):
+        found = asyncio.run(_via_api(api, lambda c: c.find_symbol(q)))
+    else:
+        with stage_addresses(cfg, root, need_parser=False, need_embedder=False) as addresses:
+            found = asyncio.run(_with_stages(cfg, addresses, lambda stages: find_symbol(stages, q)))
     if as_json:
         print(json.dumps([h.to_dict() for h in found]))
     else:
@@ -206,36 +258,57 @@ def _definitions(cfg: OrchestratorConfig, root: str, q: SymbolQuery, as_json: bo
 
 def cmd_status(cfg: OrchestratorConfig, args) -> int:
     root = os.path.abspath(args.path)
-    with stage_addresses(cfg, root, need_parser=False) as addresses:
-        stats = asyncio.run(_with_stages(cfg, addresses, lambda stages: stages.store.stats()))
-    d = stats.to_dict()
+    if owner := serving_owner(cfg, root):
+        stats, last_run = asyncio.run(_via_api(owner.address, lambda c: c.status()))
+        d = {**stats.to_dict(), "served_by": owner.describe(),
+             "last_run": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last_run)) if last_run else "none yet"}
+    else:
+        with stage_addresses(cfg, root, need_parser=False, need_embedder=False) as addresses:
+            stats = asyncio.run(_with_stages(cfg, addresses, lambda stages: stages.store.stats()))
+        d = stats.to_dict()
     print(json.dumps(d) if args.json else "\n".join(f"{k}: {v}" for k, v in d.items()))
     return 0
 
 
 def cmd_serve(cfg: OrchestratorConfig, args) -> int:
-    from codeindex_common import server
-    from codeindex_common.pb import orchestrator_pb2, orchestrator_pb2_grpc
+    from . import serving
 
-    from .servicer import OrchestratorServicer
-
-    cfg.security().credentials()  # a token file or TLS files that do not work: said before anything starts
     root = os.path.abspath(args.path)
-    name = orchestrator_pb2.DESCRIPTOR.services_by_name["Orchestrator"].full_name
-    with stage_addresses(cfg, root) as addresses:
-        stages = None
+    asyncio.run(serving.serve(cfg, root, allowed_roots(cfg, root)))
+    return 0
 
-        def register(srv) -> None:
-            nonlocal stages
-            stages = make_stages(cfg, addresses)
-            orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(
-                OrchestratorServicer(stages, settings(cfg), addresses, allowed_roots(cfg, root)), srv)
 
-        async def stop() -> None:
-            if stages is not None:
-                await stages.close()
+def cmd_watch(cfg: OrchestratorConfig, args) -> int:
+    from . import serving
 
-        server.main(server.Service(name="orchestrator", service_names=[name], register=register, stop=stop), cfg)
+    root = os.path.abspath(args.path)
+    if not os.path.isdir(root):
+        raise CodeindexError(f"not a directory: {args.path}")
+    asyncio.run(serving.watch(cfg, root, args.json))
+    return 0
+
+
+def cmd_mcp(cfg: OrchestratorConfig, args) -> int:
+    from . import mcp_server, serving
+
+    root = os.path.abspath(args.path)
+    if not os.path.isdir(root):
+        raise CodeindexError(f"not a directory: {args.path}")
+    if cfg.transport not in ("stdio", "http"):
+        raise CodeindexError(f"--transport is stdio or http, not {cfg.transport!r}")
+    token = cfg.mcp_token()
+    if cfg.transport == "http" and not token:
+        raise CodeindexError("the http transport needs a bearer token: --mcp-token-file FILE, or the environment "
+                             "variable CODEINDEX_ORCHESTRATOR_MCP_TOKEN")
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        serving._stop_on_signals(stop)
+        await mcp_server.run(cfg, root, cfg.transport, cfg.watch, cfg.http_port, token, stop=stop,
+                             on_listening=lambda url: print(f"MCP over streamable HTTP at {url}", file=sys.stderr,
+                                                            flush=True))
+
+    asyncio.run(run())
     return 0
 
 
@@ -245,7 +318,8 @@ def allowed_roots(cfg: OrchestratorConfig, root: str) -> list[str]:
     return roots or [root]
 
 
-COMMANDS = {"index": cmd_index, "search": cmd_search, "status": cmd_status, "serve": cmd_serve}
+COMMANDS = {"index": cmd_index, "search": cmd_search, "status": cmd_status, "serve": cmd_serve,
+            "watch": cmd_watch, "mcp": cmd_mcp}
 
 
 def _terminate(signum, frame) -> None:

@@ -19,9 +19,10 @@ import numpy as np
 from codeindex_common import vectors
 from codeindex_common.errors import CodeindexError
 from codeindex_common.channels import CHANNEL_OPTIONS, open_channel
-from codeindex_common.model import (EmbedInfo, FileRecord, FileResult, Hit, ManifestEntry, Query, Stats, SymbolHit,
-                                    SymbolQuery)
-from codeindex_common.pb import embed_pb2, embed_pb2_grpc, parser_pb2, parser_pb2_grpc, store_pb2, store_pb2_grpc
+from codeindex_common.model import (EmbedInfo, FileRecord, FileResult, Hit, IndexSummary, ManifestEntry,
+                                    ProgressUpdate, Query, Stats, SymbolHit, SymbolQuery)
+from codeindex_common.pb import (embed_pb2, embed_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc, parser_pb2,
+                                 parser_pb2_grpc, store_pb2, store_pb2_grpc)
 from codeindex_common.tls import ClientTLS
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
@@ -446,3 +447,57 @@ class Stages:
         for c in (self.parser, self.embedder, self.store):
             if c is not None:
                 await c.close()
+
+
+class ApiClient:
+    """The public API of a server that holds an index (``serve``, ``watch``, ``mcp``): what the CLI and a
+    second front end go through instead of starting services of their own. Domain types in and out."""
+
+    def __init__(self, address: str, timeout: float = 60.0):
+        self.address, self.timeout = address, timeout
+        self.channel = channel(address)
+        self.stub = orchestrator_pb2_grpc.OrchestratorStub(self.channel)
+
+    def error(self, err: grpc.aio.AioRpcError) -> StageError:
+        e = StageError("server", self.address, err)
+        e.args = (e.args[0].replace("the server stage", "the server holding the index"),)
+        return e
+
+    async def search(self, q: Query) -> list[Hit]:
+        try:
+            r = await self.stub.Search(q.to_query_pb(), timeout=self.timeout)
+        except grpc.aio.AioRpcError as err:
+            raise self.error(err) from err
+        return [Hit.from_query_hit_pb(h) for h in r.hits]
+
+    async def find_symbol(self, q: SymbolQuery) -> list[SymbolHit]:
+        try:
+            r = await self.stub.FindSymbol(q.to_pb(), timeout=self.timeout)
+        except grpc.aio.AioRpcError as err:
+            raise self.error(err) from err
+        return [SymbolHit.from_pb(d) for d in r.definitions]
+
+    async def status(self) -> tuple[Stats, float]:
+        """The index's stats, and when the server's last run ended (0: none yet)."""
+        try:
+            r = await self.stub.Status(orchestrator_pb2.StatusRequest(), timeout=self.timeout)
+        except grpc.aio.AioRpcError as err:
+            raise self.error(err) from err
+        return Stats.from_status_pb(r), r.last_run_at
+
+    async def index(self, root: str, reindex: bool = False, paths: list[str] | None = None,
+                    on_progress=None) -> IndexSummary:
+        """An index run by the server (after any run it has going); ``on_progress(ProgressUpdate)``."""
+        request = orchestrator_pb2.IndexRequest(path=root, reindex=reindex)
+        try:
+            async for update in self.stub.Index(request, timeout=max(self.timeout, 24 * 3600)):
+                if update.done:
+                    return IndexSummary.from_pb(update.summary)
+                if on_progress is not None:
+                    on_progress(ProgressUpdate(update.files_done, update.files_total, update.chunks_done))
+        except grpc.aio.AioRpcError as err:
+            raise self.error(err) from err
+        raise CodeindexError(f"the server at {self.address} ended the run without a summary")
+
+    async def close(self) -> None:
+        await self.channel.close()

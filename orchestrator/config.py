@@ -96,7 +96,35 @@ class ApiSettings(ServerSettings):
         return Security(self.tls_cert, self.tls_key, self.tls_client_ca, token)
 
 
+MCP_TOKEN_ENV = "CODEINDEX_ORCHESTRATOR_MCP_TOKEN"
+
+
 @dataclass(frozen=True)
-class OrchestratorConfig(ApiSettings, RunSettings, Connection):
+class McpSettings:
+    """`mcp`: the Model Context Protocol server for coding agents."""
+
+    transport: str = "stdio"
+    """stdio (the agent starts the server and speaks over its stdin and stdout) or http (streamable HTTP on
+    127.0.0.1, every request with `authorization: Bearer TOKEN`)."""
+    http_port: int = 0
+    """http transport: the port on 127.0.0.1 (0: the OS picks; the address is printed on stderr)."""
+    mcp_token_file: str = ""
+    """http transport: a file holding the bearer token; or the environment variable
+    CODEINDEX_ORCHESTRATOR_MCP_TOKEN, never the command line."""
+    watch: bool = True
+    """Keep the index live: index every change as it is saved (--no-watch: only when asked, by reindex)."""
+
+    def mcp_token(self) -> str:
+        if self.mcp_token_file:
+            with open(self.mcp_token_file, encoding="utf-8") as fh:
+                token = fh.read().strip()
+            if not token:
+                raise CodeindexError(f"{self.mcp_token_file} is empty: no token to require")
+            return token
+        return os.environ.get(MCP_TOKEN_ENV, "")
+
+
+@dataclass(frozen=True)
+class OrchestratorConfig(McpSettings, ApiSettings, RunSettings, Connection):
     """Every orchestrator setting."""
 

@@ -34,7 +34,7 @@ from codeindex_common.model import (PARSER_FAILURES, EmbedInfo, FileRecord, File
 
 from . import metrics
 from .config import RunSettings
-from .walker import Entry, file_hash, read, walk
+from .walker import Entry, IgnoreCache, file_hash, read, select, walk
 
 log = logging.getLogger("codeindex.orchestrator")
 
@@ -406,15 +406,20 @@ class Pipeline:
         self.settings = settings
         self.on_progress = on_progress or (lambda p: None)
 
-    async def index(self, root: str, reindex: bool = False) -> IndexSummary:
+    async def index(self, root: str, reindex: bool = False, paths: set[str] | None = None,
+                    maintain: bool = True, ignores: IgnoreCache | None = None) -> IndexSummary:
         """Bring the index up to date with ``root``; ``reindex`` drops it first
-        (the way to move an index to another model)."""
+        (the way to move an index to another model). ``paths`` (relative;
+        a directory stands for what lies under it): look at those alone, as a
+        watcher asks, instead of walking the whole repository; a path that is
+        gone takes its rows, and those of whatever was under it, along.
+        ``maintain``: compact and refresh the indexes after a run that wrote
+        something (a watcher does it when the repository goes quiet)."""
         started = time.perf_counter()
         summary = IndexSummary()
         info = await self._embedder_for(reindex)
         summary.model_id = info.model_id
-        entries, manifest = await asyncio.gather(asyncio.to_thread(lambda: list(walk(root))),
-                                                 self.stages.store.manifest())
+        entries, gone, manifest = await self._look(root, paths, ignores)
         summary.files_seen = len(entries)
         progress = Progress()
         run = IndexRun(self.stages, self.settings, info, manifest, summary, progress, self.on_progress)
@@ -424,18 +429,34 @@ class Pipeline:
         present = await run.run(candidates)
         progress.publish()
         # removed files go last, so that a moved file reuses their vectors
-        removed = sorted(p for p in manifest if p not in present)
+        if paths is None:
+            removed = sorted(p for p in manifest if p not in present)
+        else:  # the paths looked at that are gone, unreadable or skipped, and what lay under a gone directory
+            looked = {e.path for e in entries} | gone
+            under = tuple(g + "/" for g in gone)
+            removed = sorted(p for p in manifest if p not in present and (p in looked or p.startswith(under)))
         if removed:
             await self.stages.store.delete(removed)
         summary.files_removed = len(removed)
         metrics.FILES_REMOVED.inc(len(removed))
-        if run.sent or removed:
+        if maintain and (run.sent or removed):
             await self.stages.store.optimize()  # compaction, index refresh, old versions removed
         after = await self.stages.store.stats()
         summary.index_chunks, summary.index_files = after.chunks, after.files
         summary.seconds = time.perf_counter() - started
         metrics.RUN_SECONDS.observe(summary.seconds)
         return summary
+
+    async def _look(self, root: str, paths: set[str] | None, ignores: IgnoreCache | None):
+        """(the files to look at, the paths that are gone, the manifest)."""
+        if paths is None:
+            entries, manifest = await asyncio.gather(asyncio.to_thread(lambda: list(walk(root))),
+                                                     self.stages.store.manifest())
+            return entries, set(), manifest
+        ignores = ignores or IgnoreCache(root)
+        (entries, gone), manifest = await asyncio.gather(asyncio.to_thread(select, root, paths, ignores),
+                                                         self.stages.store.manifest())
+        return entries, gone, manifest
 
     async def _embedder_for(self, reindex: bool) -> EmbedInfo:
         """The embedder's model, checked against the index's (``reindex``: the index is dropped first)."""

@@ -14,6 +14,7 @@ from codeindex_common.tls import ClientTLS
 
 from .clients import Stages
 from .config import OrchestratorConfig, RunSettings
+from .owner import Owner, current_owner
 
 
 def index_dir(cfg: OrchestratorConfig, repo: str) -> str:
@@ -40,6 +41,21 @@ def stage_addresses(cfg: OrchestratorConfig, repo: str, need_parser: bool = True
         return
     with LocalServices(missing, index_dir(cfg, repo), cfg.start_timeout) as local:
         yield {**addresses, **{stage: local.address(stage) for stage in missing}}
+
+
+def serving_owner(cfg: OrchestratorConfig, repo: str) -> Owner | None:
+    """The live server holding ``repo``'s local index (``serve``, ``watch``, ``mcp``), when this machine
+    can use its public API as it is (plain text, no token)."""
+    if cfg.store_addr:
+        return None
+    owner = current_owner(index_dir(cfg, repo), wait=0.5)
+    return owner if owner is not None and owner.address and owner.plaintext else None
+
+
+def owner_api(cfg: OrchestratorConfig, repo: str) -> str:
+    """The address of that server's API, or ""."""
+    owner = serving_owner(cfg, repo)
+    return owner.address if owner is not None else ""
 
 
 def internal_tls(cfg: OrchestratorConfig) -> ClientTLS:

@@ -85,6 +85,73 @@ def walk(root: str, skip_dirs: set[str] | None = None) -> Iterator[Entry]:
             stack.append((rel, path, ignores.child(rel, path)))
 
 
+class IgnoreCache:
+    """Whether a path under ``root`` is one a walk would skip (an always-skipped directory, a .gitignore at
+    any level): for watch events, which name paths one at a time. The .gitignore files of each directory
+    are read once; ``forget`` drops them when one changes."""
+
+    def __init__(self, root: str, skip_dirs: set[str] | None = None):
+        self.root = os.path.abspath(root)
+        self.skip = ALWAYS_SKIPPED_DIRS | (skip_dirs or set())
+        self._dirs: dict[str, _Ignores] = {"": _Ignores().child("", self.root)}
+
+    def forget(self) -> None:
+        self._dirs = {"": _Ignores().child("", self.root)}
+
+    def _ignores(self, rel_dir: str) -> _Ignores:
+        if rel_dir not in self._dirs:
+            parent = rel_dir.rpartition("/")[0]
+            self._dirs[rel_dir] = self._ignores(parent).child(rel_dir, os.path.join(self.root, rel_dir))
+        return self._dirs[rel_dir]
+
+    def skipped(self, rel: str, is_dir: bool = False) -> bool:
+        """``rel`` ('/'-separated, relative to the root) or a directory above it is skipped."""
+        parts = rel.split("/")
+        for i in range(1, len(parts) + 1):
+            sub = "/".join(parts[:i])
+            last_is_dir = i < len(parts) or is_dir
+            if last_is_dir and parts[i - 1] in self.skip:
+                return True
+            if self._ignores("/".join(parts[:i - 1])).ignored(sub, last_is_dir):
+                return True
+        return False
+
+
+def select(root: str, paths: set[str], ignores: IgnoreCache) -> tuple[list[Entry], set[str]]:
+    """The files a walk would yield among ``paths`` (relative, '/'-separated; a directory stands for every
+    file under it), and the paths that are gone (to be removed from the index with whatever lies under
+    them)."""
+    root = os.path.abspath(root)
+    found: dict[str, Entry] = {}
+    gone: set[str] = set()
+    for rel in sorted(paths):
+        if not rel or rel.startswith("../") or ignores.skipped(rel):
+            continue
+        full = os.path.join(root, rel)
+        if not os.path.lexists(full):
+            gone.add(rel)
+        elif os.path.isdir(full) and not os.path.islink(full):
+            prefix = rel + "/"
+            found.update({e.path: e for e in walk(full) for e in [Entry(prefix + e.path, e.abspath, e.size,
+                                                                         e.skip_reason)]
+                          if not ignores.skipped(prefix + e.path)})
+        else:
+            found.update({e.path: e for e in _entry(rel, full)})
+    return [found[p] for p in sorted(found)], gone
+
+
+def _entry(rel: str, full: str) -> list[Entry]:
+    try:
+        st = os.stat(full, follow_symlinks=False)
+    except OSError:
+        return [Entry(rel, full, 0, "unreadable")]
+    if stat.S_ISLNK(st.st_mode):
+        return [Entry(rel, full, 0, "symlink")]
+    if not stat.S_ISREG(st.st_mode):
+        return [Entry(rel, full, 0, "not_regular")]
+    return [Entry(rel, full, st.st_size)]
+
+
 def file_hash(data: bytes) -> str:
     """A file's content hash, salted with the chunking version: when the parser's chunks change, every file
     is parsed again once (and re-embeds only the chunks whose text changed)."""

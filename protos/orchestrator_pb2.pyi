@@ -123,7 +123,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("chunks", "files", "model_id", "dim", "index_uri", "services")
+    __slots__ = ("chunks", "files", "model_id", "dim", "index_uri", "services", "versions", "vector_index", "last_run_at")
     class ServicesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -137,10 +137,16 @@ class StatusResponse(_message.Message):
     DIM_FIELD_NUMBER: _ClassVar[int]
     INDEX_URI_FIELD_NUMBER: _ClassVar[int]
     SERVICES_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LAST_RUN_AT_FIELD_NUMBER: _ClassVar[int]
     chunks: int
     files: int
     model_id: str
     dim: int
     index_uri: str
     services: _containers.ScalarMap[str, str]
-    def __init__(self, chunks: _Optional[int] = ..., files: _Optional[int] = ..., model_id: _Optional[str] = ..., dim: _Optional[int] = ..., index_uri: _Optional[str] = ..., services: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    versions: int
+    vector_index: str
+    last_run_at: float
+    def __init__(self, chunks: _Optional[int] = ..., files: _Optional[int] = ..., model_id: _Optional[str] = ..., dim: _Optional[int] = ..., index_uri: _Optional[str] = ..., services: _Optional[_Mapping[str, str]] = ..., versions: _Optional[int] = ..., vector_index: _Optional[str] = ..., last_run_at: _Optional[float] = ...) -> None: ...

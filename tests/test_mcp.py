@@ -1,0 +1,223 @@
+"""`orchestrator mcp`, driven by the MCP SDK's own stdio client (and its streamable HTTP client), on a
+real repository with the real services and the real model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.test_crash import read_chunks, read_files
+from tests.test_faults import assert_equals_fresh_index
+
+pytestmark = pytest.mark.slow
+EXE = str(Path(sys.executable).with_name("orchestrator"))
+TOOLS = {"search_code", "find_symbol", "index_status", "reindex", "read_code"}
+
+
+def make_repo(root: Path) -> Path:
+    (root / "billing").mkdir(parents=True)
+    (root / "billing" / "invoice.py").write_text(
+        "def compute_invoice_total(items, tax_rate):\n    \"\"\"Sum the line items and add sales tax.\"\"\"\n"
+        "    return round(sum(items) * (1 + tax_rate), 2)\n\n\nclass InvoiceRepository:\n"
+        "    def save(self, invoice):\n        return invoice\n")
+    (root / "web").mkdir()
+    (root / "web" / "retry.ts").write_text(
+        "export async function retryWithBackoff(fn: () => Promise<void>, attempts: number) {\n"
+        "  for (let i = 0; i < attempts; i++) {\n    try { return await fn(); } catch { await sleep(2 ** i); }\n"
+        "  }\n}\n")
+    (root / "outside.txt").write_text("not to be read through a link\n")
+    return root
+
+
+def params(repo: Path, *extra: str):
+    from mcp.client.stdio import StdioServerParameters
+
+    env = {k: v for k, v in os.environ.items() if k.startswith(("CODEINDEX_", "HF_", "PATH", "HOME"))}
+    return StdioServerParameters(command=EXE, args=["mcp", "--path", str(repo), *extra], cwd=str(ROOT), env=env)
+
+
+async def call(session, tool: str, **arguments):
+    return await session.call_tool(tool, arguments, read_timeout_seconds=120)
+
+
+async def until(predicate, timeout: float = 60.0, step: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(step)
+
+
+def test_an_agent_searches_reads_and_sees_edits(tmp_path):
+    from mcp.client.session import ClientSession
+    from mcp.client.stdio import stdio_client
+
+    repo = make_repo(tmp_path / "repo")
+    (tmp_path / "secret.txt").write_text("outside the repository\n")
+    (repo / "leak").symlink_to(tmp_path / "secret.txt")
+
+    async def scenario() -> None:
+        async with stdio_client(params(repo)) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            tools = {t.name: t for t in (await session.list_tools()).tools}
+            assert set(tools) == TOOLS
+            for t in tools.values():
+                assert t.description and t.input_schema["type"] == "object" and t.output_schema, t.name
+            assert tools["search_code"].input_schema["properties"]["mode"]["enum"] == ["hybrid", "vector", "keyword"]
+
+            async def indexed():
+                r = await call(session, "index_status")
+                done = not r.is_error and r.structured_content["last_run"] and r.structured_content["files"] >= 3
+                return r.structured_content if done else None
+
+            status = await until(indexed, timeout=300)
+            assert status and status["watching"] and status["model"].endswith("all-MiniLM-L6-v2")
+
+            r = await call(session, "search_code", query="add sales tax to the total of an invoice", k=3)
+            assert not r.is_error and r.structured_content["hits"][0]["qualified_name"] == "compute_invoice_total"
+            assert "billing/invoice.py:1-3" in r.content[0].text
+            r = await call(session, "find_symbol", name="InvoiceRepository.save")
+            assert [(d["path"], d["start_line"]) for d in r.structured_content["definitions"]] == [
+                ("billing/invoice.py", 7)]
+            r = await call(session, "read_code", path="billing/invoice.py", start_line=6, end_line=7)
+            assert r.structured_content["text"] == "class InvoiceRepository:\n    def save(self, invoice):"
+
+            # bad arguments are tool errors that say what to send; the server keeps serving
+            for tool, args, said in (("search_code", {"query": "x", "mode": "fuzzy"}, "mode"),
+                                     ("search_code", {"query": ""}, "query"),
+                                     ("read_code", {"path": "../secret.txt"}, "outside the repository"),
+                                     ("read_code", {"path": "leak"}, "outside the repository"),
+                                     ("read_code", {"path": "nope.py"}, "no such file"),
+                                     ("reindex", {"paths": ["/etc"]}, "outside the repository")):
+                r = await call(session, tool, **args)
+                assert r.is_error and said in r.content[0].text, (tool, args, r.content[0].text)
+
+            # the live index: an edit is found once the watcher ran, a deleted file is gone
+            (repo / "web" / "retry.ts").write_text(
+                "export function parseDurationString(text: string): number {\n"
+                "  return Number(text.replace('ms', ''));\n}\n")
+
+            async def found(query: str, path: str):
+                r = await call(session, "search_code", query=query, k=5)
+                return path in [h["path"] for h in r.structured_content["hits"]][:1]
+
+            assert await until(lambda: found("parseDurationString", "web/retry.ts"))
+            (repo / "billing" / "invoice.py").unlink()
+
+            async def gone():
+                r = await call(session, "find_symbol", name="compute_invoice_total")
+                return not r.structured_content["definitions"]
+
+            assert await until(gone)
+            r = await call(session, "reindex")
+            assert not r.is_error and r.structured_content["files_indexed"] == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_second_server_goes_through_the_first_and_http_needs_the_token(tmp_path):
+    """A second `mcp` on the same index serves through the first (never a second writer); the http
+    transport refuses a request without the token."""
+    from mcp.client.session import ClientSession
+    from mcp.client.stdio import stdio_client
+
+    repo = make_repo(tmp_path / "repo")
+    token = tmp_path / "token"
+    token.write_text("t0ken-for-the-test\n")
+    first = subprocess.Popen([EXE, "mcp", "--path", str(repo), "--transport", "http", "--mcp-token-file", str(token)],
+                             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        url = ""
+        deadline = time.monotonic() + 300
+        while not url and time.monotonic() < deadline:
+            line = first.stderr.readline()
+            assert line or first.poll() is None, "the http server exited"
+            if "MCP over streamable HTTP at " in line:
+                url = line.split(" at ", 1)[1].strip()
+        assert url
+
+        async def scenario() -> None:
+            from mcp.client.streamable_http import streamable_http_client
+            from mcp.shared._httpx_utils import create_mcp_http_client
+
+            async with create_mcp_http_client(headers={"Authorization": "Bearer t0ken-for-the-test"}) as http, \
+                    streamable_http_client(url, http_client=http) as (read, write, *_), \
+                    ClientSession(read, write) as session:
+                await session.initialize()
+
+                async def ready():
+                    r = await call(session, "index_status")
+                    status = r.structured_content
+                    return not r.is_error and bool(status["last_run"]) and status["files"] >= 3
+
+                assert await until(ready, timeout=300)
+            async with stdio_client(params(repo)) as (read, write), ClientSession(read, write) as session:
+                await session.initialize()
+                r = await call(session, "index_status")
+                assert "orchestrator mcp" in r.structured_content["served_by"]
+                r = await call(session, "search_code", query="retry with exponential backoff", k=3)
+                assert r.structured_content["hits"][0]["path"] == "web/retry.ts"
+
+        asyncio.run(scenario())
+        import urllib.error
+        import urllib.request
+
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(urllib.request.Request(url, data=b"{}", headers={
+                "Content-Type": "application/json", "Accept": "application/json, text/event-stream"}), timeout=10)
+        assert err.value.code == 401
+        owner = json.loads((repo / ".codeindex" / "owner.json").read_text())
+        assert owner["pid"] == first.pid and owner["command"] == "mcp"
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(60) == 0
+
+
+def test_kill_9_of_the_server_in_the_middle_of_a_reindex(tmp_path):
+    """After kill -9 of the MCP server while a reindex embeds, and a restart, the index equals a fresh
+    full index."""
+    from mcp.client.session import ClientSession
+    from mcp.client.stdio import stdio_client
+
+    repo = make_repo(tmp_path / "repo")
+    for i in range(60):
+        (repo / "gen" / f"m{i}").mkdir(parents=True)
+        (repo / "gen" / f"m{i}" / "mod.py").write_text(
+            "".join(f"def helper_{i}_{j}(value):\n    return value * {j} + {i}\n\n\n" for j in range(8)))
+
+    async def reindex_and_die() -> int:
+        async with stdio_client(params(repo, "--no-watch")) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            owner = json.loads((repo / ".codeindex" / "owner.json").read_text())
+            task = asyncio.create_task(call(session, "reindex"))
+            await asyncio.sleep(8)  # the model is loaded and the run is embedding
+            os.kill(owner["pid"], signal.SIGKILL)
+            await asyncio.gather(task, return_exceptions=True)
+            return owner["pid"]
+
+    asyncio.run(reindex_and_die())
+
+    async def restart() -> None:
+        async with stdio_client(params(repo, "--no-watch")) as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            r = await call(session, "reindex")
+            assert not r.is_error, r.content[0].text
+
+    asyncio.run(restart())
+    fresh = tmp_path / "fresh"
+    run = subprocess.run([EXE, "index", str(repo), "--json", "--index-dir", str(fresh)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    reference = read_chunks(str(fresh / "lancedb")), read_files(str(fresh / "lancedb"))
+    assert_equals_fresh_index(str(repo / ".codeindex" / "lancedb"), reference)
