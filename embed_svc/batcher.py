@@ -162,25 +162,20 @@ class Batcher:
     def _take_batch(self) -> list[Item] | None:
         """Wait for work, then up to max_wait for a bulk batch to fill (a query arriving meanwhile
         takes over from it; queries never wait to be joined by more: a search waits for its own
-        vector, and under load the queries queued meanwhile share the batch anyway); then take
-        the batch from the lane the queue's rule names (:meth:`Lanes.next_lane`). None once
-        stopping."""
+        vector, and under load the queries queued meanwhile share the batch anyway); count the
+        tokens of the texts a bulk batch is chosen from (outside the lock); then take the batch
+        from the lane the queue's rule names (:meth:`Lanes.next_lane`). None once stopping."""
         lanes = self._lanes
         with self._cond:
-            while not lanes and not self._stopping:
-                self._cond.wait()
-            if self._stopping:
+            lane = self._wait_for_work()
+            if lane is None:
                 return None
-            lane = lanes.next_lane()
-            deadline = lanes.oldest(lane) + (0.0 if lane == URGENT else self.max_wait)
-            while lanes.size(lane) < self.max_batch_size and not self._stopping:
-                left = deadline - time.perf_counter()
-                if left <= 0:
-                    break
-                self._cond.wait(left)
-                if lane == BULK and lanes.next_lane() == URGENT:  # a query came while a bulk batch filled
-                    lane = URGENT
-                    break
+            uncounted = lanes.uncounted(lane) if lane == BULK else []
+        if uncounted:  # real lengths: batches of texts of one length waste less on padding
+            counts = self.backend.count_tokens([it.text for it in uncounted])
+            for it, n in zip(uncounted, counts or ()):
+                it.tokens, it.counted = max(1, n), True
+        with self._cond:
             if self._stopping:
                 return None
             batch, dropped = lanes.take(lane)
@@ -188,6 +183,24 @@ class Batcher:
                 metrics.FAILURES.labels("cancelled").inc(dropped)
             metrics.QUEUE_DEPTH.set(len(lanes))
             return batch
+
+    def _wait_for_work(self) -> str | None:
+        """Under the lock: the lane of the next batch, once it has texts (and a bulk one had time to fill)."""
+        lanes = self._lanes
+        while not lanes and not self._stopping:
+            self._cond.wait()
+        if self._stopping:
+            return None
+        lane = lanes.next_lane()
+        deadline = lanes.oldest(lane) + (0.0 if lane == URGENT else self.max_wait)
+        while lanes.size(lane) < self.max_batch_size and not self._stopping:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                break
+            self._cond.wait(left)
+            if lane == BULK and lanes.next_lane() == URGENT:  # a query came while a bulk batch filled
+                return URGENT
+        return None if self._stopping else lane
 
     def _tokenize_loop(self) -> None:
         try:

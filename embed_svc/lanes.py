@@ -10,7 +10,9 @@ Owns what the batcher's threads decide under its lock, with no threads of its ow
 - the lane rule (:meth:`Lanes.next_lane`): queries first, but not twice in a row while bulk
   texts wait;
 - the batch choice (:func:`select_batch`): texts of similar length around the oldest one,
-  within the size and token caps, after dropping texts whose callers all went away.
+  within the size and token caps, after dropping texts whose callers all went away; lengths are
+  the tokenizer's real counts where the backend gives them (see :meth:`uncounted`), an estimate
+  from characters otherwise.
 
 Not thread-safe: the :class:`embed_svc.batcher.Batcher` holds its lock around every call.
 """
@@ -74,6 +76,7 @@ class Item:
     waiters: list[tuple[Waiter, int]]
     urgent: bool = False
     enqueued: float = field(default_factory=time.perf_counter)
+    counted: bool = False  # ``tokens`` is the real count (the backend's tokenizer), not an estimate
 
     def wanted(self) -> bool:
         return any(not req.cancelled for req, _ in self.waiters)
@@ -125,6 +128,10 @@ class Lanes:
     def oldest(self, lane: str) -> float:
         """When the lane's oldest text was queued (``time.perf_counter``); the lane must not be empty."""
         return self._lanes[lane][0].enqueued
+
+    def uncounted(self, lane: str) -> list[Item]:
+        """The texts the next batch of ``lane`` is chosen from whose length is still an estimate."""
+        return [it for it in itertools.islice(self._lanes[lane], self.group_window) if not it.counted]
 
     def take(self, lane: str) -> tuple[list[Item], int]:
         """The next batch from ``lane`` (see :func:`select_batch`), and how many texts were dropped

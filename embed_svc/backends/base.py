@@ -57,16 +57,26 @@ class EmbeddingBackend(Protocol):
         """All three steps."""
         ...
 
+    def count_tokens(self, texts: list[str]) -> list[int] | None:
+        """Each text's real token count (truncated to the window), for grouping texts of one length; None:
+        the batcher estimates from characters."""
+        ...
+
     def close(self) -> None:
         """At shutdown, once nothing runs any more: release connections and threads (unusable after)."""
         ...
 
 
 class Steps:
-    """``encode`` from the three steps, and a ``close`` that has nothing to release."""
+    """``encode`` from the three steps, a ``close`` that has nothing to release, and no token counter (the
+    batcher then groups texts by estimated length)."""
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.collect(self.launch(self.tokenize(texts)))  # type: ignore[attr-defined]
+
+    def count_tokens(self, texts: list[str]) -> list[int] | None:
+        """Each text's real token count as the model sees it (truncated to its window), or None."""
+        return None
 
     def close(self) -> None:
         pass

@@ -215,6 +215,9 @@ class TritonBackend(Steps):
 
     # ---------------------------------------------------------------- the three steps
 
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        return [len(e.ids) for e in self._counter.encode_batch(texts)]
+
     def tokenize(self, texts: list[str]) -> Tokenized:
         """Counts tokens only (the server tokenizes): real ones as the model sees them, truncated to its window."""
         if not texts:
