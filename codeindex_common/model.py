@@ -267,6 +267,16 @@ def embedding_text(query: str) -> str:
     return _QUESTION.sub("", query).rstrip("?").strip() or query
 
 
+def _check_filters(obj, kind: str, fields_: tuple[str, ...]) -> None:
+    """InvalidArgument for an unknown kind, or a NUL byte in any of ``fields_`` (what a search and a symbol
+    lookup both refuse)."""
+    if kind and kind not in KINDS:
+        raise InvalidArgument(f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
+    for name in fields_:
+        if "\0" in getattr(obj, name):
+            raise InvalidArgument(f"{name} contains a NUL byte")
+
+
 @dataclass(frozen=True)
 class Query:
     """What a search asks for: ranking mode, how many, and filters. Filter
@@ -296,16 +306,12 @@ class Query:
             raise InvalidArgument(f"the query is longer than {MAX_QUERY_CHARS} characters")
         if self.mode in ("keyword", "hybrid") and not self.text.strip():
             raise InvalidArgument(f"{self.mode} search needs the query text")
-        if self.kind and self.kind not in KINDS:
-            raise InvalidArgument(f"unknown kind {self.kind!r}; one of {', '.join(KINDS)}")
         if self.min_score is not None:
             if self.mode == "keyword":
                 raise InvalidArgument("min_score is a cosine similarity: keyword mode has none")
             if not -1.0 <= self.min_score <= 1.0:
                 raise InvalidArgument(f"min_score is a cosine similarity in [-1, 1], got {self.min_score}")
-        for name in ("text", "language", "path_glob", "kind", "symbol"):
-            if "\0" in getattr(self, name):
-                raise InvalidArgument(f"{name} contains a NUL byte")
+        _check_filters(self, self.kind, ("text", "language", "path_glob", "kind", "symbol"))
 
     def _filters(self) -> dict:
         return {"k": self.k, "language": self.language, "path_glob": self.path_glob, "kind": self.kind,
@@ -359,11 +365,7 @@ class SymbolQuery:
             raise InvalidArgument("the name is longer than 1000 characters")
         if not 1 <= self.limit <= MAX_K:
             raise InvalidArgument(f"limit must be between 1 and {MAX_K}, got {self.limit}")
-        if self.kind and self.kind not in KINDS:
-            raise InvalidArgument(f"unknown kind {self.kind!r}; one of {', '.join(KINDS)}")
-        for f in ("name", "language", "kind", "path_glob"):
-            if "\0" in getattr(self, f):
-                raise InvalidArgument(f"{f} contains a NUL byte")
+        _check_filters(self, self.kind, ("name", "language", "kind", "path_glob"))
 
     @classmethod
     def from_pb(cls, pb: common_pb2.FindSymbolRequest) -> SymbolQuery:
@@ -495,6 +497,10 @@ class ProgressUpdate:
     files_done: int = 0
     files_total: int = 0
     chunks_done: int = 0
+
+    @classmethod
+    def from_pb(cls, pb: orchestrator_pb2.IndexProgress) -> ProgressUpdate:
+        return cls(pb.files_done, pb.files_total, pb.chunks_done)
 
     def to_pb(self, summary: IndexSummary | None = None) -> orchestrator_pb2.IndexProgress:
         """The public Index's message; with ``summary``, the run's last one."""
