@@ -35,16 +35,17 @@ def _fields(*classes: type) -> list[str]:
 
 CONNECTION = _fields(Connection)
 RUN = _fields(RunSettings)
+RUN_SERVED = [n for n in RUN if n != "index_metrics_port"]  # a server's runs: its metrics are the server's own
 # which setting groups each subcommand shows (besides the connection group)
 GROUPS: dict[str, list[tuple[str, list[str]]]] = {
     "index": [("index run", [*RUN, "metrics_host"])],
     "search": [],
     "status": [],
-    "serve": [("index runs (the API's Index)", [n for n in RUN if n != "index_metrics_port"]),
+    "serve": [("index runs (the API's Index)", RUN_SERVED),
               ("the public API", _fields(ApiSettings))],
-    "watch": [("index runs", [n for n in RUN if n != "index_metrics_port"]),
+    "watch": [("index runs", RUN_SERVED),
               ("the public API (others on this machine search through it)", _fields(ApiSettings))],
-    "mcp": [("the MCP server", _fields(McpSettings)), ("index runs", [n for n in RUN if n != "index_metrics_port"]),
+    "mcp": [("the MCP server", _fields(McpSettings)), ("index runs", RUN_SERVED),
             ("the public API (others on this machine search through it)", _fields(ApiSettings))],
 }
 
@@ -196,7 +197,7 @@ def _index(cfg: OrchestratorConfig, root: str, reindex: bool, bar: _Bar) -> Inde
         if not (owner.address and owner.plaintext):
             raise held_by(where, owner)
         print(f"the index is held by {owner.describe()}: it runs this index", file=sys.stderr)
-        return asyncio.run(_via_api(owner.address, lambda api: api.index(root, reindex, on_progress=bar)))
+        return asyncio.run(_via_api(owner.address, lambda api: api.index(root, reindex, bar)))
     with IndexLock(where) as lock:
         if not lock.acquire("index"):
             raise held_by(where, current_owner(where) or Owner(0, "(gone)"))
@@ -303,7 +304,7 @@ def cmd_mcp(cfg: OrchestratorConfig, args) -> int:
 
     async def run() -> None:
         stop = asyncio.Event()
-        serving._stop_on_signals(stop)
+        serving.stop_on_signals(stop)
         await mcp_server.run(cfg, root, cfg.transport, cfg.watch, cfg.http_port, token, stop=stop,
                              on_listening=lambda url: print(f"MCP over streamable HTTP at {url}", file=sys.stderr,
                                                             flush=True))

@@ -463,30 +463,27 @@ class ApiClient:
         e.args = (e.args[0].replace("the server stage", "the server holding the index"),)
         return e
 
-    async def search(self, q: Query) -> list[Hit]:
+    async def _call(self, method: str, request):
+        """A unary call with its deadline; a failure names the server."""
         try:
-            r = await self.stub.Search(q.to_query_pb(), timeout=self.timeout)
+            return await getattr(self.stub, method)(request, timeout=self.timeout)
         except grpc.aio.AioRpcError as err:
             raise self.error(err) from err
+
+    async def search(self, q: Query) -> list[Hit]:
+        r = await self._call("Search", q.to_query_pb())
         return [Hit.from_query_hit_pb(h) for h in r.hits]
 
     async def find_symbol(self, q: SymbolQuery) -> list[SymbolHit]:
-        try:
-            r = await self.stub.FindSymbol(q.to_pb(), timeout=self.timeout)
-        except grpc.aio.AioRpcError as err:
-            raise self.error(err) from err
+        r = await self._call("FindSymbol", q.to_pb())
         return [SymbolHit.from_pb(d) for d in r.definitions]
 
     async def status(self) -> tuple[Stats, float]:
         """The index's stats, and when the server's last run ended (0: none yet)."""
-        try:
-            r = await self.stub.Status(orchestrator_pb2.StatusRequest(), timeout=self.timeout)
-        except grpc.aio.AioRpcError as err:
-            raise self.error(err) from err
+        r = await self._call("Status", orchestrator_pb2.StatusRequest())
         return Stats.from_status_pb(r), r.last_run_at
 
-    async def index(self, root: str, reindex: bool = False, paths: list[str] | None = None,
-                    on_progress=None) -> IndexSummary:
+    async def index(self, root: str, reindex: bool = False, on_progress=None) -> IndexSummary:
         """An index run by the server (after any run it has going); ``on_progress(ProgressUpdate)``."""
         request = orchestrator_pb2.IndexRequest(path=root, reindex=reindex)
         try:
@@ -494,7 +491,7 @@ class ApiClient:
                 if update.done:
                     return IndexSummary.from_pb(update.summary)
                 if on_progress is not None:
-                    on_progress(ProgressUpdate(update.files_done, update.files_total, update.chunks_done))
+                    on_progress(ProgressUpdate.from_pb(update))
         except grpc.aio.AioRpcError as err:
             raise self.error(err) from err
         raise CodeindexError(f"the server at {self.address} ended the run without a summary")

@@ -13,6 +13,19 @@ from codeindex_common.errors import CodeindexError
 from codeindex_common.tls import Security
 
 TOKEN_ENV = "CODEINDEX_ORCHESTRATOR_AUTH_TOKEN"
+MCP_TOKEN_ENV = "CODEINDEX_ORCHESTRATOR_MCP_TOKEN"
+
+
+def read_token(path: str, env: str) -> str:
+    """A bearer token: from the file ``path`` when given (an empty file is refused), else the variable
+    ``env`` ("" when unset); never from the command line."""
+    if not path:
+        return os.environ.get(env, "")
+    with open(path, encoding="utf-8") as fh:
+        token = fh.read().strip()
+    if not token:
+        raise CodeindexError(f"{path} is empty: no token to require")
+    return token
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,11 @@ class Connection:
     internal_tls_server_name: str = ""
     """TLS to the stages: the name their certificates must hold, instead of the host in each address (a
     dns:/// name is checked as written even though the orchestrator connects to the addresses it resolves to)."""
+
+    def given_addresses(self) -> dict[str, str]:
+        """Each stage's configured address by stage name ("parser", "embed", "store"); "" where it is to be
+        started locally."""
+        return {"parser": self.parser_addr, "embed": self.embed_addr, "store": self.store_addr}
 
 
 @dataclass(frozen=True)
@@ -87,16 +105,7 @@ class ApiSettings(ServerSettings):
     def security(self) -> Security:
         """TLS files and the bearer token of the public API. The token comes from
         --auth-token-file or the environment, never from a flag."""
-        token = os.environ.get(TOKEN_ENV, "")
-        if self.auth_token_file:
-            with open(self.auth_token_file, encoding="utf-8") as fh:
-                token = fh.read().strip()
-            if not token:
-                raise CodeindexError(f"{self.auth_token_file} is empty: no token to require")
-        return Security(self.tls_cert, self.tls_key, self.tls_client_ca, token)
-
-
-MCP_TOKEN_ENV = "CODEINDEX_ORCHESTRATOR_MCP_TOKEN"
+        return Security(self.tls_cert, self.tls_key, self.tls_client_ca, read_token(self.auth_token_file, TOKEN_ENV))
 
 
 @dataclass(frozen=True)
@@ -115,13 +124,7 @@ class McpSettings:
     """Keep the index live: index every change as it is saved (--no-watch: only when asked, by reindex)."""
 
     def mcp_token(self) -> str:
-        if self.mcp_token_file:
-            with open(self.mcp_token_file, encoding="utf-8") as fh:
-                token = fh.read().strip()
-            if not token:
-                raise CodeindexError(f"{self.mcp_token_file} is empty: no token to require")
-            return token
-        return os.environ.get(MCP_TOKEN_ENV, "")
+        return read_token(self.mcp_token_file, MCP_TOKEN_ENV)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from codeindex_common.model import Hit, IndexSummary, Query, Stats, SymbolHit, S
 from codeindex_common.pb import orchestrator_pb2, orchestrator_pb2_grpc
 
 from .config import ApiSettings, OrchestratorConfig
-from .owner import IndexLock, Owner, held_by
+from .owner import IndexLock, Owner, current_owner, held_by
 from .pipeline import Pipeline, find_symbol, search
 from .servicer import OrchestratorServicer
 from .session import index_dir, make_stages, settings
@@ -49,8 +49,6 @@ class Host:
         self.servicer: OrchestratorServicer | None = None
         self.runs = asyncio.Lock()  # one index run at a time, whoever asks (the API, the watcher, MCP)
         self.ignores = IgnoreCache(self.root)
-        self.last_run: IndexSummary | None = None
-        self.last_run_at = 0.0
 
     async def __aenter__(self) -> Host:
         try:
@@ -72,10 +70,8 @@ class Host:
         if not cfg.store_addr:  # the index is a local directory: one writer
             self.lock = IndexLock(self.index_dir)
             if not self.lock.acquire(self.command):
-                from .owner import current_owner
-
                 raise held_by(self.index_dir, current_owner(self.index_dir) or Owner(0, "(gone)"))
-        addresses = {"parser": cfg.parser_addr, "embed": cfg.embed_addr, "store": cfg.store_addr}
+        addresses = cfg.given_addresses()
         missing = [stage for stage, addr in addresses.items() if not addr]
         if missing:
             self.local = LocalServices(missing, self.index_dir, cfg.start_timeout)
@@ -83,7 +79,7 @@ class Host:
             addresses.update({stage: self.local.address(stage) for stage in missing})
         self.stages = make_stages(cfg, addresses)
         self.servicer = servicer = OrchestratorServicer(self.stages, settings(cfg), addresses, self.allowed_roots,
-                                                        index_lock=self.runs, on_index=self._ran)
+                                                        index_lock=self.runs)
         service = server.Service(name="orchestrator", service_names=[API_NAME],
                                  register=lambda srv: orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(
                                      servicer, srv))
@@ -123,10 +119,10 @@ class Host:
 
     # ------------------------------------------------------------------ what front ends ask
 
-    def _ran(self, summary: IndexSummary) -> None:
-        self.last_run, self.last_run_at = summary, time.time()
-        if self.servicer is not None:
-            self.servicer.last_run_at = self.last_run_at
+    @property
+    def last_run_at(self) -> float:
+        """When the last index run ended, the API's or one asked of this Host (Unix time; 0: none yet)."""
+        return self.servicer.last_run_at if self.servicer is not None else 0.0
 
     async def index(self, paths: set[str] | None = None, reindex: bool = False, maintain: bool = True,
                     on_progress=None) -> IndexSummary:
@@ -134,7 +130,7 @@ class Host:
         async with self.runs:
             summary = await Pipeline(self.stages, settings(self.cfg), on_progress).index(
                 self.root, reindex=reindex, paths=paths, maintain=maintain, ignores=self.ignores)
-        self._ran(summary)
+        self.servicer.last_run_at = time.time()
         return summary
 
     async def maintain(self) -> Stats:

@@ -34,8 +34,8 @@ from codeindex_common.model import MAX_K, Hit, Query, SymbolHit, SymbolQuery
 from .clients import ApiClient
 from .config import OrchestratorConfig
 from .host import Host
-from .owner import current_owner
-from .session import index_dir
+from .serving import start_watching, watcher_for
+from .session import serving_owner
 from .walker import walk
 
 log = logging.getLogger("codeindex.orchestrator")
@@ -404,12 +404,9 @@ async def serve_http(mcp, port: int, on_listening) -> None:
 async def run(cfg: OrchestratorConfig, root: str, transport: str = "stdio", watch: bool = True, port: int = 0,
               token: str = "", on_listening=lambda url: None, stop: asyncio.Event | None = None) -> None:
     """Serve MCP until the client goes (stdio), ``stop`` is set, or a signal comes."""
-    from .serving import watcher_for
-
     root = os.path.abspath(root)
     stop = stop or asyncio.Event()
-    owner = None if cfg.store_addr else current_owner(index_dir(cfg, root), wait=0.5)
-    if owner is not None and owner.address and owner.plaintext:  # another server holds the index: through it
+    if owner := serving_owner(cfg, root):  # another server holds the index: through it
         api = ApiClient(owner.address)
         backend = Backend(root, api=api, owner=owner.describe())
         backend.watching = owner.command in ("watch", "mcp")
@@ -438,10 +435,7 @@ async def run(cfg: OrchestratorConfig, root: str, transport: str = "stdio", watc
 async def _index_then_watch(host: Host, watcher) -> None:
     """The watch first (nothing saved from now on is missed), then a run over what changed while nobody
     watched, then the watched runs."""
-    from .serving import watch_then_index
-
-    watching = asyncio.create_task(watcher.run())
-    await watch_then_index(host, watcher)
+    watching = await start_watching(watcher)
     try:
         await host.index()
     except CodeindexError as exc:

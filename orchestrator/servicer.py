@@ -18,15 +18,14 @@ from .pipeline import Pipeline, Progress, Settings, find_symbol, search
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     def __init__(self, stages, settings: Settings, addresses: dict[str, str], allowed_roots: list[str],
-                 index_lock: asyncio.Lock | None = None, on_index=None):
+                 index_lock: asyncio.Lock | None = None):
         """``index_lock``: held by every index run on this store, theirs and those of others in this
-        process (a Host's watcher); ``on_index(summary)``: told of each run that finished."""
+        process (a Host's watcher, which also sets ``last_run_at``)."""
         self.stages = stages
         self.settings = settings
         self.addresses = addresses
         self.allowed_roots = [os.path.realpath(r) for r in allowed_roots]
         self._index_lock = index_lock or asyncio.Lock()  # one run at a time per store, held until it has ended
-        self._on_index = on_index or (lambda summary: None)
         self.last_run_at = 0.0  # when the last index run on this store ended (Unix time)
 
     def _allowed(self, path: str) -> str:
@@ -78,7 +77,6 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                         await run
             summary = run.result()
         self.last_run_at = time.time()
-        self._on_index(summary)
         yield progress.snapshot().to_pb(summary)
 
     async def Search(self, request, context):

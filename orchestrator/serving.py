@@ -20,7 +20,7 @@ from .host import Host
 from .watch import Watcher
 
 
-def _stop_on_signals(stop: asyncio.Event) -> None:
+def stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -28,7 +28,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 async def serve(cfg: OrchestratorConfig, root: str, allowed_roots: list[str]) -> None:
     stop = asyncio.Event()
-    _stop_on_signals(stop)
+    stop_on_signals(stop)
     async with Host(cfg, root, "serve", allowed_roots):
         await stop.wait()
 
@@ -42,11 +42,13 @@ def report_run(summary: IndexSummary, seconds: float, as_json: bool) -> None:
               f"({summary.chunks_embedded} chunks embedded) in {seconds:.2f}s", file=sys.stderr, flush=True)
 
 
-async def watch_then_index(host: Host, watcher: Watcher, timeout: float = 30.0) -> None:
-    """Wait until the watch is in place (so that nothing saved from now on is missed; what was saved before
-    is found by the full run that follows)."""
+async def start_watching(watcher: Watcher, timeout: float = 30.0) -> asyncio.Task:
+    """The watcher's task, once its watch is in place: nothing saved from now on is missed, and what was
+    saved before is for the full run that the caller starts next."""
+    task = asyncio.create_task(watcher.run())
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(watcher.ready.wait(), timeout)
+    return task
 
 
 def watcher_for(host: Host, on_run) -> Watcher:
@@ -57,13 +59,12 @@ def watcher_for(host: Host, on_run) -> Watcher:
 async def watch(cfg: OrchestratorConfig, root: str, as_json: bool) -> None:
     """Index the repository (what changed while nobody watched), then every change as it happens."""
     stop = asyncio.Event()
-    _stop_on_signals(stop)
+    stop_on_signals(stop)
     async with Host(cfg, root, "watch", ephemeral_api=True) as host:
         print(f"watching {host.root} (the index's API at {host.address}); Ctrl-C stops", file=sys.stderr,
               flush=True)
         watcher = watcher_for(host, lambda summary, seconds: report_run(summary, seconds, as_json))
-        task = asyncio.create_task(watcher.run())
-        await watch_then_index(host, watcher)
+        task = await start_watching(watcher)
         started = time.perf_counter()
         report_run(await host.index(), time.perf_counter() - started, as_json)
         await stop.wait()

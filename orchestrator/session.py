@@ -30,7 +30,7 @@ def settings(cfg: OrchestratorConfig) -> RunSettings:
 def stage_addresses(cfg: OrchestratorConfig, repo: str, need_parser: bool = True,
                     need_embedder: bool = True) -> Iterator[dict[str, str]]:
     """Addresses of the stages needed (parser, embed, store); starts the missing ones locally."""
-    addresses = {"parser": cfg.parser_addr, "embed": cfg.embed_addr, "store": cfg.store_addr}
+    addresses = cfg.given_addresses()
     if not need_parser:
         addresses.pop("parser")
     if not need_embedder:
@@ -72,6 +72,6 @@ def make_stages(cfg: OrchestratorConfig, addresses: dict[str, str]) -> Stages:
     """Clients of the stages: TLS (when configured) to those given by address; the ones started locally
     (the embedded default, on unix sockets) are plain text."""
     tls = internal_tls(cfg)
-    given = {"parser": cfg.parser_addr, "embed": cfg.embed_addr, "store": cfg.store_addr}
     return Stages(addresses.get("parser", ""), addresses.get("embed", ""), addresses["store"], cfg.rpc_timeout,
-                  cfg.retry_seconds, {stage: tls for stage, addr in given.items() if addr and tls.enabled})
+                  cfg.retry_seconds,
+                  {stage: tls for stage, addr in cfg.given_addresses().items() if addr and tls.enabled})
