@@ -82,6 +82,21 @@ class Steps:
         pass
 
 
+class TokenCounter:
+    """Each text's real token count as the model sees it (special tokens included, truncated to its window):
+    the model's Hugging Face fast tokenizer (serialized), unpadded. What ``count_tokens`` answers with."""
+
+    def __init__(self, tokenizer_json: str, max_tokens: int, direction: str = "right"):
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_str(tokenizer_json)
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_tokens, direction=direction)
+
+    def __call__(self, texts: list[str]) -> list[int]:
+        return [len(e.ids) for e in self._tokenizer.encode_batch(texts)]
+
+
 def normalize(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)

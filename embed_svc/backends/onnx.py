@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Steps, Tokenized, normalize, resolve_model
+from .base import Steps, Tokenized, TokenCounter, normalize, resolve_model
 
 log = logging.getLogger("codeindex.embed")
 
@@ -366,15 +366,14 @@ class OnnxBackend(Steps):
         tokenizer_json = (self.directory / TOKENIZER_FILE).read_text(encoding="utf-8")
         self.tokenizer_json = tokenizer_json.encode("utf-8")
         self._tokenizer = _tokenizer(tokenizer_json, meta)
-        self._counter = _tokenizer(tokenizer_json, meta)
-        self._counter.no_padding()  # counts: truncated to the window, unpadded
+        self._counter = TokenCounter(tokenizer_json, self.max_tokens, meta["truncation_side"])
         self._inputs: list[str] = meta["inputs"]
         self._output: str = meta["output"]
         self.threads = threads if threads > 0 else _cores()
         self.session = _session(self.model_file, self.threads)
 
     def count_tokens(self, texts: list[str]) -> list[int]:
-        return [sum(e.attention_mask) for e in self._counter.encode_batch(texts)]
+        return self._counter(texts)
 
     def tokenize(self, texts: list[str]) -> Tokenized:
         if not texts:
