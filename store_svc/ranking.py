@@ -334,27 +334,19 @@ def diversify(ordered: list[Candidate], k: int, first: bool = False) -> list[Can
     return chosen
 
 
-# ---------------------------------------------------------------- fusion of plain rankings, snippets
+# ---------------------------------------------------------------- snippets
 
 
-def fuse(rankings: list[list[Hit]], k: int) -> list[Hit]:
-    """Reciprocal rank fusion: score = sum over rankings of 1 / (RRF_K + rank)."""
-    scores: dict[str, float] = {}
-    chunks: dict[str, Chunk] = {}
-    for ranking in rankings:
-        for r, hit in enumerate(ranking, start=1):
-            scores[hit.chunk.id] = scores.get(hit.chunk.id, 0.0) + 1.0 / (RRF_K + r)
-            chunks.setdefault(hit.chunk.id, hit.chunk)
-    best = sorted(scores, key=lambda cid: -scores[cid])[:k]
-    return [Hit(chunks[cid], scores[cid]) for cid in best]
-
-
-def snippet(text: str, query: str) -> tuple[str, int]:
-    """Up to three lines of a chunk and the index of the first: around the line that holds the most of the
-    query's words (identifiers split), else its first non-blank lines."""
-    lines = text.splitlines()
+def snippet_words(query: str) -> frozenset[str]:
+    """What a snippet looks for: the query's words (identifiers split) and its names, in lower case."""
     info = analyze(query)
-    wanted = info.terms | {n.lower() for n in info.identifiers}
+    return info.terms | {n.lower() for n in info.identifiers}
+
+
+def snippet(text: str, wanted: frozenset[str]) -> tuple[str, int]:
+    """Up to three lines of a chunk and the index of the first: around the line that holds the most of the
+    ``wanted`` words (:func:`snippet_words`), else its first non-blank lines."""
+    lines = text.splitlines()
     best, best_count = None, 0
     for i, line in enumerate(lines):
         low = line.lower()
@@ -370,7 +362,8 @@ def snippet(text: str, query: str) -> tuple[str, int]:
 
 def with_snippets(hits: list[Hit], query: str) -> list[Hit]:
     """The hits, each with its snippet for this query text and the file line the snippet starts at."""
+    wanted = snippet_words(query)
     for h in hits:
-        h.snippet, offset = snippet(h.chunk.text, query)
+        h.snippet, offset = snippet(h.chunk.text, wanted)
         h.snippet_line = h.chunk.start_line + offset
     return hits

@@ -4,6 +4,7 @@ between rows and domain objects (FileRecord -> rows, row -> Chunk)."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pyarrow as pa
@@ -16,8 +17,7 @@ from .keywords import body_field, names_field
 CHUNKS, FILES = "chunks", "files"
 CHUNK_COLUMNS = ["id", "path", "language", "kind", "symbol", "qualified_name", "parent_id", "start_line",
                  "end_line", "start_byte", "end_byte", "text", "content_hash", "docstring", "signature"]
-ID_ONLY = ["id"]
-# what the ranking stage reads of every candidate (the winners' other columns are read after)
+# what a symbol lookup reads of each chunk it finds (with the signature and the definitions)
 META_COLUMNS = ["id", "path", "language", "kind", "symbol", "qualified_name", "parent_id", "start_line", "end_line",
                 "names"]
 # columns computed from a chunk's others: a table written before they existed gets them in place (upgrade)
@@ -48,8 +48,7 @@ def definitions_of(c: Chunk) -> list[dict]:
     """The definitions a chunk holds, as stored (a chunk from before definitions were sent stands for one
     definition per name it carries, with its own lines)."""
     if c.definitions:
-        return [{"symbol": d.symbol, "qualified_name": d.qualified_name, "kind": d.kind,
-                 "start_line": d.start_line, "end_line": d.end_line} for d in c.definitions]
+        return [asdict(d) for d in c.definitions]
     if c.kind not in DEFINITION_KINDS or not c.symbol:
         return []
     return [{"symbol": s.strip(), "qualified_name": q.strip(), "kind": c.kind, "start_line": c.start_line,

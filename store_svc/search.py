@@ -154,7 +154,7 @@ class ChunkSearch:
         for row in rows:
             chunk = chunk_from_row(row)
             for d in json.loads(row.get("definitions") or "[]"):
-                definition = Definition(d["symbol"], d["qualified_name"], d["kind"], d["start_line"], d["end_line"])
+                definition = Definition(**d)
                 key = (chunk.path, definition.qualified_name, definition.start_line)
                 if name in (definition.symbol, definition.qualified_name) and key not in seen:
                     seen.add(key)

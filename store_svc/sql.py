@@ -32,11 +32,6 @@ def names_include(names: list[str]) -> str:
     return f"array_has_any(names, [{', '.join(sql_str(n) for n in names)}])"
 
 
-def symbol_is(name: str) -> str:
-    """Chunks holding a definition whose symbol or qualified name is exactly ``name``."""
-    return names_include([name])
-
-
 def glob_regex(glob: str) -> str:
     """A path glob as an anchored regular expression: ``*`` matches within one
     directory, ``**`` across directories, ``?`` one character; a pattern
@@ -79,7 +74,7 @@ def filters(language: str = "", kind: str = "", path_glob: str = "", symbol: str
     if kind:
         parts.append(f"kind = {sql_str(kind)}")
     if symbol:
-        parts.append(symbol_is(symbol))
+        parts.append(names_include([symbol]))  # a definition whose symbol or qualified name is exactly it
     if path_glob.strip():
         parts.append(f"regexp_like(path, {sql_str(glob_regex(path_glob))})")
     return " AND ".join(parts)
