@@ -12,6 +12,7 @@ import re
 import sys
 from collections.abc import Iterable
 
+from codeindex_common.identifiers import words as identifier_words
 from codeindex_common.model import Hit, SymbolHit
 
 BOLD, MATCH, DIM, RESET = "\033[1m", "\033[1;33m", "\033[2m", "\033[0m"
@@ -32,7 +33,7 @@ def query_words(query: str) -> list[str]:
     found: set[str] = set()
     for token in re.findall(r"[A-Za-z_$][\w$]*", query):
         found.add(token.lower())
-        found.update(p.lower() for p in re.findall(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+", token))
+        found.update(identifier_words(token))
     return sorted((w for w in found if len(w) > 1 and w not in _STOP), key=lambda w: (-len(w), w))
 
 

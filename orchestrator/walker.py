@@ -73,14 +73,8 @@ def walk(root: str, skip_dirs: set[str] | None = None) -> Iterator[Entry]:
                 if e.name in skip or ignores.ignored(rel, True):
                     continue
                 subdirs.append((rel, e.path))
-            elif ignores.ignored(rel, False):
-                continue
-            elif stat.S_ISLNK(st.st_mode):
-                yield Entry(rel, e.path, 0, "symlink")
-            elif not stat.S_ISREG(st.st_mode):
-                yield Entry(rel, e.path, 0, "not_regular")
-            else:
-                yield Entry(rel, e.path, st.st_size)
+            elif not ignores.ignored(rel, False):
+                yield _file_entry(rel, e.path, st)
         for rel, path in reversed(subdirs):
             stack.append((rel, path, ignores.child(rel, path)))
 
@@ -131,25 +125,29 @@ def select(root: str, paths: set[str], ignores: IgnoreCache) -> tuple[list[Entry
         if not os.path.lexists(full):
             gone.add(rel)
         elif os.path.isdir(full) and not os.path.islink(full):
-            prefix = rel + "/"
-            found.update({e.path: e for e in walk(full) for e in [Entry(prefix + e.path, e.abspath, e.size,
-                                                                         e.skip_reason)]
-                          if not ignores.skipped(prefix + e.path)})
+            for e in walk(full):  # the folder's own .gitignore files; those above it through ignores
+                path = f"{rel}/{e.path}"
+                if not ignores.skipped(path):
+                    found[path] = Entry(path, e.abspath, e.size, e.skip_reason)
         else:
-            found.update({e.path: e for e in _entry(rel, full)})
+            found[rel] = _entry(rel, full)
     return [found[p] for p in sorted(found)], gone
 
 
-def _entry(rel: str, full: str) -> list[Entry]:
-    try:
-        st = os.stat(full, follow_symlinks=False)
-    except OSError:
-        return [Entry(rel, full, 0, "unreadable")]
+def _file_entry(rel: str, path: str, st: os.stat_result) -> Entry:
+    """A file that is not a directory, by its (not followed) stat: a regular file, or a skip with its reason."""
     if stat.S_ISLNK(st.st_mode):
-        return [Entry(rel, full, 0, "symlink")]
+        return Entry(rel, path, 0, "symlink")
     if not stat.S_ISREG(st.st_mode):
-        return [Entry(rel, full, 0, "not_regular")]
-    return [Entry(rel, full, st.st_size)]
+        return Entry(rel, path, 0, "not_regular")
+    return Entry(rel, path, st.st_size)
+
+
+def _entry(rel: str, full: str) -> Entry:
+    try:
+        return _file_entry(rel, full, os.stat(full, follow_symlinks=False))
+    except OSError:
+        return Entry(rel, full, 0, "unreadable")
 
 
 def file_hash(data: bytes) -> str:
