@@ -3,6 +3,7 @@ ports, stopped by the test (or session) that started them."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -40,6 +41,37 @@ class ServiceProcess(launcher.ServiceProcess):
 def serve_command() -> list[str]:
     """``orchestrator serve``, for ServiceProcess's ``command``."""
     return launcher.orchestrator_command("serve")
+
+
+class OrchestratorServe(ServiceProcess):
+    """``orchestrator serve --path REPO ARGS`` (stage addresses, TLS, ...), stopped by the caller."""
+
+    def __init__(self, tmp: Path, repo: Path, *args: str, timeout: float = 120, serving: bool = True):
+        super().__init__("orchestrator", tmp, "--path", str(repo), *args, command=serve_command(), timeout=timeout,
+                         serving=serving)
+
+
+EXE = str(Path(sys.executable).with_name("orchestrator"))
+
+
+def cli(*args: str, check: bool = True, timeout: float = 600, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess:
+    """``orchestrator ARGS`` run to its end from the repository root; its exit code is 0 unless ``check``
+    is false."""
+    run = subprocess.run([EXE, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                         env={**os.environ, **(env or {})})
+    assert run.returncode == 0 or not check, f"orchestrator {' '.join(args)}:\n{run.stdout}\n{run.stderr}"
+    return run
+
+
+def index(repo: Path, *extra: str, env: dict[str, str] | None = None) -> dict:
+    """``orchestrator index REPO --json``: its summary."""
+    return json.loads(cli("index", str(repo), "--json", *extra, env=env).stdout.strip().splitlines()[-1])
+
+
+def search(repo: Path, query: str, *extra: str, env: dict[str, str] | None = None) -> list[dict]:
+    """``orchestrator search QUERY --path REPO -k 5 --json``: its hits."""
+    return json.loads(cli("search", query, "--path", str(repo), "-k", "5", "--json", *extra, env=env).stdout)
 
 
 def stop_process(proc: subprocess.Popen) -> int:

@@ -14,7 +14,11 @@ from orchestrator.servicer import OrchestratorServicer
 
 
 class _HangingEmbedder:
-    """The first call of every index run (the model's Info) waits until the run is cancelled."""
+    """The first call of every index run (the model's Info) waits until the run is cancelled, and then
+    takes a while to end (as a real stage's call does): a servicer that let the lock go before the
+    cancelled run had ended would start the next run while this one is still active."""
+
+    ENDING_SECONDS = 0.5
 
     def __init__(self) -> None:
         self.active = self.most = self.cancelled = 0
@@ -28,6 +32,7 @@ class _HangingEmbedder:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
             self.cancelled += 1
+            await asyncio.sleep(self.ENDING_SECONDS)
             raise
         finally:
             self.active -= 1

@@ -1,7 +1,13 @@
 """The benchmark harness's own pieces (the benchmark itself runs with `make bench`)."""
 
+import collections
+import json
+from pathlib import PurePosixPath
+
+import pytest
+
 from bench import corpus
-from bench.quality.judgments import KINDS, check, load
+from bench.quality.judgments import KINDS, QUERIES, check, load
 from bench.quality.projects import PROJECTS
 from bench.report import write_report
 
@@ -19,16 +25,46 @@ def test_the_quality_set_is_large_varied_and_split():
     assert len({q.project for q in queries}) >= 8 and {q.project for q in queries} <= {p.name for p in PROJECTS}
     assert len({language_of(q) for q in queries}) >= 5
     assert {q.kind for q in queries} == set(KINDS)
-    held = [q for q in queries if q.held_out]
-    assert abs(len(held) - len(queries) / 2) <= len({(q.project, q.kind) for q in queries})  # a half, per kind
+    # a half of each project's queries of each kind is held out
+    groups = collections.Counter((q.project, q.kind) for q in queries)
+    held = collections.Counter((q.project, q.kind) for q in queries if q.held_out)
+    assert all(abs(held[k] - groups[k] / 2) <= 0.5 for k in groups), {k: (held[k], groups[k]) for k in groups}
     assert not OUTSIDE & {p.package for p in PROJECTS} and not OUTSIDE & {p.name for p in PROJECTS}
     assert set(corpus.QUICK) <= set(corpus.FULL)
 
 
-def test_the_judged_spans_lie_in_their_files_when_the_sources_are_here():
+def test_the_query_files_are_well_formed():
+    """What needs no fetched sources (the query files are committed, the sources are not): each file is
+    its project's, each query has text, a known kind and spans that are relative paths with a line range."""
+    problems = []
+    for f in sorted(QUERIES.glob("*.json")):
+        data = json.loads(f.read_text())
+        if data.get("project") != f.stem:
+            problems.append(f"{f.name}: project {data.get('project')!r}")
+        for q in data["queries"]:
+            where = f"{f.name} {q.get('id')}"
+            if set(q) != {"id", "kind", "query", "relevant"} or not str(q["id"]).startswith(f"{f.stem}-"):
+                problems.append(f"{where}: keys {sorted(q)}")
+                continue
+            if q["kind"] not in KINDS or not q["query"].strip() or not q["relevant"]:
+                problems.append(f"{where}: kind {q['kind']!r}, query {q['query']!r}, {len(q['relevant'])} spans")
+            for r in q["relevant"]:
+                path = PurePosixPath(r["path"])
+                if path.is_absolute() or ".." in path.parts or "\\" in r["path"] or not path.parts:
+                    problems.append(f"{where}: path {r['path']!r}")
+                if not (isinstance(r["start"], int) and isinstance(r["end"], int) and 1 <= r["start"] <= r["end"]):
+                    problems.append(f"{where}: lines {r['start']!r}-{r['end']!r}")
+    assert not problems, problems
+    assert {q.project for q in load()} == {f.stem for f in QUERIES.glob("*.json")}
+
+
+def test_the_judged_spans_lie_in_their_files():
+    """Needs the sources, which `make bench STAGE=quality` fetches (bench/.cache, not committed)."""
     from bench.quality.evaluate import SRC
 
     present = [q for q in load() if (SRC / q.project).is_dir()]
+    if not present:
+        pytest.skip(f"no quality sources under {SRC} (make bench STAGE=quality fetches them)")
     assert not check(present, SRC)
 
 

@@ -5,16 +5,14 @@ codes."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import grpc
 import pytest
 
-from tests.conftest import ROOT, ServiceProcess, serve_command
+from tests.conftest import OrchestratorServe, cli, index, search
+from tests.test_store import RUBY
 
 pytestmark = pytest.mark.slow
 
@@ -147,22 +145,6 @@ def make_repo(root: Path) -> Path:
     return root
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    exe = str(Path(sys.executable).with_name("orchestrator"))
-    proc = subprocess.run([exe, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})})
-    assert proc.returncode == 0, f"orchestrator {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def index(repo: Path, *extra: str, env=None) -> dict:
-    return json.loads(cli("index", str(repo), "--json", *extra, env=env).stdout.strip().splitlines()[-1])
-
-
-def search(repo: Path, query: str, *extra: str, env=None) -> list[dict]:
-    return json.loads(cli("search", query, "--path", str(repo), "-k", "5", "--json", *extra, env=env).stdout)
-
-
 def test_embedded_default_index_search_and_incremental(tmp_path):
     repo = make_repo(tmp_path / "repo")
     first = index(repo)
@@ -207,9 +189,7 @@ def test_embedded_default_index_search_and_incremental(tmp_path):
 
     # another model is refused; --reindex rebuilds with it
     other = {"CODEINDEX_EMBED_BACKEND": "hash"}
-    exe = str(Path(sys.executable).with_name("orchestrator"))
-    refused = subprocess.run([exe, "index", str(repo), "--json"], capture_output=True, text=True, timeout=600,
-                             env={**os.environ, **other})
+    refused = cli("index", str(repo), "--json", check=False, env=other)
     assert refused.returncode == 1 and "--reindex" in refused.stderr
     rebuilt = index(repo, "--reindex", env=other)
     assert rebuilt["chunks_embedded"] == rebuilt["chunks_total"] == rebuilt["index_chunks"]
@@ -237,9 +217,8 @@ def test_running_services_and_the_public_api(tmp_path, embed_service, start_serv
     assert summary["files_indexed"] == 10
     assert not (repo / ".codeindex").exists(), "no local services were started"
 
-    api = ServiceProcess("orchestrator", tmp_path, "--path", str(repo), "--parser-addr", parser.address,
-                         "--embed-addr", embed_service.address, "--store-addr", store.address,
-                         command=serve_command(), timeout=60)
+    api = OrchestratorServe(tmp_path, repo, "--parser-addr", parser.address, "--embed-addr",
+                            embed_service.address, "--store-addr", store.address, timeout=60)
     try:
         address = api.address
         with grpc.insecure_channel(address) as ch:
@@ -323,9 +302,8 @@ def test_index_progress_over_the_api_counts_every_file_to_the_end(tmp_path, embe
     (repo / "pkg" / "empty.py").write_text("\n")  # skipped: empty
     parser = start_service("parser", "--workers", "1")
     store = start_service("store", "--uri", str(tmp_path / "index"))
-    api = ServiceProcess("orchestrator", tmp_path, "--path", str(repo), "--parser-addr", parser.address,
-                         "--embed-addr", embed_service.address, "--store-addr", store.address,
-                         command=serve_command(), timeout=60)
+    api = OrchestratorServe(tmp_path, repo, "--parser-addr", parser.address, "--embed-addr",
+                            embed_service.address, "--store-addr", store.address, timeout=60)
     try:
         with grpc.insecure_channel(api.address) as ch:
             stub = orchestrator_pb2_grpc.OrchestratorStub(ch)
@@ -342,22 +320,6 @@ def test_index_progress_over_the_api_counts_every_file_to_the_end(tmp_path, embe
     # a run with one change: every file is looked at (four of them unchanged), and all are done at the end
     assert again[-1].summary.files_indexed == 1 and again[-1].summary.files_unchanged == 4
     assert {u.files_total for u in again} == {5} and again[-1].files_done == 5
-
-
-RUBY = """class Greeter
-  def initialize(name)
-    @name = name
-  end
-  def name
-    @name
-  end
-
-  def greet(loud)
-    text = "Hello, #{@name}"
-    loud ? text.upcase : text
-  end
-end
-"""
 
 
 def test_every_definition_of_a_name_from_the_cli(tmp_path):

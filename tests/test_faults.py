@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, ServiceProcess
+from tests.conftest import ROOT, ServiceProcess, cli
 from tests.test_crash import read_chunks, read_files, run_index
 from tests.test_services import counter
 
@@ -35,6 +35,14 @@ def assert_equals_fresh_index(uri: str, reference) -> None:
     assert sorted((p, h) for p, _, h in chunks) == sorted((p, h) for p, _, h in ref_chunks)
     assert not [k for k, n in collections.Counter((p, i) for p, i, _ in chunks).items() if n > 1], "duplicates"
     assert sorted(read_files(uri)) == sorted(ref_files)
+
+
+def assert_equals_a_fresh_index_of(repo: Path, tmp: Path) -> None:
+    """``repo``'s own index (``.codeindex``) equals a fresh full index of it, made apart under ``tmp``."""
+    fresh = tmp / "fresh"
+    cli("index", str(repo), "--json", "--index-dir", str(fresh))
+    assert_equals_fresh_index(str(repo / ".codeindex" / "lancedb"),
+                              (read_chunks(str(fresh / "lancedb")), read_files(str(fresh / "lancedb"))))
 
 
 @pytest.fixture(scope="module")

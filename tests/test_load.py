@@ -20,14 +20,13 @@ import statistics
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import grpc
 import pytest
 
 from embed_svc.backends import HashBackend
 from embed_svc.batcher import Batcher
-from tests.conftest import ROOT, ServiceProcess, serve_command
+from tests.conftest import ROOT, OrchestratorServe
 from tests.test_crash import RUN_TIMEOUT, index_cmd, make_repo, read_chunks, read_files, run_index
 
 CLIENTS = 32
@@ -129,14 +128,6 @@ def test_bulk_texts_are_not_starved_by_a_steady_stream_of_queries():
 # ---------------------------------------------------------------- end to end
 
 
-class Api(ServiceProcess):
-    """`orchestrator serve` on running services, stopped by the caller."""
-
-    def __init__(self, tmp: Path, repo: Path, parser: str, embed: str, store: str):
-        super().__init__("orchestrator", tmp, "--path", str(repo), "--parser-addr", parser, "--embed-addr", embed,
-                         "--store-addr", store, command=serve_command(), timeout=120)
-
-
 class SearchClients:
     """``CLIENTS`` threads, one channel each: one warm-up search each, then (once
     ``start`` returns) searches back to back until ``stop``, at least
@@ -217,7 +208,8 @@ def test_searches_do_not_fail_while_an_index_run_writes(tmp_path, embed_service,
     store = start_service("store", "--uri", uri)
     run_index(base, parser.address, embed_service.address, store.address)
 
-    api = Api(tmp_path, grown, parser.address, embed_service.address, store.address)
+    api = OrchestratorServe(tmp_path, grown, "--parser-addr", parser.address, "--embed-addr", embed_service.address,
+                            "--store-addr", store.address)
     try:
         clients = SearchClients(api.address)
         clients.start()

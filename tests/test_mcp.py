@@ -8,18 +8,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.test_crash import read_chunks, read_files
-from tests.test_faults import assert_equals_fresh_index
+from tests.conftest import EXE, ROOT, stop_process
+from tests.test_crash import read_files
+from tests.test_faults import assert_equals_a_fresh_index_of
 
 pytestmark = pytest.mark.slow
-EXE = str(Path(sys.executable).with_name("orchestrator"))
 TOOLS = {"search_code", "find_symbol", "index_status", "reindex", "read_code"}
 
 
@@ -112,6 +110,8 @@ def test_an_agent_searches_reads_and_sees_edits(tmp_path):
                 return path in [h["path"] for h in r.structured_content["hits"]][:1]
 
             assert await until(lambda: found("parseDurationString", "web/retry.ts"))
+            r = await call(session, "search_code", query="parseDurationString", k=5)
+            assert r.structured_content["hits"][0]["qualified_name"] == "parseDurationString"
             (repo / "billing" / "invoice.py").unlink()
 
             async def gone():
@@ -134,18 +134,20 @@ def test_a_second_server_goes_through_the_first_and_http_needs_the_token(tmp_pat
     repo = make_repo(tmp_path / "repo")
     token = tmp_path / "token"
     token.write_text("t0ken-for-the-test\n")
-    first = subprocess.Popen([EXE, "mcp", "--path", str(repo), "--transport", "http", "--mcp-token-file", str(token)],
-                             cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True)
+    log = tmp_path / "first.log"
+    with log.open("w") as out:  # a file, not a pipe: nothing the server writes can fill a pipe and stall it
+        first = subprocess.Popen([EXE, "mcp", "--path", str(repo), "--transport", "http", "--mcp-token-file",
+                                  str(token)], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=out, text=True)
     try:
         url = ""
         deadline = time.monotonic() + 300
         while not url and time.monotonic() < deadline:
-            line = first.stderr.readline()
-            assert line or first.poll() is None, "the http server exited"
-            if "MCP over streamable HTTP at " in line:
-                url = line.split(" at ", 1)[1].strip()
-        assert url
+            said = [line for line in log.read_text().splitlines() if "MCP over streamable HTTP at " in line]
+            url = said[0].split(" at ", 1)[1].strip() if said else ""
+            assert url or first.poll() is None, f"the http server exited:\n{log.read_text()[-3000:]}"
+            time.sleep(0.1)
+        assert url, log.read_text()[-3000:]
 
         async def scenario() -> None:
             from mcp.client.streamable_http import streamable_http_client
@@ -180,44 +182,52 @@ def test_a_second_server_goes_through_the_first_and_http_needs_the_token(tmp_pat
         owner = json.loads((repo / ".codeindex" / "owner.json").read_text())
         assert owner["pid"] == first.pid and owner["command"] == "mcp"
     finally:
-        first.send_signal(signal.SIGTERM)
-        assert first.wait(60) == 0
+        code = stop_process(first)  # SIGTERM, then SIGKILL if it does not end
+    assert code == 0, log.read_text()[-3000:]
 
 
 def test_kill_9_of_the_server_in_the_middle_of_a_reindex(tmp_path):
-    """After kill -9 of the MCP server while a reindex embeds, and a restart, the index equals a fresh
-    full index."""
+    """After kill -9 of the MCP server while a reindex is writing (some files in the index, not all), and
+    a restart, the reindex that catches up indexes what the killed one left, and the index equals a
+    fresh full index."""
     from mcp.client.session import ClientSession
     from mcp.client.stdio import stdio_client
 
     repo = make_repo(tmp_path / "repo")
-    for i in range(60):
+    generated = 100
+    for i in range(generated):
         (repo / "gen" / f"m{i}").mkdir(parents=True)
         (repo / "gen" / f"m{i}" / "mod.py").write_text(
             "".join(f"def helper_{i}_{j}(value):\n    return value * {j} + {i}\n\n\n" for j in range(8)))
+    uri = str(repo / ".codeindex" / "lancedb")
 
-    async def reindex_and_die() -> int:
+    async def reindex_and_die():
         async with stdio_client(params(repo, "--no-watch")) as (read, write), ClientSession(read, write) as session:
             await session.initialize()
             owner = json.loads((repo / ".codeindex" / "owner.json").read_text())
             task = asyncio.create_task(call(session, "reindex"))
-            await asyncio.sleep(8)  # the model is loaded and the run is embedding
+            written = 0
+            deadline = time.monotonic() + 300
+            while not task.done() and time.monotonic() < deadline:
+                written = len(read_files(uri))
+                if written:
+                    break
+                await asyncio.sleep(0.05)
+            assert not task.done() and 0 < written < generated, f"not killed mid-run: {written} files written"
             os.kill(owner["pid"], signal.SIGKILL)
-            await asyncio.gather(task, return_exceptions=True)
-            return owner["pid"]
+            (result,) = await asyncio.gather(task, return_exceptions=True)
+            return written, result
 
-    asyncio.run(reindex_and_die())
+    written, result = asyncio.run(reindex_and_die())
+    assert isinstance(result, BaseException) or result.is_error, result  # the killed reindex did not succeed
+    assert len(read_files(uri)) < generated, "the killed run had finished"
 
     async def restart() -> None:
         async with stdio_client(params(repo, "--no-watch")) as (read, write), ClientSession(read, write) as session:
             await session.initialize()
             r = await call(session, "reindex")
             assert not r.is_error, r.content[0].text
+            assert r.structured_content["files_indexed"] > 0, r.structured_content  # it caught up
 
     asyncio.run(restart())
-    fresh = tmp_path / "fresh"
-    run = subprocess.run([EXE, "index", str(repo), "--json", "--index-dir", str(fresh)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr
-    reference = read_chunks(str(fresh / "lancedb")), read_files(str(fresh / "lancedb"))
-    assert_equals_fresh_index(str(repo / ".codeindex" / "lancedb"), reference)
+    assert_equals_a_fresh_index_of(repo, tmp_path)

@@ -11,7 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from codeindex_common.pb import orchestrator_pb2, orchestrator_pb2_grpc
-from tests.conftest import ServiceProcess, serve_command
+from tests.conftest import OrchestratorServe
 
 pytestmark = pytest.mark.slow
 TOKEN = "s3cr3t-token-for-the-test"
@@ -19,8 +19,7 @@ TOKEN = "s3cr3t-token-for-the-test"
 
 def serve(tmp_path: Path, repo: Path, stages: list[str], *extra: str) -> tuple[subprocess.Popen, str, Path]:
     """`orchestrator serve` (perhaps speaking TLS only: its ready file is waited for, not its health)."""
-    api = ServiceProcess("orchestrator", tmp_path, "--path", str(repo), *stages, *extra, command=serve_command(),
-                         timeout=60, serving=False)
+    api = OrchestratorServe(tmp_path, repo, *stages, *extra, timeout=60, serving=False)
     return api.proc, api.address, api.log
 
 

@@ -8,25 +8,16 @@ import os
 import queue
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, stop_process
+from tests.conftest import EXE, ROOT, cli, search, stop_process
+from tests.test_faults import assert_equals_a_fresh_index_of
 
 pytestmark = pytest.mark.slow
-EXE = str(Path(sys.executable).with_name("orchestrator"))
-
-
-def cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    run = subprocess.run([EXE, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    assert run.returncode == 0 or not check, f"orchestrator {' '.join(args)}:\n{run.stdout}\n{run.stderr}"
-    return run
-
-
 class Watch:
     """`orchestrator watch REPO --json`: its runs' summaries, one JSON line each, as they come."""
 
@@ -59,10 +50,6 @@ class Watch:
 
     def stop(self) -> int:
         return stop_process(self.proc)
-
-
-def search(repo: Path, query: str, *extra: str) -> list[dict]:
-    return json.loads(cli("search", query, "--path", str(repo), "--json", "-k", "5", *extra).stdout)
 
 
 def make_repo(root: Path) -> Path:
@@ -130,9 +117,11 @@ def test_a_watched_repository_stays_searchable_and_has_one_writer(tmp_path):
     assert not (repo / ".codeindex" / "owner.json").exists()  # the lock is let go with the process
     # a lock left by a dead process is taken over: kill -9 a watcher, then index without asking anyone
     dead = Watch(repo)
-    dead.next_run(timeout=300)
-    dead.proc.kill()
-    dead.proc.wait()
+    try:
+        dead.next_run(timeout=300)
+    finally:
+        dead.proc.kill()
+        dead.proc.wait()
     again = json.loads(cli("index", str(repo), "--json").stdout.strip().splitlines()[-1])
     assert again["files_indexed"] == again["files_removed"] == 0 and again["files_unchanged"] == 3
 
@@ -162,17 +151,22 @@ def test_a_changed_path_that_arrives_during_a_run_is_indexed_again(tmp_path):
         task = asyncio.create_task(watcher.run())
         await asyncio.wait_for(watcher.ready.wait(), 10)
         (repo / "pkg" / "mail.py").write_text("def send_welcome_email(user):\n    return user\n")
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            if batches and watcher.pending:
-                break
-        release.set()
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            if len(batches) >= 2:
-                break
-        watcher.stop()
-        await task
+        try:
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                if batches and watcher.pending:
+                    break
+            assert batches and watcher.pending, "the edit made during the first run was not seen as pending"
+            release.set()
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                if len(batches) >= 2:
+                    break
+            assert len(batches) >= 2, "the pending path was not indexed again"
+        finally:
+            release.set()
+            watcher.stop()
+            await task
 
     asyncio.run(scenario())
     assert batches[0] == {"pkg/mail.py"}
@@ -203,8 +197,6 @@ def test_a_one_shot_index_finishes_when_its_local_embedder_is_killed(tmp_path):
     a fresh full index."""
     import psutil
 
-    from tests.test_crash import read_chunks, read_files
-    from tests.test_faults import assert_equals_fresh_index
 
     repo = tmp_path / "repo"
     for i in range(40):
@@ -214,24 +206,23 @@ def test_a_one_shot_index_finishes_when_its_local_embedder_is_killed(tmp_path):
     run = subprocess.Popen([EXE, "index", str(repo), "--json"], cwd=ROOT, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     killed = None
-    deadline = time.monotonic() + 240
-    while killed is None and time.monotonic() < deadline and run.poll() is None:
-        embedders = [p for p in psutil.Process(run.pid).children()
-                     if "embed_svc" in " ".join(p.cmdline())]
-        log = repo / ".codeindex" / "logs" / "embed.log"
-        if embedders and log.exists() and "loaded" in log.read_text(errors="replace"):
-            time.sleep(1.0)  # the run is embedding
-            killed = embedders[0].pid
-            os.kill(killed, 9)
-        time.sleep(0.1)
-    out, err = run.communicate(timeout=600)
+    try:
+        deadline = time.monotonic() + 240
+        while killed is None and time.monotonic() < deadline and run.poll() is None:
+            embedders = [p for p in psutil.Process(run.pid).children()
+                         if "embed_svc" in " ".join(p.cmdline())]
+            log = repo / ".codeindex" / "logs" / "embed.log"
+            if embedders and log.exists() and "loaded" in log.read_text(errors="replace"):
+                time.sleep(1.0)  # the run is embedding
+                killed = embedders[0].pid
+                os.kill(killed, 9)
+            time.sleep(0.1)
+        out, err = run.communicate(timeout=600)
+    finally:
+        if run.poll() is None:
+            stop_process(run)
     assert killed and run.returncode == 0, err[-3000:]
     assert "the local embed service exited with code -9; starting it again" in err
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["files_indexed"] == 40
-    fresh = tmp_path / "fresh"
-    again = subprocess.run([EXE, "index", str(repo), "--json", "--index-dir", str(fresh)], cwd=ROOT,
-                           capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr
-    assert_equals_fresh_index(str(repo / ".codeindex" / "lancedb"),
-                              (read_chunks(str(fresh / "lancedb")), read_files(str(fresh / "lancedb"))))
+    assert_equals_a_fresh_index_of(repo, tmp_path)
