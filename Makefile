@@ -62,11 +62,11 @@ bench: $(STAMP) ## benchmark: make bench [QUICK=1] [STAGE=parser|embed|store|pip
 	$(if $(filter peer,$(STAGE))$(if $(STAGE),,all),scripts/setup-peer-venv.sh)
 	$(PY) -m bench.run $(if $(QUICK),--quick) $(if $(STAGE),--stage $(STAGE))
 
-bench-gpu: $(STAMP) ## the same benchmark with the embedder and baselines on CUDA (writes docs/BENCHMARKS-GPU.md)
+bench-gpu: $(STAMP) ## the same benchmark with the embedder and baselines on CUDA, all stages but peer (writes docs/BENCHMARKS-GPU.md)
 	CODEINDEX_EMBED_DEVICE=cuda $(PY) -m bench.run $(if $(QUICK),--quick) $(if $(STAGE),--stage $(STAGE))
 
 protos: $(STAMP) ## regenerate the gRPC stubs from protos/*.proto
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. protos/*.proto
 
 clean: ## remove the virtualenv and caches
-	rm -rf $(VENV) .venv-triton .pytest_cache build *.egg-info
+	rm -rf $(VENV) .venv-triton .venv-peer .pytest_cache build *.egg-info

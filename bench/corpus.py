@@ -51,25 +51,10 @@ def _download(name: str, version: str) -> bytes:
 
 
 def fetch(projects: list[tuple[str, str]], dest: Path) -> Path:
-    """Extract every project into ``dest/<name>-<version>/`` (from the cache
-    when possible) and return ``dest``."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    dest.mkdir(parents=True, exist_ok=True)
-    for name, version in projects:
-        archive = CACHE / f"{_norm(name)}-{version}.tar.gz"
-        if not archive.exists():
-            tmp = archive.with_suffix(".part")
-            tmp.write_bytes(_download(name, version))
-            tmp.rename(archive)
-        target = dest / f"{_norm(name)}-{version}"
-        if target.exists():
-            continue
-        with tarfile.open(archive) as tf:
-            tf.extractall(dest / ".extract", filter="data")
-        top = next((dest / ".extract").iterdir())
-        shutil.move(str(top), target)
-        shutil.rmtree(dest / ".extract")
-    return dest
+    """Extract every PyPI project into ``dest/<name>-<version>/`` (from the cache when possible) and return
+    ``dest``."""
+    return fetch_sources([Source(f"{_norm(name)}-{version}", "pypi", name, version) for name, version in projects],
+                         dest)
 
 
 def corpus(quick: bool, dest: Path) -> tuple[Path, list[str]]:

@@ -11,7 +11,8 @@ chunks in the full corpus).
    search`` from the command line goes through the MCP server (its API):
    its wall time, process start included.
 2. ``orchestrator watch --json`` on the same repository: a branch switch
-   (300 files changed at once) and how many runs it took."""
+   (up to BRANCH_FILES Python files changed at once: 253 in the full corpus) and how
+   many runs it took."""
 
 from __future__ import annotations
 
@@ -21,28 +22,18 @@ import os
 import queue
 import random
 import shutil
-import statistics
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-EXE = str(Path(sys.executable).with_name("orchestrator"))
+from bench.common import ORCHESTRATOR, latency_ms
+
+EXE = str(ORCHESTRATOR)
 EDITS = 20
 SEARCHES = 200
 CLI_SEARCHES = 10
 BRANCH_FILES = 300
-
-
-def _pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return round(values[min(len(values) - 1, int(p * len(values)))], 2) if values else 0.0
-
-
-def _ms(values: list[float]) -> dict:
-    return {"p50_ms": round(statistics.median(values), 2) if values else 0.0, "p95_ms": _pct(values, 0.95),
-            "p99_ms": _pct(values, 0.99), "n": len(values)}
 
 
 def _python_files(repo: Path) -> list[Path]:
@@ -80,10 +71,10 @@ async def _mcp_phase(repo: Path, index_dir: Path, queries: list[str], log) -> di
             t = time.perf_counter()
             await tool("search_code", query=q, k=10)
             latencies.append(1000 * (time.perf_counter() - t))
-        out["live_mcp_search"] = _ms(latencies)
+        out["live_mcp_search"] = latency_ms(latencies)
         log(f"live: {len(latencies)} warm searches through MCP: p50 {out['live_mcp_search']['p50_ms']} ms, "
             f"p99 {out['live_mcp_search']['p99_ms']} ms")
-        out["live_cli_search"] = _ms(await asyncio.to_thread(_cli_searches, repo, index_dir, queries))
+        out["live_cli_search"] = latency_ms(await asyncio.to_thread(_cli_searches, repo, index_dir, queries))
         log(f"live: `orchestrator search` through the MCP server's API, wall (process start included): p50 "
             f"{out['live_cli_search']['p50_ms']} ms")
         out.update(await _edits(repo, tool, log))
@@ -128,7 +119,7 @@ async def _edits(repo: Path, tool, log) -> dict:
             return bool(hits) and hits[0]["path"] == rel
 
         edit_s.append(await _until(found))
-    out = {"live_edit_to_searchable": _ms([1000 * s for s in edit_s])}
+    out = {"live_edit_to_searchable": latency_ms([1000 * s for s in edit_s])}
     victim = files[0]
     name = "live_bench_removed_function"
     with open(victim, "a") as fh:

@@ -27,9 +27,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.common import ORCHESTRATOR, index_command, summary_of
+
 ROOT = Path(__file__).resolve().parent.parent
-PEER_VENV = Path(os.environ.get("CODEINDEX_PEER_VENV", ROOT / ".venv-peer"))
-ORCHESTRATOR = Path(os.environ.get("CODEINDEX_ORCHESTRATOR", ROOT / ".venv" / "bin" / "orchestrator"))
+# the peer's own virtualenv, as scripts/setup-peer-venv.sh makes it (the same variable names its folder)
+PEER_VENV = Path(os.environ.get("PEER_VENV", ROOT / ".venv-peer"))
 SAMPLE_S = 0.25  # PSS sampling period
 # the corpus the comparison runs on (make bench STAGE=peer): the one a new user tried both tools on
 PEER_CORPUS = [("requests", "2.32.3"), ("flask", "3.1.0"), ("rich", "13.9.4")]
@@ -241,12 +243,8 @@ def codeindex_index(copy: Path, index_dir: Path, log_path: Path) -> tuple[Run, d
     if not ORCHESTRATOR.exists():
         raise RuntimeError(f"no {ORCHESTRATOR}: codeindex's virtualenv is not set up")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = [str(ORCHESTRATOR), "index", str(copy), "--json", "--index-dir", str(index_dir)]
-    run = timed(cmd, copy, env, log_path)
-    lines = [ln for ln in run.output.splitlines() if ln.startswith("{") and '"chunks_total"' in ln]
-    if not lines:
-        raise RuntimeError(f"no JSON summary in codeindex's output:\n{run.output[-3000:]}")
-    return run, json.loads(lines[-1])
+    run = timed(index_command(copy, index_dir), copy, env, log_path)
+    return run, summary_of(run.output)
 
 
 def run_codeindex(corpus_root: Path, work: Path, rel: str, log) -> dict:

@@ -103,7 +103,7 @@ def load_section(r: dict) -> list[str]:
              "code: every chunk of it is embedded) runs against the same services and store. Once the run is "
              f"embedding, {clients} clients (threads, one channel each, warmed up first) search through the public "
              f"gRPC API back to back for {seconds} s, each taking the modes {'/'.join(r['load_modes'])} in turn "
-             "with the queries of `bench/queries.py`, 30 s deadline, no retries: any status but OK is a failed "
+             "with the queries of the search-quality set (`bench/quality/queries/`), 30 s deadline, no retries: any status but OK is a failed "
              "search. The same index run alone, on a fresh copy of the index, gives the comparison. All on the "
              "machine above: the clients, the API, the services and the index run share its "
              f"{r.get('machine', {}).get('cores', '?')} cores.", "",
@@ -316,7 +316,9 @@ def write_report(r: dict, docs: Path, name: str = "BENCHMARKS.md") -> None:
               "repeat.",
               "- *Instant model*: the same pipeline with `CODEINDEX_EMBED_BACKEND=hash`, what everything but the "
               "model can move.",
-              "- *Search*: 200 queries through `orchestrator serve` (query embedding included), one client.",
+              "- *Search*: the search-quality set's queries (`bench/quality/queries/`, distinct texts) through "
+              "`orchestrator serve` (query embedding included), back to back for 30 s (10 s with QUICK=1): one "
+              "client, then one client in vector mode, then 8 clients.",
               "- *Utilisation*: CPU of each stage's processes, sampled every 0.5 s during the end-to-end run.",
               ""]
     if name == "BENCHMARKS.md":

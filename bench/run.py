@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench import corpus as corpus_mod  # noqa: E402
+from bench.common import index_command, percentile, summary_of  # noqa: E402
 from codeindex_common.model import FileRecord  # noqa: E402
 from orchestrator.clients import EmbedderClient, StoreClient  # noqa: E402
 from codeindex_common.launcher import LocalServices, ServiceProcess, orchestrator_command  # noqa: E402
@@ -421,10 +422,8 @@ def e2e_index_dir(c: Corpus) -> Path:
 
 
 def orchestrator_index(repo: Path, index_dir: Path, env: dict | None = None, sample: bool = False):
-    exe = str(Path(sys.executable).with_name("orchestrator"))
     started = time.perf_counter()
-    proc = subprocess.Popen([exe, "index", str(repo), "--json", "--index-dir", str(index_dir)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(index_command(repo, index_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})
     samples: list[dict] = []
     if sample:
@@ -435,7 +434,7 @@ def orchestrator_index(repo: Path, index_dir: Path, env: dict | None = None, sam
         out, err = proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"orchestrator index failed: {err[-3000:]}")
-    return json.loads(out.strip().splitlines()[-1]), time.perf_counter() - started, samples
+    return summary_of(out), time.perf_counter() - started, samples
 
 
 def sequential_baseline(c: Corpus) -> dict:
@@ -539,7 +538,8 @@ class _Api:
     """``orchestrator serve`` on an index (it starts its embedder and store)."""
 
     def __init__(self, root: Path, index_dir: Path, env: dict[str, str] | None = None):
-        work = Path(tempfile.mkdtemp())
+        self._work = tempfile.TemporaryDirectory(prefix="bench-api-")
+        work = Path(self._work.name)
         self.api = ServiceProcess("orchestrator serve", orchestrator_command("serve"),
                                   ["--path", str(root), "--index-dir", str(index_dir)], listen="127.0.0.1:0",
                                   ready_file=str(work / "api.json"), log_path=str(work / "api.log"), env=env)
@@ -550,7 +550,10 @@ class _Api:
             raise
 
     def stop(self) -> None:
-        self.api.stop(60)
+        try:
+            self.api.stop(60)
+        finally:
+            self._work.cleanup()
 
 
 def _latencies(address: str, queries: list[str], clients: int, seconds: float, mode: str = "",
@@ -614,12 +617,9 @@ def _latencies(address: str, queries: list[str], clients: int, seconds: float, m
     started = opened[0]
     elapsed = ended - started
 
-    def pct(lat: list[float], p: float) -> float:
-        return round(lat[max(0, int(len(lat) * p) - 1)], 2) if lat else 0.0
-
     lat = sorted(x for r in results for _, x in r)
-    out = {"p50_ms": round(statistics.median(lat), 2) if lat else 0.0, "p95_ms": pct(lat, 0.95),
-           "p99_ms": pct(lat, 0.99), "max_ms": round(lat[-1], 2) if lat else 0.0,
+    out = {"p50_ms": round(statistics.median(lat), 2) if lat else 0.0, "p95_ms": percentile(lat, 0.95),
+           "p99_ms": percentile(lat, 0.99), "max_ms": round(lat[-1], 2) if lat else 0.0,
            "qps": round(len(lat) / elapsed, 1), "queries": len(lat), "errors": len(errors),
            "error_codes": dict(collections.Counter(errors)), "empty": len(empty),
            "per_client_min": min(len(r) for r in results), "per_client_max": max(len(r) for r in results),
@@ -629,7 +629,7 @@ def _latencies(address: str, queries: list[str], clients: int, seconds: float, m
         for m in modes:
             ms = sorted(x for r in results for mm, x in r if mm == m)
             out["by_mode"][m] = {"queries": len(ms), "p50_ms": round(statistics.median(ms), 2) if ms else 0.0,
-                                 "p99_ms": pct(ms, 0.99)}
+                                 "p99_ms": percentile(ms, 0.99)}
     return out
 
 
@@ -707,7 +707,7 @@ def corpus_index(c: Corpus) -> Path:
     return e2e_dir
 
 
-def corpus_queries(c: Corpus) -> list[str]:
+def corpus_queries() -> list[str]:
     """What the latency and load measures search for: the search-quality set's queries (their quality is
     measured by the quality stage, on its own projects)."""
     from bench.quality.judgments import load
@@ -719,7 +719,7 @@ def bench_search(c: Corpus) -> dict:
     from store_svc.store import StoreSettings, VectorStore
 
     e2e_dir = corpus_index(c)
-    queries = corpus_queries(c)
+    queries = corpus_queries()
     out: dict = {}
     # latency at SEARCH_ROWS rows: exact search first, then with the ANN index
     big_dir = WORK / "search-index"
@@ -807,7 +807,7 @@ def _index_under_load(c: Corpus, repo: Path, clients: int, seconds: float) -> di
     index_dir = WORK / "load-index"
     shutil.rmtree(index_dir, ignore_errors=True)
     shutil.copytree(e2e_index_dir(c) / "lancedb", index_dir / "lancedb")
-    queries = corpus_queries(c)
+    queries = corpus_queries()
     out: dict = {}
     with LocalServices(["parser", "embed", "store"], str(index_dir), timeout=300) as svc:
         env = {f"CODEINDEX_ORCHESTRATOR_{stage.upper()}_ADDR": svc.address(stage)
@@ -909,6 +909,18 @@ def machine() -> dict:
             "python": platform.python_version(), "platform": platform.platform()}
 
 
+def history_line(results: dict) -> dict:
+    """What history.jsonl keeps of a run: its figures, without the per-sample CPU use or the quality
+    stage's per-query scores (latest.json has both)."""
+    out = {k: v for k, v in results.items() if k != "utilisation"}
+    if isinstance(quality := out.get("quality"), dict):
+        out["quality"] = {k: v for k, v in quality.items() if k not in ("modes", "ablation")}
+        for group in ("modes", "ablation"):
+            out["quality"][group] = {name: {k: v for k, v in cfg.items() if k != "per_query"}
+                                     for name, cfg in quality.get(group, {}).items()}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a smaller corpus; a few minutes")
@@ -931,7 +943,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     c = Corpus(args.quick)
     log(f"corpus: {c.describe()}")
-    stages = [args.stage] if args.stage else list(STAGES)
+    # the side-by-side with the peer is a CPU comparison (and needs its virtualenv): not part of a GPU run
+    stages = [args.stage] if args.stage else [st for st in STAGES if not (gpu and st == "peer")]
     for stage in stages:
         log(f"--- {stage}")
         if stage == "parser":
@@ -953,7 +966,7 @@ def main(argv: list[str] | None = None) -> int:
         elif stage == "live":
             from bench.live import bench_live
 
-            results.update(bench_live(c.root, corpus_index(c), corpus_queries(c), WORK, log))
+            results.update(bench_live(c.root, corpus_index(c), corpus_queries(), WORK, log))
         elif stage == "peer":
             from bench.peer import PEER_CORPUS, bench_peer
 
@@ -965,7 +978,8 @@ def main(argv: list[str] | None = None) -> int:
     cmd = " ".join(part for part in ["make bench-gpu" if gpu else "make bench", "QUICK=1" if args.quick else "",
                                      f"STAGE={args.stage}" if args.stage else ""] if part)
     date = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+    # the code that ran: HEAD, marked -dirty when the working tree had changes not committed yet
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     if results and "stage_runs" not in results:  # figures from a run that did not record this: its command
         results["stage_runs"] = {st: {"command": results.get("command", "?"), "date": results.get("date", "?"),
@@ -977,7 +991,7 @@ def main(argv: list[str] | None = None) -> int:
                     "bench_seconds": round(time.perf_counter() - started, 1)})
     latest_path.write_text(json.dumps(results, indent=1) + "\n")
     with open(RESULTS / ("history-gpu.jsonl" if gpu else "history.jsonl"), "a") as fh:
-        fh.write(json.dumps({k: v for k, v in results.items() if k not in ("utilisation", "search_quality")}) + "\n")
+        fh.write(json.dumps(history_line(results)) + "\n")
     from bench.report import write_report
 
     write_report(results, DOCS, "BENCHMARKS-GPU.md" if gpu else "BENCHMARKS.md")

@@ -5,29 +5,25 @@ mode and for the ranking stage with each signal on and off.
 
 Searches run in this process against each project's index (``VectorStore``,
 the same code the store service runs), with the query embedded once by the
-embedder's default backend; one configuration (the default one) is also run
-through ``orchestrator serve`` to show the two agree."""
+embedder's default backend, as the orchestrator embeds a query
+(``embedding_text``). The search latency of the API itself is the search
+stage's (``make bench STAGE=search``)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
+import statistics
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
+from bench.common import run_index
 from codeindex_common.model import Query, embedding_text
 from parser_svc.languages import detect
 
 from .judgments import Judged, load
-from .projects import PROJECTS
+from .projects import PROJECTS, ROOT, SRC, WORK
 from .score import Found, metrics, summarize
 
-ROOT = Path(__file__).resolve().parents[2]
-WORK = Path(os.environ.get("CODEINDEX_BENCH_WORK", ROOT / "bench" / ".cache" / "work")).parent / "quality"
-SRC = WORK / "src"
 
 
 def log(msg: str) -> None:
@@ -51,7 +47,6 @@ def build_indexes(names: list[str]) -> dict[str, Path]:
     from bench.corpus import fetch_sources
 
     fetch_sources([p for p in PROJECTS if p.name in names], SRC)
-    exe = str(Path(sys.executable).with_name("orchestrator"))
     fingerprint = parser_fingerprint()
     out = {}
     for name in names:
@@ -59,11 +54,7 @@ def build_indexes(names: list[str]) -> dict[str, Path]:
         stamp = index_dir / "parser.fingerprint"
         stale = stamp.exists() and stamp.read_text() != fingerprint or not stamp.exists() and index_dir.exists()
         started = time.perf_counter()
-        run = subprocess.run([exe, "index", str(SRC / name), "--json", "--index-dir", str(index_dir),
-                              *(["--reindex"] if stale else [])], capture_output=True, text=True)
-        if run.returncode != 0:
-            raise RuntimeError(f"indexing {name} failed: {run.stderr[-2000:]}")
-        summary = json.loads(run.stdout.strip().splitlines()[-1])
+        summary = run_index(SRC / name, index_dir, *(["--reindex"] if stale else []))
         stamp.write_text(fingerprint)
         log(f"{name}: {summary['index_chunks']} chunks of {summary['index_files']} files "
             f"({summary['chunks_embedded']} embedded) in {time.perf_counter() - started:.1f}s")
@@ -104,8 +95,7 @@ def run_config(searcher: Searcher, queries: list[Judged], mode: str, ranking=Non
         timings.append(time.perf_counter() - started)
         per_query.append((q, language_of(q), metrics(found, q)))
     summary = summarize(per_query)
-    timings.sort()
-    summary["store_search_p50_ms"] = round(1000 * timings[len(timings) // 2], 2)
+    summary["store_search_p50_ms"] = round(1000 * statistics.median(timings), 2)
     summary["per_query"] = {q.id: round(m["ndcg@10"], 3) for q, _, m in per_query}
     return summary
 
@@ -140,4 +130,4 @@ def _line(s: dict) -> str:
             f"hit@1 {h['hit@1']:.3f} MRR@10 {h['mrr@10']:.3f} | p50 {s['store_search_p50_ms']} ms")
 
 
-__all__ = ["bench_quality", "build_indexes", "Searcher", "run_config", "replace"]
+__all__ = ["bench_quality", "build_indexes", "Searcher", "run_config"]

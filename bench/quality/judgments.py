@@ -11,6 +11,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.quality.projects import SRC
+
 HERE = Path(__file__).resolve().parent
 QUERIES = HERE / "queries"
 KINDS = ("behaviour", "architecture", "symbol")
@@ -72,7 +74,7 @@ def check(queries: list[Judged], src: Path) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    src = HERE.parent / ".cache" / "quality" / "src"
+    src = SRC
     queries = load(argv or None)
     for q in queries:
         print(f"{q.id} [{q.kind}{', held out' if q.held_out else ''}] {q.query}")

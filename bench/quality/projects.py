@@ -7,7 +7,15 @@ built bundles included, as a user's checkout would have them."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from bench.corpus import Source
+
+ROOT = Path(__file__).resolve().parents[2]
+# where the sources are extracted and indexed (not committed): beside the speed benchmark's work folder
+WORK = Path(os.environ.get("CODEINDEX_BENCH_WORK", ROOT / "bench" / ".cache" / "work")).parent / "quality"
+SRC = WORK / "src"
 
 PROJECTS: list[Source] = [
     Source("click", "pypi", "click", "8.1.7"),

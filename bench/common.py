@@ -1,0 +1,49 @@
+"""What the benchmark's stages do the same way: run ``orchestrator index``, and summarize latencies."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ORCHESTRATOR = Path(os.environ.get("CODEINDEX_ORCHESTRATOR", Path(sys.executable).with_name("orchestrator")))
+
+
+def index_command(repo: Path, index_dir: Path, *extra: str) -> list[str]:
+    """``orchestrator index REPO --json --index-dir INDEX_DIR EXTRA``."""
+    return [str(ORCHESTRATOR), "index", str(repo), "--json", "--index-dir", str(index_dir), *extra]
+
+
+def summary_of(output: str) -> dict:
+    """The JSON summary an ``index --json`` run prints last; RuntimeError if there is none."""
+    lines = [ln for ln in output.splitlines() if ln.startswith("{") and '"chunks_total"' in ln]
+    if not lines:
+        raise RuntimeError(f"no JSON summary in the output of orchestrator index:\n{output[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def run_index(repo: Path, index_dir: Path, *extra: str, env: dict[str, str] | None = None) -> dict:
+    """``orchestrator index`` to its end: its summary; RuntimeError with the tail of stderr if it fails."""
+    run = subprocess.run(index_command(repo, index_dir, *extra), capture_output=True, text=True,
+                         env={**os.environ, **(env or {})})
+    if run.returncode != 0:
+        raise RuntimeError(f"orchestrator index {repo} failed: {run.stderr[-3000:]}")
+    return summary_of(run.stdout)
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The nearest-rank ``p`` percentile (0 < p <= 1) of ``values``, rounded to 0.01; 0.0 for none."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered), max(1, math.ceil(p * len(ordered)))) - 1], 2)
+
+
+def latency_ms(values: list[float]) -> dict:
+    """p50 (the median), p95 and p99 of latencies already in milliseconds, and how many there were."""
+    return {"p50_ms": round(statistics.median(values), 2) if values else 0.0, "p95_ms": percentile(values, 0.95),
+            "p99_ms": percentile(values, 0.99), "n": len(values)}
