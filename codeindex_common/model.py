@@ -460,6 +460,7 @@ class IndexSummary:
     files_unchanged: int = 0
     files_removed: int = 0
     files_skipped: dict[str, int] = field(default_factory=dict)
+    files_hashed: int = 0  # read and hashed; the others' stat was the one the stat cache recorded
     chunks_total: int = 0
     chunks_embedded: int = 0
     chunks_reused: int = 0
@@ -480,14 +481,15 @@ class IndexSummary:
         return orchestrator_pb2.IndexSummary(
             files_seen=self.files_seen, files_indexed=self.files_indexed, files_unchanged=self.files_unchanged,
             files_removed=self.files_removed, files_skipped=self.files_skipped, chunks_total=self.chunks_total,
-            chunks_embedded=self.chunks_embedded, chunks_reused=self.chunks_reused, seconds=self.seconds)
+            chunks_embedded=self.chunks_embedded, chunks_reused=self.chunks_reused, seconds=self.seconds,
+            files_hashed=self.files_hashed)
 
     @classmethod
     def from_pb(cls, pb: orchestrator_pb2.IndexSummary) -> IndexSummary:
         return cls(files_seen=pb.files_seen, files_indexed=pb.files_indexed, files_unchanged=pb.files_unchanged,
                    files_removed=pb.files_removed, files_skipped=dict(pb.files_skipped),
                    chunks_total=pb.chunks_total, chunks_embedded=pb.chunks_embedded,
-                   chunks_reused=pb.chunks_reused, seconds=pb.seconds)
+                   chunks_reused=pb.chunks_reused, seconds=pb.seconds, files_hashed=pb.files_hashed)
 
 
 @dataclass(frozen=True)

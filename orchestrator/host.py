@@ -25,7 +25,7 @@ from .config import ApiSettings, OrchestratorConfig
 from .owner import IndexLock, Owner, current_owner, held_by
 from .pipeline import Pipeline, find_symbol, search
 from .servicer import OrchestratorServicer
-from .session import index_dir, make_stages, settings
+from .session import index_dir, make_stages, settings, stat_cache_path
 from .walker import IgnoreCache
 
 log = logging.getLogger("codeindex.orchestrator")
@@ -78,8 +78,9 @@ class Host:
             await asyncio.to_thread(self.local.start)
             addresses.update({stage: self.local.address(stage) for stage in missing})
         self.stages = make_stages(cfg, addresses)
-        self.servicer = servicer = OrchestratorServicer(self.stages, settings(cfg), addresses, self.allowed_roots,
-                                                        index_lock=self.runs)
+        self.servicer = servicer = OrchestratorServicer(
+            self.stages, settings(cfg), addresses, self.allowed_roots, index_lock=self.runs,
+            stat_cache=stat_cache_path(cfg, self.root))
         service = server.Service(name="orchestrator", service_names=[API_NAME],
                                  register=lambda srv: orchestrator_pb2_grpc.add_OrchestratorServicer_to_server(
                                      servicer, srv))
@@ -128,7 +129,7 @@ class Host:
                     on_progress=None) -> IndexSummary:
         """An index run over the repository (or only ``paths``), after any run already going."""
         async with self.runs:
-            summary = await Pipeline(self.stages, settings(self.cfg), on_progress).index(
+            summary = await Pipeline(self.stages, settings(self.cfg), on_progress, self.servicer.stat_cache).index(
                 self.root, reindex=reindex, paths=paths, maintain=maintain, ignores=self.ignores)
         self.servicer.last_run_at = time.time()
         return summary

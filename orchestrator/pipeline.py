@@ -34,6 +34,7 @@ from codeindex_common.model import (PARSER_FAILURES, EmbedInfo, FileRecord, File
 
 from . import metrics
 from .config import RunSettings
+from .statcache import StatCache
 from .walker import Entry, IgnoreCache, file_hash, read, select, walk
 
 log = logging.getLogger("codeindex.orchestrator")
@@ -179,8 +180,10 @@ class IndexRun:
     paths that were read (the files the repository still has)."""
 
     def __init__(self, stages, settings: Settings, info: EmbedInfo, manifest: dict[str, ManifestEntry],
-                 summary: IndexSummary, progress: Progress, on_progress: Callable[[Progress], None]):
+                 summary: IndexSummary, progress: Progress, on_progress: Callable[[Progress], None],
+                 stat_cache: StatCache):
         self.stages, self.settings, self.info = stages, settings, info
+        self.stat_cache = stat_cache
         self.manifest, self.summary, self.progress = manifest, summary, progress
         self.on_progress = on_progress
         self.waits = progress.waits
@@ -223,25 +226,41 @@ class IndexRun:
     # ------------------------------------------------------------------ read
 
     async def read(self, candidates: list[Entry]) -> None:
-        """Read and hash each file once (in batches, off the event loop); send the changed ones on."""
-        for batch in _batches(candidates):
-            for path, fhash, data in await asyncio.to_thread(_read_batch, batch):
+        """Read and hash each file once (in batches, off the event loop), unless the stat cache knows its
+        hash and the manifest has it; send the changed ones on."""
+        to_read = [e for e in candidates if not self._unchanged_by_stat(e)]
+        self.report()
+        for batch in _batches(to_read):
+            for entry, fhash, data, hashed_at in await asyncio.to_thread(_read_batch, batch):
                 if data is None:  # unreadable
                     self.skip("unreadable")
                     self.progress.files_done += 1
                     continue
-                self.present.add(path)
-                old = self.manifest.get(path)
+                self.summary.files_hashed += 1
+                self.stat_cache.record(entry, fhash, hashed_at)
+                self.present.add(entry.path)
+                old = self.manifest.get(entry.path)
                 if old is not None and old.file_hash == fhash:
                     self.summary.files_unchanged += 1
                     self.progress.files_done += 1
                     continue
-                self.hashes[path] = fhash
+                self.hashes[entry.path] = fhash
                 self.sent += 1
-                await self.waits.put(self.files_q, "files", "read", (path, data))
+                await self.waits.put(self.files_q, "files", "read", (entry.path, data))
             self.report()
         for _ in range(self.settings.parse_streams):
             await self.files_q.put(None)
+
+    def _unchanged_by_stat(self, e: Entry) -> bool:
+        """The file's stat is the one the stat cache recorded with a hash, and the index has that hash."""
+        cached = self.stat_cache.lookup(e)
+        old = self.manifest.get(e.path)
+        if cached is None or old is None or old.file_hash != cached:
+            return False
+        self.present.add(e.path)
+        self.summary.files_unchanged += 1
+        self.progress.files_done += 1
+        return True
 
     # ------------------------------------------------------------------ parse
 
@@ -370,6 +389,19 @@ class IndexRun:
             self.report()
 
 
+def _prune(cache: StatCache, present: set[str], looked: set[str] | None, gone: set[str]) -> None:
+    """After a run: the stat cache forgets the files that are no longer there (``looked``: the paths a
+    paths-only run looked at, None after a whole walk; ``gone``: paths that were not found, with what lay
+    under them)."""
+    if looked is None:
+        cache.keep_only(present)
+        return
+    cache.forget(looked - present)
+    if gone:
+        under = tuple(g + "/" for g in gone)
+        cache.forget([p for p in cache.entries if p in gone or p.startswith(under)])
+
+
 def _batches(entries: list[Entry]) -> list[list[Entry]]:
     """Consecutive groups of at most READ_BATCH_FILES files and about READ_BATCH_BYTES bytes."""
     batches: list[list[Entry]] = [[]]
@@ -383,17 +415,17 @@ def _batches(entries: list[Entry]) -> list[list[Entry]]:
     return [b for b in batches if b]
 
 
-def _read_batch(batch: list[Entry]) -> list[tuple[str, str, bytes | None]]:
-    """(path, content hash, bytes) of each file, read once; bytes None when it cannot be read. Runs in a
-    thread: the caller keeps the bytes of changed files only."""
-    out: list[tuple[str, str, bytes | None]] = []
+def _read_batch(batch: list[Entry]) -> list[tuple[Entry, str, bytes | None, int]]:
+    """(entry, content hash, bytes, when it was hashed) of each file, read once; bytes None when it cannot
+    be read. Runs in a thread: the caller keeps the bytes of changed files only."""
+    out: list[tuple[Entry, str, bytes | None, int]] = []
     for e in batch:
         try:
             data = read(e)
         except OSError:
-            out.append((e.path, "", None))
+            out.append((e, "", None, 0))
             continue
-        out.append((e.path, file_hash(data), data))
+        out.append((e, file_hash(data), data, time.time_ns()))
     return out
 
 
@@ -401,10 +433,13 @@ class Pipeline:
     """Index runs and searches over the three stages."""
 
     def __init__(self, stages, settings: Settings = Settings(),
-                 on_progress: Callable[[Progress], None] | None = None):
+                 on_progress: Callable[[Progress], None] | None = None, stat_cache: str = ""):
+        """``stat_cache``: the file that keeps each file's stat and hash between runs (orchestrator.statcache;
+        "": none, every file is read and hashed)."""
         self.stages = stages
         self.settings = settings
         self.on_progress = on_progress or (lambda p: None)
+        self.stat_cache = stat_cache
 
     async def index(self, root: str, reindex: bool = False, paths: set[str] | None = None,
                     maintain: bool = True, ignores: IgnoreCache | None = None) -> IndexSummary:
@@ -422,11 +457,16 @@ class Pipeline:
         entries, gone, manifest = await self._look(root, paths, ignores)
         summary.files_seen = len(entries)
         progress = Progress()
-        run = IndexRun(self.stages, self.settings, info, manifest, summary, progress, self.on_progress)
+        cache = StatCache(self.stat_cache, root)
+        run = IndexRun(self.stages, self.settings, info, manifest, summary, progress, self.on_progress, cache)
         candidates = [e for e in entries if self._readable(e, run)]
         progress.files_total = len(candidates)
         run.report()
-        present = await run.run(candidates)
+        try:
+            present = await run.run(candidates)
+            _prune(cache, present, None if paths is None else {e.path for e in entries}, gone)
+        finally:  # what was hashed stays true of the files, whatever became of the run
+            await asyncio.to_thread(cache.save)
         progress.publish()
         # removed files go last, so that a moved file reuses their vectors
         if paths is None:

@@ -18,10 +18,12 @@ from .pipeline import Pipeline, Progress, Settings, find_symbol, search
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
     def __init__(self, stages, settings: Settings, addresses: dict[str, str], allowed_roots: list[str],
-                 index_lock: asyncio.Lock | None = None):
+                 index_lock: asyncio.Lock | None = None, stat_cache: str = ""):
         """``index_lock``: held by every index run on this store, theirs and those of others in this
-        process (a Host's watcher, which also sets ``last_run_at``)."""
+        process (a Host's watcher, which also sets ``last_run_at``). ``stat_cache``: the stat cache's file
+        (orchestrator.statcache; it keeps the files of one root: a run over another root starts it afresh)."""
         self.stages = stages
+        self.stat_cache = stat_cache
         self.settings = settings
         self.addresses = addresses
         self.allowed_roots = [os.path.realpath(r) for r in allowed_roots]
@@ -60,7 +62,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
                 updates.put_nowait(p.snapshot().to_pb())
 
         async with self._index_lock:
-            run = asyncio.create_task(Pipeline(self.stages, self.settings, on_progress).index(
+            run = asyncio.create_task(Pipeline(self.stages, self.settings, on_progress, self.stat_cache).index(
                 root, reindex=request.reindex))
             try:
                 while not run.done():

@@ -21,6 +21,12 @@ def index_dir(cfg: OrchestratorConfig, repo: str) -> str:
     return os.path.abspath(cfg.index_dir or os.path.join(repo, ".codeindex"))
 
 
+def stat_cache_path(cfg: OrchestratorConfig, repo: str) -> str:
+    """Where the runs over ``repo`` keep each file's stat and hash (orchestrator.statcache): in the index
+    directory, also when every stage is given (only this file is written there then)."""
+    return os.path.join(index_dir(cfg, repo), "stat-cache.json")
+
+
 def settings(cfg: OrchestratorConfig) -> RunSettings:
     """The run group of the orchestrator's settings."""
     return RunSettings(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(RunSettings)})

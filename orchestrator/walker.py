@@ -4,6 +4,7 @@ directory are never entered; symlinks are not followed (no loops, no escape)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import stat
@@ -23,6 +24,10 @@ class Entry:
     abspath: str
     size: int
     skip_reason: str = ""  # "symlink", "unreadable", "not_regular"
+    # the rest of the stat the walk took (not following links), for the stat cache; 0: none
+    mtime_ns: int = 0
+    ctime_ns: int = 0
+    ino: int = 0
 
 
 class _Ignores:
@@ -128,7 +133,7 @@ def select(root: str, paths: set[str], ignores: IgnoreCache) -> tuple[list[Entry
             for e in walk(full):  # the folder's own .gitignore files; those above it through ignores
                 path = f"{rel}/{e.path}"
                 if not ignores.skipped(path):
-                    found[path] = Entry(path, e.abspath, e.size, e.skip_reason)
+                    found[path] = dataclasses.replace(e, path=path)
         else:
             found[rel] = _entry(rel, full)
     return [found[p] for p in sorted(found)], gone
@@ -140,7 +145,7 @@ def _file_entry(rel: str, path: str, st: os.stat_result) -> Entry:
         return Entry(rel, path, 0, "symlink")
     if not stat.S_ISREG(st.st_mode):
         return Entry(rel, path, 0, "not_regular")
-    return Entry(rel, path, st.st_size)
+    return Entry(rel, path, st.st_size, "", st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def _entry(rel: str, full: str) -> Entry:

@@ -215,7 +215,8 @@ def test_running_services_and_the_public_api(tmp_path, embed_service, start_serv
     env = {"CODEINDEX_ORCHESTRATOR_STORE_ADDR": store.address}  # an environment variable works as a flag
     summary = index(repo, "--parser-addr", parser.address, "--embed-addr", embed_service.address, env=env)
     assert summary["files_indexed"] == 10
-    assert not (repo / ".codeindex").exists(), "no local services were started"
+    # no local services were started: the index directory holds the stat cache alone
+    assert [p.name for p in (repo / ".codeindex").iterdir()] == ["stat-cache.json"]
 
     api = OrchestratorServe(tmp_path, repo, "--parser-addr", parser.address, "--embed-addr",
                             embed_service.address, "--store-addr", store.address, timeout=60)
