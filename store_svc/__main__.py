@@ -19,7 +19,9 @@ SERVICE_NAME = store_pb2.DESCRIPTOR.services_by_name["Store"].full_name
 def build(cfg: StoreConfig) -> server.Service:
     servicer = StoreServicer(None, cfg.flush_rows, cfg.flush_ms, cfg.write_concurrency)
     settings = StoreSettings(ann_min_rows=cfg.ann_min_rows, ann_index=cfg.ann_index,
-                             keep_versions_seconds=cfg.keep_versions_seconds,
+                             keep_versions_seconds=cfg.keep_versions_seconds, upkeep_full_rows=cfg.upkeep_full_rows,
+                             upkeep_unindexed_share=cfg.upkeep_unindexed_share,
+                             upkeep_max_versions=cfg.upkeep_max_versions,
                              consistency_seconds=cfg.consistency_seconds)
     options = storage_options(cfg)
 

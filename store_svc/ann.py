@@ -102,6 +102,15 @@ class AnnIndex:
         """Take the index a table already has (an index opened again)."""
         self.current = built_ann(table)
 
+    def due(self, table, dim: int) -> bool:
+        """Whether ``refresh`` would build, rebuild or drop the index (not merely keep it)."""
+        rows = table.count_rows()
+        current = built_ann(table)
+        if rows < self.min_rows or self.kind == "none":
+            return current is not None
+        wanted = derive_ann(rows, dim, self.kind)
+        return current is None or current.kind != wanted.kind or wanted.partitions >= 2 * current.partitions
+
     def refresh(self, table, dim: int) -> None:
         """After new rows (which the table's optimize folds into an existing index)."""
         rows = table.count_rows()

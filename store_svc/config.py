@@ -32,8 +32,18 @@ class StoreConfig(ServerSettings):
     """ANN index type: auto (IVF_FLAT below a million rows, IVF_PQ above), ivf_flat, ivf_pq, ivf_hnsw_sq
     or none."""
     keep_versions_seconds: float = 60.0
-    """After each run, table versions older than this are removed (a reader still on an older version
+    """At each upkeep, table versions older than this are removed (a reader still on an older version
     needs it)."""
+    upkeep_full_rows: int = 100_000
+    """Up to this many rows, every run that wrote ends with the upkeep (compaction, indexes refreshed, old
+    versions removed); above, only once it is due: see --upkeep-unindexed-share and --upkeep-max-versions
+    (an index missing or to be trained again is always due)."""
+    upkeep_unindexed_share: float = 0.05
+    """Above --upkeep-full-rows, the upkeep is due once the rows the indexes do not hold yet are this share
+    of the table (until then searches read them without an index: nothing is missed)."""
+    upkeep_max_versions: int = 100
+    """Above --upkeep-full-rows, the upkeep is due once the table has this many versions (which bounds its
+    fragments and versions)."""
     consistency_seconds: float = 5.0
     """When other processes write the table, reads check for its latest version this often."""
     flush_rows: int = 2048

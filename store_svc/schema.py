@@ -24,7 +24,8 @@ META_COLUMNS = ["id", "path", "language", "kind", "symbol", "qualified_name", "p
 DERIVED = ("kw_names", "kw_body", "names", "names_folded", "definitions")
 SCALAR_INDEXES = {"path": BTree, "content_hash": BTree, "id": BTree, "symbol": BTree, "qualified_name": BTree,
                   "language": Bitmap, "kind": Bitmap, "names": LabelList, "names_folded": LabelList}
-FTS_COLUMNS = ("text", "kw_names", "kw_body")
+# the full-text indexes every upkeep keeps (one over the raw text is built when a search first asks for it)
+FTS_COLUMNS = ("kw_names", "kw_body")
 
 
 def chunks_schema(dim: int) -> pa.Schema:

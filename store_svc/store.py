@@ -59,6 +59,10 @@ class StoreSettings:
     ann_min_rows: int = 10_000
     ann_index: str = "auto"
     keep_versions_seconds: float = 60.0
+    # the upkeep after a run (see VectorStore.optimize and StoreConfig's upkeep_* settings)
+    upkeep_full_rows: int = 100_000
+    upkeep_unindexed_share: float = 0.05
+    upkeep_max_versions: int = 100
     commit_attempts: int = 8
     consistency_seconds: float = 5.0
     ranking: RankingOptions = DEFAULT
@@ -409,18 +413,42 @@ class VectorStore:
     # ------------------------------------------------------------------ maintenance
 
     def optimize(self) -> Stats:
-        """After a run: create the scalar and full-text indexes if missing;
-        build the ANN index once the table has ``ann_min_rows`` rows, and
-        train it again once the table has grown enough to want twice the
-        partitions; then compact both tables (which folds new rows into every
-        index) and remove versions older than ``keep_versions_seconds``."""
+        """After a run, when the upkeep is due (``upkeep_due``): create the
+        scalar and full-text indexes if missing; build the ANN index once the
+        table has ``ann_min_rows`` rows, and train it again once the table has
+        grown enough to want twice the partitions; then compact both tables
+        (which folds new rows into every index) and remove versions older
+        than ``keep_versions_seconds``."""
         with self._replace_lock:
-            if self._chunks is not None and self._chunks.count_rows():
-                with metrics.MAINTENANCE_SECONDS.labels("scalar_indexes").time():
-                    self._ensure_indexes()
-                self._ann.refresh(self._chunks, self.dim)
-            self._compact(timedelta(seconds=self.settings.keep_versions_seconds))
+            if self._chunks is None or not self._chunks.count_rows() or self.upkeep_due():
+                if self._chunks is not None and self._chunks.count_rows():
+                    with metrics.MAINTENANCE_SECONDS.labels("scalar_indexes").time():
+                        self._ensure_indexes()
+                    self._ann.refresh(self._chunks, self.dim)
+                self._compact(timedelta(seconds=self.settings.keep_versions_seconds))
+            else:
+                metrics.UPKEEP_DEFERRED.inc()
         return self.stats()
+
+    def upkeep_due(self) -> bool:
+        """Whether a run's upkeep is worth its cost now. Up to ``upkeep_full_rows`` rows it always is (it is
+        cheap); above, only when an index is missing or wants building again, when the rows that the
+        indexes do not hold yet reach ``upkeep_unindexed_share`` of the table, or when the table has
+        ``upkeep_max_versions`` versions: so that a one-file edit of a large index costs the edit, and
+        fragments and versions stay bounded. Until then searches read the newer rows without the indexes'
+        help (exactly: nothing is missed)."""
+        s, table = self.settings, self._chunks
+        rows = table.count_rows()
+        if rows <= s.upkeep_full_rows:
+            return True
+        indices = table.list_indices()
+        have = {c for ix in indices for c in ix.columns}
+        if not {*SCALAR_INDEXES, *FTS_COLUMNS} <= have or self._ann.due(table, self.dim):
+            return True
+        if len(table.list_versions()) >= s.upkeep_max_versions:
+            return True
+        unindexed = max((table.index_stats(ix.name).num_unindexed_rows for ix in indices), default=0)
+        return unindexed >= s.upkeep_unindexed_share * rows
 
     def _ensure_indexes(self) -> None:
         """The scalar indexes and the full-text index, where missing."""

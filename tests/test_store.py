@@ -11,12 +11,12 @@ from store_svc.store import VectorStore
 DIM = 8
 
 
-def record(path, source, seed=0, file_hash="h1"):
+def record(path, source, seed=0, file_hash="h1", dim=DIM, model="test-model"):
     chunks = list(chunk_file(path, source.encode(), limits=Limits(min_tokens=0)).chunks)  # one chunk a function
     rng = np.random.default_rng(seed)
-    vecs = rng.standard_normal((len(chunks), DIM)).astype(np.float32)
+    vecs = rng.standard_normal((len(chunks), dim)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    return FileRecord(path, file_hash, chunks, vecs, "", "test-model")
+    return FileRecord(path, file_hash, chunks, vecs, "", model)
 
 
 def rows(store):
@@ -302,7 +302,12 @@ def test_optimize_builds_indexes_and_the_ann_index_keeps_recall(tmp_path):
     store.write(recs)
     assert store.optimize().vector_index == ""  # below ann_min_rows: exact search
     names = {c for ix in store._chunks.list_indices() for c in ix.columns}
-    assert {"path", "content_hash", "id", "text", "language"} <= names
+    assert {"path", "content_hash", "id", "kw_names", "kw_body", "language"} <= names
+    assert "text" not in names  # the raw text's full-text index: only once a search asks for it
+    from store_svc.ranking import PREVIOUS
+
+    assert store.search(vecs[7], Query(text="fn7", k=3, mode="hybrid"), ranking=PREVIOUS)  # BM25 over the text
+    assert "text" in {c for ix in store._chunks.list_indices() for c in ix.columns}
     more, more_vecs = _bulk(1500, dim, start=1500)
     store.write(more)
     stats = store.optimize()
@@ -322,6 +327,39 @@ def test_optimize_builds_indexes_and_the_ann_index_keeps_recall(tmp_path):
     store.optimize()
     ix = next(ix for ix in store._chunks.list_indices() if ix.name == stats.vector_index)
     assert (ix.num_indexed_rows, ix.num_unindexed_rows) == (3200, 0)
+
+
+def test_a_large_table_defers_its_upkeep_until_it_is_due_and_misses_nothing(tmp_path):
+    """Above upkeep_full_rows, a small write does not pay for a compaction and index refresh of the whole
+    table; its rows are searched all the same (by vector and by keyword); the upkeep comes once the
+    versions (or the unindexed rows) reach their bound, and takes the versions back down."""
+    from store_svc.store import StoreSettings
+
+    dim = 16
+    settings = StoreSettings(ann_min_rows=500, keep_versions_seconds=0, upkeep_full_rows=1000,
+                             upkeep_unindexed_share=0.05, upkeep_max_versions=12)
+    store = VectorStore(str(tmp_path / "db"), settings=settings)
+    recs, _ = _bulk(2000, dim)
+    store.write(recs)
+    assert store.upkeep_due()  # no index yet
+    built = store.optimize()
+    assert built.vector_index and built.versions <= 2 and not store.upkeep_due()
+    for edits in range(settings.upkeep_max_versions):
+        rec = record(f"edit{edits}.py", f"def edited_function_{edits}(x):\n    return x + {edits}\n", seed=edits,
+                     dim=dim, model="m")
+        store.write([rec])
+        if store.upkeep_due():
+            break
+        stats = store.optimize()  # deferred: versions pile up (bounded), nothing is compacted
+        assert stats.versions > built.versions + edits
+        hits = store.search(rec.vectors[0], Query(text=f"edited_function_{edits}", k=3, mode="hybrid"))
+        assert hits[0].chunk.path == f"edit{edits}.py", (edits, [h.chunk.path for h in hits])
+        assert store.search(None, Query(text=f"edited_function_{edits}", k=3, mode="keyword"))[0].chunk.path == \
+            f"edit{edits}.py"
+    assert 0 < edits < settings.upkeep_max_versions - 1  # each write adds versions: their bound came first
+    assert store.optimize().versions <= 2  # the upkeep, once due
+    ix = next(ix for ix in store._chunks.list_indices() if ix.index_type == "FTS" and ix.columns == ["kw_names"])
+    assert store._chunks.index_stats(ix.name).num_unindexed_rows == 0
 
 
 def test_ivf_pq_is_built_and_searched(tmp_path):

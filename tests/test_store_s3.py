@@ -185,7 +185,7 @@ def test_vector_store_on_s3(moto, aws_env):
     expected_ann = derive_ann(601, DIM).name
     assert stats.vector_index == expected_ann == "vector_ivf_flat_p25"  # sqrt(601) partitions
     indexed = {c for ix in store._chunks.list_indices() for c in ix.columns}
-    assert {"path", "content_hash", "id", "symbol", "text", "vector"} <= indexed
+    assert {"path", "content_hash", "id", "symbol", "kw_names", "kw_body", "vector"} <= indexed
     ann = next(ix for ix in store._chunks.list_indices() if ix.name == expected_ann)
     assert (ann.num_indexed_rows, ann.num_unindexed_rows) == (601, 0)
     manifests = _manifests(moto.keys(prefix), "chunks")
