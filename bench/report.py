@@ -103,7 +103,8 @@ def load_section(r: dict) -> list[str]:
              "code: every chunk of it is embedded) runs against the same services and store. Once the run is "
              f"embedding, {clients} clients (threads, one channel each, warmed up first) search through the public "
              f"gRPC API back to back for {seconds} s, each taking the modes {'/'.join(r['load_modes'])} in turn "
-             "with the queries of the search-quality set (`bench/quality/queries/`), 30 s deadline, no retries: any status but OK is a failed "
+             "with the queries of the search-quality set (`bench/quality/queries/`), 30 s deadline, no retries: "
+             "any status but OK is a failed "
              "search. The same index run alone, on a fresh copy of the index, gives the comparison. All on the "
              "machine above: the clients, the API, the services and the index run share its "
              f"{r.get('machine', {}).get('cores', '?')} cores.", "",
@@ -230,6 +231,32 @@ def peer_section(p: dict | None) -> list[str]:
     return lines
 
 
+def scale_section(sc: dict | None, run: dict) -> list[str]:
+    """The synthetic monorepo (``make bench STAGE=scale``)."""
+    if not sc:
+        return []
+    rec, full = sc["recipe"], sc["full"]
+    lines = ["", "## A monorepo", "",
+             f"Measured by `{run.get('command', '?')}` at {run.get('commit', '?')}, {run.get('date', '?')}.", "",
+             f"{fmt(full['index_files'])} files, {fmt(full['index_chunks'])} chunks: {rec['copies']} copies of the "
+             f"corpus's {rec['sources']} files of at most {fmt(rec['max_file_bytes'])} bytes under distinct paths, "
+             "each file given one line of its own, indexed with the instant `hash` backend (everything but the "
+             "model; bench/scale.py). Peak RSS is sampled every 0.25 s over all processes of the run.", "",
+             "| run | wall s | own s | files read and hashed | chunks embedded | peak RSS, all processes, MB |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for key, label in (("full", "full index"), ("noop", "no change (right after it)"),
+                       ("noop_again", "no change"), ("touch_all", "`touch` of every file"),
+                       ("one_edit", "one file edited")):
+        r = sc[key]
+        lines.append(f"| {label} | {fmt(r['wall_s'])} | {fmt(r['seconds'])} | {fmt(r['files_hashed'])} | "
+                     f"{fmt(r['chunks_embedded'])} | {fmt(r['peak_rss_mb'])} |")
+    by_stage = ", ".join(f"{k} {fmt(v)}" for k, v in full["peak_rss_mb_by_stage"].items())
+    lines += ["", f"Full index: {fmt(sc['chunks_per_s'])} chunks/s over the run's own seconds; peak RSS by stage "
+              f"(MB): {by_stage}. The index takes {fmt(sc['index_mb'])} MB on disk. The first search after it (a "
+              f"cold `orchestrator search`, services started) answered after {fmt(sc['first_search_s'])} s."]
+    return lines
+
+
 def write_report(r: dict, docs: Path, name: str = "BENCHMARKS.md") -> None:
     docs.mkdir(exist_ok=True)
     png = name.lower().replace(".md", ".png")
@@ -276,6 +303,7 @@ def write_report(r: dict, docs: Path, name: str = "BENCHMARKS.md") -> None:
     lines += quality_section(r.get("quality"))
     lines += live_section(r)
     lines += peer_section(r.get("peer"))
+    lines += scale_section(r.get("scale"), runs.get("scale", {}))
     gpu = r.get("embed_gpu")
     if gpu:
         lines += ["", f"GPU during the embedder run: {gpu['gpu_util_mean_pct']}% mean utilisation while busy "

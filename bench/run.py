@@ -1,7 +1,7 @@
 """``make bench``: measure the pipeline against its bottleneck, against the
 sequential design it replaces, and over time. See docs/BENCHMARKS.md.
 
-    python -m bench.run [--quick] [--stage parser|embed|store|pipeline|search|load]
+    python -m bench.run [--quick] [--stage parser|embed|store|pipeline|search|load|quality|live|peer|scale]
 
 Everything runs in one process tree on this machine, on a corpus fetched from
 PyPI (bench/corpus.py); results are merged into bench/results/latest.json,
@@ -43,7 +43,7 @@ from orchestrator.walker import file_hash, read, walk  # noqa: E402
 
 RESULTS = Path(os.environ.get("CODEINDEX_BENCH_RESULTS", ROOT / "bench" / "results"))
 DOCS = Path(os.environ.get("CODEINDEX_BENCH_DOCS", ROOT / "docs"))
-STAGES = ("parser", "embed", "store", "pipeline", "search", "load", "quality", "live", "peer")
+STAGES = ("parser", "embed", "store", "pipeline", "search", "load", "quality", "live", "peer", "scale")
 DEVICE = os.environ.get("CODEINDEX_EMBED_DEVICE", "cpu")  # `make bench-gpu` sets cuda for services and baselines
 WORK = Path(os.environ.get("CODEINDEX_BENCH_WORK", ROOT / "bench" / ".cache" / "work"))
 # The corpus's chunk texts saved by `--save-texts`: the embed stage then needs no corpus download and no
@@ -943,8 +943,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     c = Corpus(args.quick)
     log(f"corpus: {c.describe()}")
-    # the side-by-side with the peer is a CPU comparison (and needs its virtualenv): not part of a GPU run
-    stages = [args.stage] if args.stage else [st for st in STAGES if not (gpu and st == "peer")]
+    # the side-by-side with the peer is a CPU comparison (and needs its virtualenv), and the scale stage uses
+    # the instant hash backend: neither is part of a GPU run
+    stages = [args.stage] if args.stage else [st for st in STAGES if not (gpu and st in ("peer", "scale"))]
     for stage in stages:
         log(f"--- {stage}")
         if stage == "parser":
@@ -973,6 +974,10 @@ def main(argv: list[str] | None = None) -> int:
             root = corpus_mod.fetch(PEER_CORPUS, WORK / "peer-corpus")
             results["peer"] = bench_peer(root, WORK / "peer", log)
             results["peer"]["corpus"] = [f"{n}=={v}" for n, v in PEER_CORPUS]
+        elif stage == "scale":
+            from bench.scale import bench_scale
+
+            results["scale"] = bench_scale(c.root, WORK, log)
     if (efficiency := pipeline_efficiency(results)) is not None:
         results["pipeline_efficiency"] = efficiency
     cmd = " ".join(part for part in ["make bench-gpu" if gpu else "make bench", "QUICK=1" if args.quick else "",

@@ -1,0 +1,180 @@
+"""``make bench STAGE=scale``: a synthetic monorepo of at least 100,000 files
+and 1,000,000 chunks, made from the benchmark corpus's real sources (its
+files of at most 16 KB, copied under distinct paths, each copy's files
+given one line of their own so that no two files are the same), indexed
+with the instant ``hash`` backend, which measures everything but the model.
+
+Reported: the full index (chunks/s, peak RSS of each process and of all
+together, the index's size on disk), the first search after it (a cold
+``orchestrator search``: services started, answer printed), then a
+no-change re-index, a ``touch`` of every file (as a branch checkout does)
+and a one-file edit: wall time, the run's own seconds, files read and
+hashed, chunks embedded. ``CODEINDEX_SCALE_FILES`` sets the size (default
+100,000 files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from bench.common import ORCHESTRATOR, index_command, summary_of
+
+FILES = int(os.environ.get("CODEINDEX_SCALE_FILES", "100000"))
+MAX_FILE_BYTES = 16_000
+HASH = {"CODEINDEX_EMBED_BACKEND": "hash", "HF_HUB_OFFLINE": "1"}
+COMMENT = {".py": "#", ".toml": "#", ".cfg": "#", ".cnf": "#", ".txt": "#", ".in": "#", ".sh": "#",
+           ".c": "//", ".h": "//", ".js": "//", ".ts": "//", ".rst": "..", ".md": "<!--"}
+
+
+def _sources(corpus_root: Path) -> list[Path]:
+    return sorted(p for p in corpus_root.rglob("*") if p.is_file() and p.stat().st_size <= MAX_FILE_BYTES
+                  and ".codeindex" not in p.parts)
+
+
+def build(corpus_root: Path, dest: Path, files: int, log) -> dict:
+    """The monorepo under ``dest`` (kept between runs while its recipe is the same)."""
+    sources = _sources(corpus_root)
+    copies = -(-files // len(sources))
+    recipe = {"files": files, "copies": copies, "sources": len(sources), "max_file_bytes": MAX_FILE_BYTES}
+    stamp = dest / ".scale.json"
+    if stamp.exists() and json.loads(stamp.read_text()) == recipe:
+        return recipe
+    shutil.rmtree(dest, ignore_errors=True)
+    started, written = time.perf_counter(), 0
+    texts = [(p.relative_to(corpus_root), p.read_bytes()) for p in sources]
+    for i in range(copies):
+        for rel, data in texts:
+            if written == files:
+                break
+            mark = COMMENT.get(rel.suffix)
+            extra = f"\n{mark} scale copy {i}{' -->' if mark == '<!--' else ''}\n".encode() if mark else b""
+            target = dest / f"team{i % 16:02d}" / f"svc{i:04d}" / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data + extra)
+            written += 1
+    stamp.write_text(json.dumps(recipe))
+    log(f"scale: {written} files in {copies} copies of {len(sources)} corpus files, "
+        f"{time.perf_counter() - started:.0f}s")
+    return recipe
+
+
+def _label(cmdline: list[str]) -> str:
+    cmd = " ".join(cmdline)
+    for stage in ("parser", "embed", "store"):
+        if f"{stage}_svc" in cmd:
+            return stage
+    return "parser" if "forkserver" in cmd or "multiprocessing" in cmd else "orchestrator"
+
+
+class PeakRss:
+    """Every 0.25 s, the RSS of each process of a tree by stage (the parser's workers with the parser):
+    the peak of each stage's sum, and of the whole tree's."""
+
+    def __init__(self, pid: int):
+        import psutil
+
+        self.root = psutil.Process(pid)
+        self.by_stage: dict[str, float] = {}
+        self.total = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        sums: dict[str, float] = {}
+        try:
+            procs = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return
+        for p in procs:
+            try:
+                label = _label(p.cmdline())
+                sums[label] = sums.get(label, 0.0) + p.memory_info().rss / 2**20
+            except psutil.Error:
+                continue
+        for label, mb in sums.items():
+            self.by_stage[label] = max(self.by_stage.get(label, 0.0), mb)
+        self.total = max(self.total, sum(sums.values()))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(0.25)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _index(repo: Path, index_dir: Path) -> dict:
+    """One ``orchestrator index`` run: its summary, wall time and peak RSS."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(index_command(repo, index_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, **HASH})
+    with PeakRss(proc.pid) as rss:
+        out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"orchestrator index {repo} failed: {err[-3000:]}")
+    s = summary_of(out)
+    return {"wall_s": round(time.perf_counter() - started, 2), "seconds": s["seconds"],
+            "files_seen": s["files_seen"], "files_hashed": s.get("files_hashed", s["files_seen"]),
+            "files_indexed": s["files_indexed"], "chunks_total": s["chunks_total"],
+            "chunks_embedded": s["chunks_embedded"], "index_chunks": s["index_chunks"],
+            "index_files": s["index_files"], "peak_rss_mb": round(rss.total),
+            "peak_rss_mb_by_stage": {k: round(v) for k, v in sorted(rss.by_stage.items())}}
+
+
+def _first_search(repo: Path, index_dir: Path) -> float:
+    started = time.perf_counter()
+    run = subprocess.run([str(ORCHESTRATOR), "search", "parse the header of a response", "--path", str(repo),
+                          "--index-dir", str(index_dir), "--json", "-k", "5"], capture_output=True, text=True,
+                         env={**os.environ, **HASH})
+    if run.returncode != 0 or not json.loads(run.stdout):
+        raise RuntimeError(f"the first search failed: {run.stderr[-2000:]}")
+    return round(time.perf_counter() - started, 2)
+
+
+def _size_mb(path: Path) -> float:
+    return round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20, 1)
+
+
+def bench_scale(corpus_root: Path, work: Path, log) -> dict:
+    repo, index_dir = work / "scale-repo", work / "scale-index"
+    recipe = build(corpus_root, repo, FILES, log)
+    shutil.rmtree(index_dir, ignore_errors=True)
+    out: dict = {"recipe": recipe}
+    out["full"] = full = _index(repo, index_dir)
+    log(f"scale: full index {full['index_files']} files, {full['index_chunks']} chunks in {full['wall_s']}s "
+        f"({full['chunks_total'] / max(full['seconds'], 1e-9):.0f} chunks/s), peak RSS {full['peak_rss_mb']} MB")
+    out["chunks_per_s"] = round(full["chunks_total"] / full["seconds"], 1)
+    out["index_mb"] = _size_mb(index_dir / "lancedb")
+    out["first_search_s"] = _first_search(repo, index_dir)
+    time.sleep(2.1)  # past the stat cache's racy window: what the full run hashed is trusted from now on
+    out["noop"] = _index(repo, index_dir)
+    out["noop_again"] = _index(repo, index_dir)
+    now = time.time_ns()
+    for p in repo.rglob("*"):
+        if p.is_file() and ".codeindex" not in p.parts and p.name != ".scale.json":
+            os.utime(p, ns=(now, now))
+    time.sleep(2.1)  # the checkout is over before the run starts (as a watcher's debounce waits for it)
+    out["touch_all"] = _index(repo, index_dir)
+    edited = next(p for p in sorted(repo.rglob("*.py")))
+    with open(edited, "a") as fh:
+        fh.write("\n\ndef _scale_bench_added(x):\n    return x + 1\n")
+    out["one_edit"] = _index(repo, index_dir)
+    edited.write_bytes(edited.read_bytes().split(b"\n\ndef _scale_bench_added")[0])
+    for name in ("noop", "noop_again", "touch_all", "one_edit"):
+        r = out[name]
+        log(f"scale: {name}: {r['wall_s']}s wall ({r['seconds']}s own), {r['files_hashed']} files hashed, "
+            f"{r['chunks_embedded']} embedded, peak RSS {r['peak_rss_mb']} MB")
+    return out
