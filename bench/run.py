@@ -983,9 +983,12 @@ def main(argv: list[str] | None = None) -> int:
     cmd = " ".join(part for part in ["make bench-gpu" if gpu else "make bench", "QUICK=1" if args.quick else "",
                                      f"STAGE={args.stage}" if args.stage else ""] if part)
     date = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    # the code that ran: HEAD, marked -dirty when the working tree had changes not committed yet
-    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
+    # the code that ran: HEAD, marked -dirty when the working tree had changes not committed yet (outside what
+    # the benchmark itself writes: its results and the docs rendered from them)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
+    if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ".", ":!bench/results", ":!docs"], cwd=ROOT).returncode:
+        commit += "-dirty"
     if results and "stage_runs" not in results:  # figures from a run that did not record this: its command
         results["stage_runs"] = {st: {"command": results.get("command", "?"), "date": results.get("date", "?"),
                                       "commit": "?"} for st in STAGES}
