@@ -14,6 +14,7 @@ so both sides split the same way."""
 
 from __future__ import annotations
 
+import functools
 import re
 
 from codeindex_common.identifiers import words
@@ -24,17 +25,26 @@ _IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*(?:-[A-Za-z][A-Za-z0-9_$]*)*")
 MAX_BODY_CHARS = 20_000  # a longer chunk's body is cut: its rest adds little to BM25 but costs index space
 
 
+# one word as identifiers.words sees it (a word, Capitalised or not, or an acronym, with its digits): kept as is
+_ONE_WORD = re.compile(r"[A-Z]?[a-z]+[0-9]*|[A-Z]+[0-9]*")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _expanded(ident: str) -> str:
+    """An identifier of two or more words as its words and its whole; any other as it is. Cached: code
+    repeats its identifiers (self, return, the file's own names), and every chunk is split at each write."""
+    if _ONE_WORD.fullmatch(ident):
+        return ident
+    parts = words(ident)
+    if len(parts) < 2:
+        return ident
+    return f"{' '.join(parts)} {''.join(parts)}"
+
+
 def split(text: str) -> str:
     """``text`` with each identifier of two or more words written as its words and its whole
     (lowercase, no separators); other text is left as it is."""
-    def expand(m: re.Match) -> str:
-        ident = m.group(0)
-        parts = words(ident)
-        if len(parts) < 2:
-            return ident
-        return f"{' '.join(parts)} {''.join(parts)}"
-
-    return _IDENT.sub(expand, text)
+    return _IDENT.sub(lambda m: _expanded(m.group(0)), text)
 
 
 def names_field(c: Chunk) -> str:
