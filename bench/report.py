@@ -254,6 +254,16 @@ def scale_section(sc: dict | None, run: dict) -> list[str]:
     lines += ["", f"Full index: {fmt(sc['chunks_per_s'])} chunks/s over the run's own seconds; peak RSS by stage "
               f"(MB): {by_stage}. The index takes {fmt(sc['index_mb'])} MB on disk. The first search after it (a "
               f"cold `orchestrator search`, services started) answered after {fmt(sc['first_search_s'])} s."]
+    if "search" in sc:
+        srch = sc["search"]
+        lines += ["", f"Search at this size, after the runs above: ANN recall@10 against exact search "
+                  f"{fmt(srch['ann_recall_at_10'])} (50 query vectors near stored ones); one client through "
+                  "`orchestrator serve` for 10 s per mode (the hash backend embeds the query):", "",
+                  "| mode | p50 ms | p95 ms | p99 ms | QPS | errors |", "| --- | --- | --- | --- | --- | --- |"]
+        for mode in ("hybrid", "vector", "keyword"):
+            m = srch[mode]
+            lines.append(f"| {mode} | {fmt(m['p50_ms'])} | {fmt(m['p95_ms'])} | {fmt(m['p99_ms'])} | "
+                         f"{fmt(m['qps'])} | {fmt(m['errors'])} |")
     return lines
 
 

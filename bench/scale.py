@@ -9,8 +9,9 @@ together, the index's size on disk), the first search after it (a cold
 ``orchestrator search``: services started, answer printed), then a
 no-change re-index, a ``touch`` of every file (as a branch checkout does)
 and a one-file edit: wall time, the run's own seconds, files read and
-hashed, chunks embedded. ``CODEINDEX_SCALE_FILES`` sets the size (default
-100,000 files)."""
+hashed, chunks embedded; then search at that size: the ANN index's recall
+against exact search, and latency through the gRPC API in each mode.
+``CODEINDEX_SCALE_FILES`` sets the size (default 100,000 files)."""
 
 from __future__ import annotations
 
@@ -148,6 +149,24 @@ def _size_mb(path: Path) -> float:
     return round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20, 1)
 
 
+def _search(repo: Path, index_dir: Path, log) -> dict:
+    """At full size: the ANN index's recall@10 against exact search (50 query vectors near stored ones), then
+    one client through ``orchestrator serve`` (the gRPC API; the hash backend embeds the query) for 10 s in
+    each mode."""
+    from bench.run import _Api, _latencies, _recall, corpus_queries
+
+    out: dict = {"ann_recall_at_10": _recall(index_dir, samples=50)}
+    api = _Api(repo, index_dir, HASH)
+    try:
+        for mode in ("hybrid", "vector", "keyword"):
+            r = _latencies(api.address, corpus_queries(), 1, 10, mode=mode)
+            out[mode] = {k: r[k] for k in ("p50_ms", "p95_ms", "p99_ms", "qps", "queries", "errors")}
+            log(f"scale: {mode} search through the API: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
+    finally:
+        api.stop()
+    return out
+
+
 def bench_scale(corpus_root: Path, work: Path, log) -> dict:
     repo, index_dir = work / "scale-repo", work / "scale-index"
     recipe = build(corpus_root, repo, FILES, log)
@@ -173,6 +192,7 @@ def bench_scale(corpus_root: Path, work: Path, log) -> dict:
         fh.write("\n\ndef _scale_bench_added(x):\n    return x + 1\n")
     out["one_edit"] = _index(repo, index_dir)
     edited.write_bytes(edited.read_bytes().split(b"\n\ndef _scale_bench_added")[0])
+    out["search"] = _search(repo, index_dir, log)
     for name in ("noop", "noop_again", "touch_all", "one_edit"):
         r = out[name]
         log(f"scale: {name}: {r['wall_s']}s wall ({r['seconds']}s own), {r['files_hashed']} files hashed, "
