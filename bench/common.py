@@ -8,6 +8,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 ORCHESTRATOR = Path(os.environ.get("CODEINDEX_ORCHESTRATOR", Path(sys.executable).with_name("orchestrator")))
@@ -47,3 +48,32 @@ def latency_ms(values: list[float]) -> dict:
     """p50 (the median), p95 and p99 of latencies already in milliseconds, and how many there were."""
     return {"p50_ms": round(statistics.median(values), 2) if values else 0.0, "p95_ms": percentile(values, 0.95),
             "p99_ms": percentile(values, 0.99), "n": len(values)}
+
+
+class TreeSampler:
+    """A process tree sampled every ``period`` seconds on a thread while the ``with`` block runs; a subclass
+    says what one sample is (``_sample``)."""
+
+    def __init__(self, pid: int, period: float):
+        import psutil
+
+        self.root = psutil.Process(pid)
+        self.period = period
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.period)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()

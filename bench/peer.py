@@ -22,12 +22,11 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import ORCHESTRATOR, index_command, summary_of
+from bench.common import ORCHESTRATOR, TreeSampler, index_command, summary_of
 
 ROOT = Path(__file__).resolve().parent.parent
 # the peer's own virtualenv, as scripts/setup-peer-venv.sh makes it (the same variable names its folder)
@@ -56,17 +55,13 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
-class TreePss:
+class TreePss(TreeSampler):
     """Samples every SAMPLE_S seconds the PSS summed over a process and all its descendants; keeps the peak
     (MB) and the most processes seen at once."""
 
     def __init__(self, pid: int):
-        import psutil
-
-        self.root = psutil.Process(pid)
+        super().__init__(pid, SAMPLE_S)
         self.peak_mb, self.most_procs = 0.0, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
         import psutil
@@ -77,19 +72,6 @@ class TreePss:
             return
         self.peak_mb = max(self.peak_mb, sum(_pss_kb(p) for p in pids) / 1024)
         self.most_procs = max(self.most_procs, len(pids))
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(SAMPLE_S)
-
-    def __enter__(self) -> TreePss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 @dataclass

@@ -19,11 +19,10 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 from pathlib import Path
 
-from bench.common import ORCHESTRATOR, index_command, summary_of
+from bench.common import ORCHESTRATOR, TreeSampler, index_command, summary_of
 
 FILES = int(os.environ.get("CODEINDEX_SCALE_FILES", "100000"))
 MAX_FILE_BYTES = 16_000
@@ -72,18 +71,14 @@ def _label(cmdline: list[str]) -> str:
     return "parser" if "forkserver" in cmd or "multiprocessing" in cmd else "orchestrator"
 
 
-class PeakRss:
+class PeakRss(TreeSampler):
     """Every 0.25 s, the RSS of each process of a tree by stage (the parser's workers with the parser):
     the peak of each stage's sum, and of the whole tree's."""
 
     def __init__(self, pid: int):
-        import psutil
-
-        self.root = psutil.Process(pid)
+        super().__init__(pid, 0.25)
         self.by_stage: dict[str, float] = {}
         self.total = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _sample(self) -> None:
         import psutil
@@ -102,19 +97,6 @@ class PeakRss:
         for label, mb in sums.items():
             self.by_stage[label] = max(self.by_stage.get(label, 0.0), mb)
         self.total = max(self.total, sum(sums.values()))
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(0.25)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def _index(repo: Path, index_dir: Path) -> dict:
