@@ -368,8 +368,19 @@ def test_ivf_pq_is_built_and_searched(tmp_path):
     store = VectorStore(str(tmp_path / "db"), settings=StoreSettings(ann_min_rows=100, ann_index="ivf_pq"))
     recs, vecs = _bulk(1000, 16)
     store.write(recs)
-    assert store.optimize().vector_index == "vector_ivf_pq_p32"
+    assert store.optimize().vector_index == "vector_ivf_pq_p1"  # one partition per 4,096 rows, at least one
     assert store.search(vecs[7], Query(k=1, mode="vector"))[0].chunk.id == "c7"  # refined with full vectors
+
+
+def test_the_ann_index_is_derived_from_the_row_count():
+    from store_svc.ann import derive_ann
+
+    assert derive_ann(100_000, 384) == derive_ann(100_000, 384, "ivf_flat")
+    assert (derive_ann(100_000, 384).partitions, derive_ann(100_000, 384).nprobes) == (316, 19)
+    big = derive_ann(1_118_230, 384)  # the scale benchmark's table
+    assert (big.kind, big.partitions, big.nprobes, big.refine) == ("ivf_pq", 273, 13, 10)
+    assert derive_ann(40_000_000, 384).partitions == 4096
+    assert derive_ann(10, 384, "none") is None
 
 
 def test_an_index_of_an_older_schema_is_refused_until_reset(tmp_path):
