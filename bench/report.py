@@ -231,7 +231,70 @@ def peer_section(p: dict | None) -> list[str]:
     return lines
 
 
-def scale_section(sc: dict | None, run: dict) -> list[str]:
+def curve_points(sc: dict) -> list[dict]:
+    """The scale stage's sizes, smallest first, each as the same few figures (the full size's included)."""
+    points = []
+    for p in [*sc.get("curve", []), sc]:
+        hybrid = p.get("search", {}).get("hybrid")
+        if not hybrid:
+            continue
+        full = p["full"]
+        points.append({"chunks": full["index_chunks"], "files": full["index_files"], "full_s": full["wall_s"],
+                       "chunks_per_s": full["chunks_total"] / max(full["seconds"], 1e-9),
+                       "noop_s": p["noop"]["wall_s"], "noop_own_s": p["noop"]["seconds"],
+                       "edit_s": p["one_edit"]["wall_s"], "edit_own_s": p["one_edit"]["seconds"],
+                       "p50_ms": hybrid["p50_ms"], "p99_ms": hybrid["p99_ms"],
+                       "rss_mb": max(full["peak_rss_mb"], p["one_edit"]["peak_rss_mb"])})
+    return points
+
+
+def curve_chart(points: list[dict], path: Path) -> bool:
+    """Cost against size, log-log: the runs' wall seconds, search latency and peak RSS."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    x = [p["chunks"] for p in points]
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4.2))
+    for key, label in (("full_s", "full index"), ("edit_s", "one file edited"), ("noop_s", "no change")):
+        a.plot(x, [p[key] for p in points], marker="o", label=label)
+    a.set_ylabel("wall seconds (services started included)")
+    a.set_title("Index runs")
+    for key, label in (("p50_ms", "hybrid p50"), ("p99_ms", "hybrid p99")):
+        b.plot(x, [p[key] for p in points], marker="o", label=label)
+    b.set_ylabel("ms, through the gRPC API")
+    b.set_title("Search")
+    c.plot(x, [p["rss_mb"] for p in points], marker="o", label="peak RSS, all processes")
+    c.set_ylabel("MB")
+    c.set_title("Memory (full index or one edit, the higher)")
+    for ax in (a, b, c):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("chunks in the index")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def curve_lines(points: list[dict]) -> list[str]:
+    """The curve as a table, a column per size."""
+    head = "| | " + " | ".join(f"{fmt(p['chunks'])} chunks ({fmt(p['files'])} files)" for p in points) + " |"
+    rows = [("full index, wall s", lambda p: fmt(p["full_s"])),
+            ("full index, chunks/s", lambda p: fmt(round(p["chunks_per_s"]))),
+            ("no-change re-index, wall s (own)", lambda p: f"{fmt(p['noop_s'])} ({fmt(p['noop_own_s'])})"),
+            ("one file edited, wall s (own)", lambda p: f"{fmt(p['edit_s'])} ({fmt(p['edit_own_s'])})"),
+            ("hybrid search p50 / p99, ms", lambda p: f"{fmt(p['p50_ms'])} / {fmt(p['p99_ms'])}"),
+            ("peak RSS, all processes, MB", lambda p: fmt(p["rss_mb"]))]
+    return [head, "| --- |" + " --- |" * len(points),
+            *("| " + label + " | " + " | ".join(get(p) for p in points) + " |" for label, get in rows)]
+
+
+def scale_section(sc: dict | None, run: dict, docs: Path | None = None) -> list[str]:
     """The synthetic monorepo (``make bench STAGE=scale``)."""
     if not sc:
         return []
@@ -264,6 +327,43 @@ def scale_section(sc: dict | None, run: dict) -> list[str]:
             m = srch[mode]
             lines.append(f"| {mode} | {fmt(m['p50_ms'])} | {fmt(m['p95_ms'])} | {fmt(m['p99_ms'])} | "
                          f"{fmt(m['qps'])} | {fmt(m['errors'])} |")
+    points = curve_points(sc)
+    if len(points) > 1:
+        lines += ["", "### Cost against size", "",
+                  "The same monorepo at smaller sizes (its first files), each indexed from nothing in the same "
+                  "run: full index, no-change re-index, one file edited, then one client's hybrid search through "
+                  "the API for 10 s. Memory is the higher peak of the full index and the edit.", "",
+                  *curve_lines(points)]
+        if docs is not None and curve_chart(points, docs / "scale.png"):
+            lines += ["", "![cost against size](scale.png)"]
+    inc = sc.get("incremental")
+    if inc:
+        lines += ["", "### Incremental runs at full size", "",
+                  f"{inc['runs']} runs one after the other as the store sees them (bench/scale.py `_incremental`): "
+                  f"one file's {inc['chunks']} chunks replaced with new vectors, then the upkeep a run ends with, "
+                  f"deferred until due. Versions of the chunks table: at most {fmt(inc['versions_max'])} (after the "
+                  f"last run {fmt(inc['versions_last'])}); fragments: at most {fmt(inc['fragments_max'])} (last "
+                  f"{fmt(inc['fragments_last'])}); {fmt(inc['upkeeps'])} of the runs did the upkeep. One run "
+                  f"(write and upkeep) p50 {fmt(inc['seconds']['p50_ms'] / 1000)} s, the slowest "
+                  f"{fmt(inc['seconds_max'])} s."]
+    return lines + s3_writers_lines(sc.get("s3_writers"))
+
+
+def s3_writers_lines(w: dict | None) -> list[str]:
+    """Several store processes writing on a local S3 (bench/s3writers.py)."""
+    if not w:
+        return []
+    lines = ["", "### Writers on object storage", "",
+             f"Store processes (one `VectorStore` each, as replicas) writing new files on a local S3 (`moto_server` "
+             f"on this machine), {w['files_per_writer']} files of {w['chunks_per_file']} chunks ({w['dim']} "
+             "dimensions) each, one write (three commits) per file, back to back. *shared*: every writer on one "
+             "table; *partitioned*: a table per writer (per path prefix). Rows are counted back at the end.", "",
+             "| layout | writers | files/s, all writers | one file's write p50 / p99, ms | commit retries | "
+             "rows landed / written |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in w["runs"]:
+        lines.append(f"| {r['layout']} | {r['writers']} | {fmt(r['files_per_s'])} | {fmt(r['write_ms']['p50_ms'])} / "
+                     f"{fmt(r['write_ms']['p99_ms'])} | {fmt(r['commit_retries'])} | {fmt(r['rows'])} / "
+                     f"{fmt(r['rows_expected'])} |")
     return lines
 
 
@@ -313,7 +413,7 @@ def write_report(r: dict, docs: Path, name: str = "BENCHMARKS.md") -> None:
     lines += quality_section(r.get("quality"))
     lines += live_section(r)
     lines += peer_section(r.get("peer"))
-    lines += scale_section(r.get("scale"), runs.get("scale", {}))
+    lines += scale_section(r.get("scale"), runs.get("scale", {}), docs)
     gpu = r.get("embed_gpu")
     if gpu:
         lines += ["", f"GPU during the embedder run: {gpu['gpu_util_mean_pct']}% mean utilisation while busy "

@@ -10,8 +10,16 @@ together, the index's size on disk), the first search after it (a cold
 no-change re-index, a ``touch`` of every file (as a branch checkout does)
 and a one-file edit: wall time, the run's own seconds, files read and
 hashed, chunks embedded; then search at that size: the ANN index's recall
-against exact search, and latency through the gRPC API in each mode.
-``CODEINDEX_SCALE_FILES`` sets the size (default 100,000 files)."""
+against exact search, and latency through the gRPC API in each mode; then
+``CODEINDEX_SCALE_RUNS`` incremental runs (100) as the store sees them,
+counting versions and fragments; then several writers on a local S3
+(:mod:`bench.s3writers`).
+``CODEINDEX_SCALE_FILES`` sets the size (default 100,000 files).
+
+Before it, the same costs at smaller sizes of the same monorepo (its first
+files), for the curve of cost against size: ``CODEINDEX_SCALE_CURVE`` lists
+their file counts (default 900 and 9,000 files, about 10,000 and 100,000
+chunks; empty for none)."""
 
 from __future__ import annotations
 
@@ -22,9 +30,13 @@ import subprocess
 import time
 from pathlib import Path
 
-from bench.common import ORCHESTRATOR, TreeSampler, index_command, summary_of
+import numpy as np
+
+from bench.common import ORCHESTRATOR, TreeSampler, index_command, latency_ms, summary_of
+from bench.s3writers import bench_s3_writers
 
 FILES = int(os.environ.get("CODEINDEX_SCALE_FILES", "100000"))
+CURVE = [int(n) for n in os.environ.get("CODEINDEX_SCALE_CURVE", "900,9000").split(",") if n.strip()]
 MAX_FILE_BYTES = 16_000
 HASH = {"CODEINDEX_EMBED_BACKEND": "hash", "HF_HUB_OFFLINE": "1"}
 COMMENT = {".py": "#", ".toml": "#", ".cfg": "#", ".cnf": "#", ".txt": "#", ".in": "#", ".sh": "#",
@@ -75,10 +87,16 @@ class PeakRss(TreeSampler):
     """Every 0.25 s, the RSS of each process of a tree by stage (the parser's workers with the parser):
     the peak of each stage's sum, and of the whole tree's."""
 
+    TIMELINE_EVERY = 20  # samples (5 s) between two points of the timeline
+
     def __init__(self, pid: int):
         super().__init__(pid, 0.25)
         self.by_stage: dict[str, float] = {}
         self.total = 0.0
+        self.started = time.perf_counter()
+        self.peak_at_s = 0.0
+        self.timeline: list[tuple[float, int, int]] = []  # (seconds in, all processes MB, store MB)
+        self._samples = 0
 
     def _sample(self) -> None:
         import psutil
@@ -96,7 +114,12 @@ class PeakRss(TreeSampler):
                 continue
         for label, mb in sums.items():
             self.by_stage[label] = max(self.by_stage.get(label, 0.0), mb)
-        self.total = max(self.total, sum(sums.values()))
+        now, total = round(time.perf_counter() - self.started, 1), sum(sums.values())
+        if total > self.total:
+            self.total, self.peak_at_s = total, now
+        if self._samples % self.TIMELINE_EVERY == 0:
+            self.timeline.append((now, round(total), round(sums.get("store", 0.0))))
+        self._samples += 1
 
 
 def _index(repo: Path, index_dir: Path) -> dict:
@@ -113,8 +136,9 @@ def _index(repo: Path, index_dir: Path) -> dict:
             "files_seen": s["files_seen"], "files_hashed": s.get("files_hashed", s["files_seen"]),
             "files_indexed": s["files_indexed"], "chunks_total": s["chunks_total"],
             "chunks_embedded": s["chunks_embedded"], "index_chunks": s["index_chunks"],
-            "index_files": s["index_files"], "peak_rss_mb": round(rss.total),
-            "peak_rss_mb_by_stage": {k: round(v) for k, v in sorted(rss.by_stage.items())}}
+            "index_files": s["index_files"], "peak_rss_mb": round(rss.total), "peak_at_s": rss.peak_at_s,
+            "peak_rss_mb_by_stage": {k: round(v) for k, v in sorted(rss.by_stage.items())},
+            "rss_timeline": rss.timeline}
 
 
 def _first_search(repo: Path, index_dir: Path) -> float:
@@ -131,16 +155,15 @@ def _size_mb(path: Path) -> float:
     return round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20, 1)
 
 
-def _search(repo: Path, index_dir: Path, log) -> dict:
-    """At full size: the ANN index's recall@10 against exact search (50 query vectors near stored ones), then
-    one client through ``orchestrator serve`` (the gRPC API; the hash backend embeds the query) for 10 s in
-    each mode."""
+def _search(repo: Path, index_dir: Path, log, modes: tuple[str, ...] = ("hybrid", "vector", "keyword")) -> dict:
+    """The ANN index's recall@10 against exact search (50 query vectors near stored ones), then one client
+    through ``orchestrator serve`` (the gRPC API; the hash backend embeds the query) for 10 s in each mode."""
     from bench.run import _Api, _latencies, _recall, corpus_queries
 
     out: dict = {"ann_recall_at_10": _recall(index_dir, samples=50)}
     api = _Api(repo, index_dir, HASH)
     try:
-        for mode in ("hybrid", "vector", "keyword"):
+        for mode in modes:
             r = _latencies(api.address, corpus_queries(), 1, 10, mode=mode)
             out[mode] = {k: r[k] for k in ("p50_ms", "p95_ms", "p99_ms", "qps", "queries", "errors")}
             log(f"scale: {mode} search through the API: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
@@ -149,11 +172,86 @@ def _search(repo: Path, index_dir: Path, log) -> dict:
     return out
 
 
+def _edit(repo: Path) -> Path:
+    """Add a function to the first Python file (:func:`_unedit` takes it out again)."""
+    edited = next(p for p in sorted(repo.rglob("*.py")))
+    with open(edited, "a") as fh:
+        fh.write("\n\ndef _scale_bench_added(x):\n    return x + 1\n")
+    return edited
+
+
+def _unedit(edited: Path) -> None:
+    edited.write_bytes(edited.read_bytes().split(b"\n\ndef _scale_bench_added")[0])
+
+
+def _curve_point(corpus_root: Path, work: Path, files: int, log) -> dict:
+    """A smaller monorepo of the curve: full index, no-change re-index, one edit, hybrid search's latency."""
+    repo, index_dir = work / f"scale-repo-{files}", work / f"scale-index-{files}"
+    build(corpus_root, repo, files, log)
+    shutil.rmtree(index_dir, ignore_errors=True)
+    point: dict = {"files": files, "full": _index(repo, index_dir)}
+    time.sleep(2.1)  # past the stat cache's racy window, as below
+    point["noop"] = _index(repo, index_dir)
+    edited = _edit(repo)
+    point["one_edit"] = _index(repo, index_dir)
+    _unedit(edited)
+    point["search"] = _search(repo, index_dir, log, modes=("hybrid",))
+    for run in ("full", "noop", "one_edit"):
+        point[run].pop("rss_timeline", None)
+    full = point["full"]
+    log(f"scale curve: {full['index_chunks']} chunks: full {full['wall_s']}s, no change {point['noop']['wall_s']}s, "
+        f"one edit {point['one_edit']['wall_s']}s, hybrid p50 {point['search']['hybrid']['p50_ms']} ms, "
+        f"peak RSS {full['peak_rss_mb']} MB")
+    shutil.rmtree(index_dir, ignore_errors=True)
+    return point
+
+
+INCREMENTAL_RUNS = int(os.environ.get("CODEINDEX_SCALE_RUNS", "100"))
+
+
+def _incremental(index_dir: Path, runs: int, log) -> dict:
+    """``runs`` incremental runs as the store sees them, in this process: one file's chunks replaced (new
+    vectors), then the upkeep a run ends with (``optimize``: deferred until due). After each, the table's
+    versions and fragments; the upkeep's rule is what must keep both bounded."""
+    from codeindex_common.model import FileRecord
+    from store_svc.schema import CHUNK_COLUMNS, chunk_from_row
+    from store_svc.store import VectorStore
+
+    store = VectorStore(str(index_dir / "lancedb"))
+    table = store._chunks
+    path = table.search().select(["path"]).limit(1).to_list()[0]["path"]
+    rows = table.search().where(f"path = '{path}'").select(CHUNK_COLUMNS).limit(None).to_list()
+    chunks = [chunk_from_row(r) for r in rows]
+    model = store.model_id()
+    rng = np.random.default_rng(7)
+    versions, fragments, seconds, upkeeps = [], [], [], 0
+    for run in range(runs):
+        vecs = rng.standard_normal((len(chunks), store.dim)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        started = time.perf_counter()
+        store.write([FileRecord(path, f"incremental-{run}", chunks, vecs, "", model)])
+        due = store.upkeep_due()
+        stats = store.optimize()
+        seconds.append(round(time.perf_counter() - started, 3))
+        upkeeps += due
+        versions.append(stats.versions)
+        fragments.append(store._chunks.stats()["fragment_stats"]["num_fragments"])
+    out = {"runs": runs, "file": path, "chunks": len(chunks), "upkeeps": upkeeps,
+           "versions_max": max(versions), "versions_last": versions[-1],
+           "fragments_max": max(fragments), "fragments_last": fragments[-1],
+           "seconds": latency_ms([s * 1000 for s in seconds]), "seconds_max": max(seconds),
+           "versions": versions, "fragments": fragments}
+    log(f"scale: {runs} incremental runs: versions at most {out['versions_max']} (last {versions[-1]}), fragments "
+        f"at most {out['fragments_max']} (last {fragments[-1]}), {upkeeps} upkeeps, slowest run {max(seconds)} s")
+    return out
+
+
 def bench_scale(corpus_root: Path, work: Path, log) -> dict:
     repo, index_dir = work / "scale-repo", work / "scale-index"
+    out: dict = {"curve": [_curve_point(corpus_root, work, n, log) for n in CURVE if n < FILES]}
     recipe = build(corpus_root, repo, FILES, log)
     shutil.rmtree(index_dir, ignore_errors=True)
-    out: dict = {"recipe": recipe}
+    out["recipe"] = recipe
     out["full"] = full = _index(repo, index_dir)
     log(f"scale: full index {full['index_files']} files, {full['index_chunks']} chunks in {full['wall_s']}s "
         f"({full['chunks_total'] / max(full['seconds'], 1e-9):.0f} chunks/s), peak RSS {full['peak_rss_mb']} MB")
@@ -169,12 +267,12 @@ def bench_scale(corpus_root: Path, work: Path, log) -> dict:
             os.utime(p, ns=(now, now))
     time.sleep(2.1)  # the checkout is over before the run starts (as a watcher's debounce waits for it)
     out["touch_all"] = _index(repo, index_dir)
-    edited = next(p for p in sorted(repo.rglob("*.py")))
-    with open(edited, "a") as fh:
-        fh.write("\n\ndef _scale_bench_added(x):\n    return x + 1\n")
+    edited = _edit(repo)
     out["one_edit"] = _index(repo, index_dir)
-    edited.write_bytes(edited.read_bytes().split(b"\n\ndef _scale_bench_added")[0])
+    _unedit(edited)
     out["search"] = _search(repo, index_dir, log)
+    out["incremental"] = _incremental(index_dir, INCREMENTAL_RUNS, log)
+    out["s3_writers"] = bench_s3_writers(log)
     for name in ("noop", "noop_again", "touch_all", "one_edit"):
         r = out[name]
         log(f"scale: {name}: {r['wall_s']}s wall ({r['seconds']}s own), {r['files_hashed']} files hashed, "
