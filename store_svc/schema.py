@@ -93,6 +93,25 @@ def chunk_rows(records: list[FileRecord], dim: int) -> pa.Table:
     return pa.table(cols, schema=chunks_schema(dim))
 
 
+# a row a replace has taken out of search (see VectorStore._replace): no path, no words, no names; the kind no
+# chunk has. Searches skip it, and the commit after the replace deletes it.
+TOMBSTONE = "~replaced"
+IS_TOMBSTONE = f"kind = '{TOMBSTONE}'"
+
+
+def tombstone_rows(ids: list[str], dim: int) -> pa.Table:
+    """Rows that overwrite these chunk ids with tombstones, in the chunks table's schema."""
+    n, schema = len(ids), chunks_schema(dim)
+    cols: dict = {f.name: [""] * n for f in schema if pa.types.is_string(f.type)}
+    cols |= {f.name: [0] * n for f in schema if pa.types.is_integer(f.type)}
+    cols |= {"id": list(ids), "kind": [TOMBSTONE] * n, "definitions": ["[]"] * n, "names": [[]] * n,
+             "names_folded": [[]] * n}
+    unit = np.zeros((n, dim), np.float32)
+    unit[:, 0] = 1.0  # any vector will do: searches drop these rows by kind
+    cols["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(unit.reshape(-1)), dim)
+    return pa.table(cols, schema=schema)
+
+
 def file_rows(records: list[FileRecord], pending: bool) -> pa.Table:
     """The files rows of these files; a pending row has an empty hash."""
     return pa.table({

@@ -27,7 +27,7 @@ from . import ranking
 from .ann import AnnIndex
 from .keywords import query_terms
 from .ranking import Candidate, QueryInfo, RankingOptions
-from .schema import CHUNK_COLUMNS, META_COLUMNS, chunk_from_row
+from .schema import CHUNK_COLUMNS, META_COLUMNS, TOMBSTONE, chunk_from_row
 from .sql import names_include, sql_str
 
 # what a candidate is read with: all a hit shows (read for the top candidates only, in the same query: a second
@@ -97,6 +97,7 @@ class ChunkSearch:
                     c.cosine = float(np.dot(row["vector"], vector))
             return c
 
+        found = {name: [row for row in rows if row.get("kind") != TOMBSTONE] for name, rows in found.items()}
         for r, row in enumerate(found.get("vector", ()), start=1):
             c = get(row)
             c.cosine, c.vector_rank = 1.0 - float(row["_distance"]), r

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from codeindex_common.errors import FailedPrecondition, InvalidArgument
-from codeindex_common.model import FileRecord, Query
+from codeindex_common.model import FileRecord, Query, SymbolQuery
 from parser_svc.chunker import Limits, chunk_file
 from store_svc.store import VectorStore
 
@@ -360,6 +360,44 @@ def test_a_large_table_defers_its_upkeep_until_it_is_due_and_misses_nothing(tmp_
     assert store.optimize().versions <= 2  # the upkeep, once due
     ix = next(ix for ix in store._chunks.list_indices() if ix.index_type == "FTS" and ix.columns == ["kw_names"])
     assert store._chunks.index_stats(ix.name).num_unindexed_rows == 0
+
+
+def test_a_replace_leaves_no_tombstone_and_a_crash_between_its_commits_shows_none(tmp_path, monkeypatch):
+    """A replace upserts the new chunks and overwrites the old ones with tombstones in one commit, then deletes
+    the tombstones. Killed between the two, no search, symbol lookup or count shows a tombstone, and the next
+    replace deletes them."""
+    from store_svc.schema import IS_TOMBSTONE
+
+    store = VectorStore(str(tmp_path / "db"))
+    three = record("a.py", "def f():\n    return 1\n\ndef g():\n    return 2\n\ndef h():\n    return 3\n", seed=1)
+    store.write([three, record("b.py", "def keep():\n    return 4\n", seed=2)])
+    store.write([record("a.py", "def f():\n    return 10\n", file_hash="h2", seed=3)])  # g and h are gone
+    assert rows(store) == [("a.py", "f"), ("b.py", "keep")]
+    assert store._chunks.count_rows(IS_TOMBSTONE) == 0
+
+    real_commit = store._commit
+
+    def crash_before_the_purge(op, fn):
+        if op == "purge":
+            raise RuntimeError("killed between the replace and the purge")
+        return real_commit(op, fn)
+
+    monkeypatch.setattr(store, "_commit", crash_before_the_purge)
+    with pytest.raises(RuntimeError, match="killed"):
+        store.write([record("b.py", "def kept():\n    return 5\n\ndef more():\n    return 6\n", file_hash="h3", seed=4),
+                     record("a.py", "def f2():\n    return 11\n", file_hash="h4", seed=5)])
+    assert store._chunks.count_rows(IS_TOMBSTONE) == 2  # f and keep, overwritten
+    assert store.stats().chunks == 3  # f2, kept, more
+    for mode in ("vector", "hybrid", "keyword"):
+        for q_vec, text in ((three.vectors[0], "def f return"), (np.eye(DIM, dtype=np.float32)[0], "keep")):
+            hits = store.search(q_vec if mode != "keyword" else None, Query(text=text, k=10, mode=mode))
+            assert all(h.chunk.kind != "~replaced" and h.chunk.path in ("a.py", "b.py") for h in hits), mode
+    assert store.find_symbol(SymbolQuery(name="keep")) == []
+
+    monkeypatch.setattr(store, "_commit", real_commit)
+    store.write([record("b.py", "def kept():\n    return 5\n", file_hash="h5", seed=6)])
+    assert store._chunks.count_rows(IS_TOMBSTONE) == 0
+    assert rows(store) == [("a.py", "f2"), ("b.py", "kept")]
 
 
 def test_ivf_pq_is_built_and_searched(tmp_path):
