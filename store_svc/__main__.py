@@ -22,7 +22,8 @@ def build(cfg: StoreConfig) -> server.Service:
                              keep_versions_seconds=cfg.keep_versions_seconds, upkeep_full_rows=cfg.upkeep_full_rows,
                              upkeep_unindexed_share=cfg.upkeep_unindexed_share,
                              upkeep_max_versions=cfg.upkeep_max_versions,
-                             consistency_seconds=cfg.consistency_seconds)
+                             consistency_seconds=cfg.consistency_seconds, index_cache_mb=cfg.index_cache_mb,
+                             metadata_cache_mb=cfg.metadata_cache_mb)
     options = storage_options(cfg)
 
     async def start() -> None:

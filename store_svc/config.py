@@ -46,6 +46,12 @@ class StoreConfig(ServerSettings):
     fragments and versions)."""
     consistency_seconds: float = 5.0
     """When other processes write the table, reads check for its latest version this often."""
+    index_cache_mb: int = 512
+    """LanceDB's cache of index pages (vector, full-text and scalar indexes: about 230 MB at a million
+    chunks), MB."""
+    metadata_cache_mb: int = 128
+    """LanceDB's cache of table metadata (manifests, fragment and file metadata), MB. Unbounded, it grows
+    with every version an index run commits."""
     flush_rows: int = 2048
     """A Write stream commits once this many rows are buffered..."""
     flush_ms: float = 1000.0

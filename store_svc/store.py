@@ -68,6 +68,9 @@ class StoreSettings:
     upkeep_max_versions: int = 100
     commit_attempts: int = 8
     consistency_seconds: float = 5.0
+    # LanceDB's caches (its defaults are GBs: the metadata cache grew to 1.3 GB over 1,000 writes of 160 rows)
+    index_cache_mb: int = 512
+    metadata_cache_mb: int = 128
     ranking: RankingOptions = DEFAULT
 
 
@@ -104,7 +107,9 @@ class VectorStore:
         self._claims = threading.Condition()  # paths being written: a path is written by one thread at a time
         self._claimed: set[str] = set()
         self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="search")  # a hybrid's three rankings
-        self._db = lancedb.connect(self.uri, storage_options=self.storage_options or None,
+        self._session = lancedb.Session(index_cache_size_bytes=self.settings.index_cache_mb << 20,
+                                        metadata_cache_size_bytes=self.settings.metadata_cache_mb << 20)
+        self._db = lancedb.connect(self.uri, storage_options=self.storage_options or None, session=self._session,
                                    read_consistency_interval=timedelta(seconds=self.settings.consistency_seconds))
         self._use_chunks(self._open(CHUNKS))
         self._upgrade()

@@ -400,6 +400,23 @@ def test_a_replace_leaves_no_tombstone_and_a_crash_between_its_commits_shows_non
     assert rows(store) == [("a.py", "f2"), ("b.py", "kept")]
 
 
+def test_lancedb_caches_stay_within_their_bounds(tmp_path):
+    """The store's LanceDB session is bounded (its defaults are gigabytes, and the metadata cache grows with
+    every version a run commits)."""
+    from store_svc.store import StoreSettings
+
+    def cached_after_writes(settings: StoreSettings) -> int:
+        store = VectorStore(str(tmp_path / f"db{settings.metadata_cache_mb}"), settings=settings)
+        for i in range(60):
+            store.write([record(f"f{i}.py", f"def f{i}():\n    return {i}\n", seed=i)])
+            store.search(np.eye(DIM, dtype=np.float32)[0], Query(text=f"f{i}", k=3, mode="hybrid"))
+        return store._session.size_bytes
+
+    unbounded = cached_after_writes(StoreSettings(index_cache_mb=4096, metadata_cache_mb=4096))
+    bounded = cached_after_writes(StoreSettings(index_cache_mb=1, metadata_cache_mb=1))
+    assert bounded <= 2 << 20 < unbounded, (bounded, unbounded)
+
+
 def test_ivf_pq_is_built_and_searched(tmp_path):
     from store_svc.store import StoreSettings
 
