@@ -219,7 +219,7 @@ def _incremental(index_dir: Path, runs: int, log) -> dict:
 
     store = VectorStore(str(index_dir / "lancedb"))
     table = store._chunks
-    path = table.search().select(["path"]).limit(1).to_list()[0]["path"]
+    path = table.search().where("path LIKE '%.py' AND kind = 'function'").select(["path"]).limit(1).to_list()[0]["path"]
     rows = table.search().where(f"path = '{path}'").select(CHUNK_COLUMNS).limit(None).to_list()
     chunks = [chunk_from_row(r) for r in rows]
     model = store.model_id()
