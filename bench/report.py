@@ -45,13 +45,28 @@ WALL = {"noop_reindex_seconds": "noop_reindex_wall_seconds",
         "one_file_reindex_seconds": "one_file_reindex_wall_seconds"}
 
 
-def chart(r: dict, path: Path) -> bool:
+def _pyplot():
+    """matplotlib's pyplot on the file backend, or None where matplotlib is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def _save(plt, fig, path: Path) -> bool:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def chart(r: dict, path: Path) -> bool:
+    plt = _pyplot()
+    if plt is None:
         return False
     fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.5))
     bars = [("parser", r.get("parser_chunks_per_s")), ("embedder", r.get("embed_standalone_chunks_per_s")),
@@ -74,10 +89,7 @@ def chart(r: dict, path: Path) -> bool:
         b.set_ylabel("CPU % (100 = one core)")
         b.set_title("Stage utilisation during the end-to-end run")
         b.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path)
 
 
 def fmt(v) -> str:
@@ -250,12 +262,8 @@ def curve_points(sc: dict) -> list[dict]:
 
 def curve_chart(points: list[dict], path: Path) -> bool:
     """Cost against size, log-log: the runs' wall seconds, search latency and peak RSS."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return False
     x = [p["chunks"] for p in points]
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4.2))
@@ -275,10 +283,7 @@ def curve_chart(points: list[dict], path: Path) -> bool:
         ax.set_yscale("log")
         ax.set_xlabel("chunks in the index")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return True
+    return _save(plt, fig, path)
 
 
 def curve_lines(points: list[dict]) -> list[str]:
