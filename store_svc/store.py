@@ -112,6 +112,7 @@ class VectorStore:
         self._db = lancedb.connect(self.uri, storage_options=self.storage_options or None, session=self._session,
                                    read_consistency_interval=timedelta(seconds=self.settings.consistency_seconds))
         self._use_chunks(self._open(CHUNKS))
+        self._tombstones_left = True  # a crash between a replace's two commits may have left some: the first purges
         self._upgrade()
         self._files = self._open(FILES)
         self._model_id = self._read_model_id()
@@ -292,14 +293,19 @@ class VectorStore:
                     .column("id").to_pylist() if i not in new_ids]
             if gone:
                 table = pa.concat_tables([table, tombstone_rows(gone, dim)])
+                self._tombstones_left = True
             self._commit("replace", lambda: (
                 self._chunks.merge_insert("id").when_matched_update_all().when_not_matched_insert_all()
                 .execute(table)))
-            if gone or self._tombstones():
+            if self._tombstones_left:
                 self._commit("purge", lambda: self._chunks.delete(IS_TOMBSTONE))
+                self._tombstones_left = False
 
     def _tombstones(self) -> int:
-        return self._chunks.count_rows(IS_TOMBSTONE) if self._chunks is not None else 0
+        """Tombstone rows in the chunks table (none in a table of an older schema, which has no kind)."""
+        if self._chunks is None or "kind" not in self._chunks.schema.names:
+            return 0
+        return self._chunks.count_rows(IS_TOMBSTONE)
 
     @staticmethod
     def _count_write(started: float, rows: int, new: list[FileRecord], old: list[FileRecord]) -> None:
