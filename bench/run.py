@@ -681,7 +681,6 @@ def _recall(big_dir: Path, samples: int = 200) -> float:
     store = VectorStore(str(big_dir / "lancedb"))
     table = store._chunks
     dim = store.dim
-    ann = store._ann.current
     rng = np.random.default_rng(1)
     picks = rng.choice(table.count_rows(), samples, replace=False)
     vecs = table.search().select(["vector"]).limit(None).to_arrow().column("vector")
@@ -689,12 +688,7 @@ def _recall(big_dir: Path, samples: int = 200) -> float:
     found = []
     for v in vecs:
         q = v + 0.02 * rng.standard_normal(dim).astype(np.float32)
-        fast = table.search(q).distance_type("cosine")
-        if ann is not None:
-            fast = fast.nprobes(ann.nprobes)
-            if ann.refine:
-                fast = fast.refine_factor(ann.refine)
-        got = [r["_distance"] for r in fast.limit(10).select(["id", "_distance"]).to_list()]
+        got = [r["_distance"] for r in store._search.vector(q, 10, "", columns=["id"])]  # as searches probe
         exact = [r["_distance"] for r in table.search(q).distance_type("cosine").bypass_vector_index().limit(10)
                  .select(["id", "_distance"]).to_list()]
         found.append(sum(d <= exact[-1] + 1e-6 for d in got) / 10)

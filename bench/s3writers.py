@@ -48,7 +48,8 @@ def _record(writer: int, n: int):
 
 def _writer(uri: str, options: dict, writer: int, start, out) -> None:
     """One writer process: wait for the start, write FILES files one at a time, report latencies and retries."""
-    from store_svc import metrics
+    from prometheus_client import REGISTRY
+
     from store_svc.store import VectorStore
 
     store = VectorStore(uri, storage_options=options)
@@ -58,14 +59,15 @@ def _writer(uri: str, options: dict, writer: int, start, out) -> None:
         began = time.perf_counter()
         store.write([_record(writer, n)])
         took.append((time.perf_counter() - began) * 1000)
-    retries = sum(metrics.COMMIT_RETRIES.labels(op)._value.get() for op in ("pending", "append", "done"))
+    retries = sum(REGISTRY.get_sample_value("store_commit_retries_total", {"op": op}) or 0.0
+                  for op in ("pending", "append", "done"))
     out.put({"writer": writer, "ms": took, "retries": retries})
 
 
-def _run(moto, layout: str, writers: int) -> dict:
+def _run(moto, bucket: str, layout: str, writers: int) -> dict:
     from store_svc.store import VectorStore
 
-    base = f"s3://{moto.bucket}/{layout}-{writers}"
+    base = f"s3://{bucket}/{layout}-{writers}"
     uris = [f"{base}/p{w}" if layout == "partitioned" else base for w in range(writers)]
     seed = VectorStore(uris[0], storage_options=moto.storage_options())  # the tables exist before the race
     seed.write([_record(99, 0)])
@@ -96,12 +98,11 @@ def bench_s3_writers(log) -> dict:
     os.environ.update(CREDENTIALS)
     with tempfile.TemporaryDirectory(prefix="bench-moto-") as tmp:
         moto = MotoServer(Path(tmp) / "moto.log")
-        moto.bucket = BUCKET
         try:
             runs = []
             for layout in ("shared", "partitioned"):
                 for writers in WRITERS:
-                    r = _run(moto, layout, writers)
+                    r = _run(moto, BUCKET, layout, writers)
                     runs.append(r)
                     log(f"s3 writers: {layout}, {writers} writer(s): {r['files_per_s']} files/s, write p50 "
                         f"{r['write_ms']['p50_ms']} ms, p99 {r['write_ms']['p99_ms']} ms, {r['commit_retries']} "

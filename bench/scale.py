@@ -215,12 +215,13 @@ def _incremental(index_dir: Path, runs: int, log) -> dict:
     versions and fragments; the upkeep's rule is what must keep both bounded."""
     from codeindex_common.model import FileRecord
     from store_svc.schema import CHUNK_COLUMNS, chunk_from_row
+    from store_svc.sql import in_list
     from store_svc.store import VectorStore
 
     store = VectorStore(str(index_dir / "lancedb"))
     table = store._chunks
     path = table.search().where("path LIKE '%.py' AND kind = 'function'").select(["path"]).limit(1).to_list()[0]["path"]
-    rows = table.search().where(f"path = '{path}'").select(CHUNK_COLUMNS).limit(None).to_list()
+    rows = table.search().where(in_list("path", [path])).select(CHUNK_COLUMNS).limit(None).to_list()
     chunks = [chunk_from_row(r) for r in rows]
     model = store.model_id()
     rng = np.random.default_rng(7)
