@@ -110,22 +110,31 @@ class LocalServices:
     ``with LocalServices(["parser", "embed", "store"], index_dir) as svc: svc.address("parser")``.
     ``env``: variables for the children (their settings, say), over this process's environment.
 
+    ``start(wait=False)`` only spawns them, and :meth:`ready` waits for one when it is first needed, so that
+    the caller's own work overlaps their start. A stage in ``lazy`` is not spawned until :meth:`ready` asks
+    for it; :meth:`release` stops one that is no longer needed. :meth:`address` is known before a stage
+    serves (its socket's path).
+
     The services are supervised: one that dies (a crash, ``kill -9``) is started again at the same address
     (``restarts`` counts them), and the clients' retries carry the run on through the gap."""
 
     POLL_SECONDS = 0.5
 
     def __init__(self, stages: Sequence[str], index_dir: str, timeout: float = 120.0, log_dir: str = "",
-                 env: Mapping[str, str] | None = None, supervise: bool = True):
+                 env: Mapping[str, str] | None = None, supervise: bool = True, lazy: Sequence[str] = ()):
         self.stages = list(stages)
+        self.lazy = [s for s in lazy if s in self.stages]
         self.index_dir = index_dir
         self.timeout = timeout
         self.log_dir = log_dir or os.path.join(index_dir, "logs")
         self.env = dict(env or {})
         self.children: dict[str, ServiceProcess] = {}
+        self.serving: set[str] = set()  # stages waited for (answering SERVING once)
         self.tmp = ""
         self.supervise = supervise
         self.restarts: dict[str, int] = {}
+        self._lock = threading.RLock()  # children and serving: the caller's threads and the supervisor
+        self._deadline = 0.0
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
 
@@ -141,55 +150,87 @@ class LocalServices:
         self.stop()
 
     def address(self, stage: str) -> str:
-        return self.children[stage].address
+        """Where ``stage`` listens (also before it was spawned, for a lazy one)."""
+        if stage not in self.stages:
+            raise KeyError(stage)
+        return f"unix:{self.tmp}/{stage}.sock"
 
     def _spawn(self, stage: str) -> ServiceProcess:
         extra = ["--uri", os.path.join(self.index_dir, "lancedb")] if stage == "store" else []
         ready = f"{self.tmp}/{stage}.ready.json"
         if os.path.exists(ready):
             os.unlink(ready)
-        return ServiceProcess(f"local {stage}", stage_command(stage), extra, listen=f"unix:{self.tmp}/{stage}.sock",
+        return ServiceProcess(f"local {stage}", stage_command(stage), extra, listen=self.address(stage),
                               ready_file=ready, log_path=os.path.join(self.log_dir, f"{stage}.log"), env=self.env,
                               child=True)
 
-    def start(self) -> None:
-        """Start every stage at once, then wait for each (they load in parallel)."""
+    def start(self, wait: bool = True) -> None:
+        """Spawn every stage but the lazy ones at once (they load in parallel); ``wait``: until each serves."""
         self.tmp = tempfile.mkdtemp(prefix="codeindex-")
         os.makedirs(self.log_dir, exist_ok=True)
-        for stage in self.stages:
-            self.children[stage] = self._spawn(stage)
-        deadline = time.monotonic() + self.timeout
-        for child in self.children.values():
-            child.wait(max(1.0, deadline - time.monotonic()))
-        if self.supervise:
-            self._supervisor = threading.Thread(target=self._watch, name="codeindex-supervisor", daemon=True)
-            self._supervisor.start()
+        self._deadline = time.monotonic() + self.timeout
+        with self._lock:
+            for stage in self.stages:
+                if stage not in self.lazy:
+                    self.children[stage] = self._spawn(stage)
+        if wait:
+            for stage in self.stages:
+                if stage not in self.lazy:
+                    self.ready(stage)
+
+    def ready(self, stage: str) -> None:
+        """Return once ``stage`` serves: spawned now if it is lazy and not yet running (or was released),
+        waited for if it was spawned and has not answered yet. Unavailable if it does not start."""
+        with self._lock:
+            if stage in self.serving and stage in self.children:
+                return
+            if stage not in self.children:
+                self.children[stage] = self._spawn(stage)
+                self._deadline = max(self._deadline, time.monotonic() + self.timeout)
+            child = self.children[stage]
+            child.wait(max(1.0, self._deadline - time.monotonic()))
+            self.serving.add(stage)
+            if self.supervise and self._supervisor is None:
+                self._supervisor = threading.Thread(target=self._watch, name="codeindex-supervisor", daemon=True)
+                self._supervisor.start()
+
+    def release(self, stage: str, grace: float = 15.0) -> None:
+        """Stop ``stage`` now (gracefully): the caller needs it no more; :meth:`ready` would start it again."""
+        with self._lock:
+            child = self.children.pop(stage, None)
+            self.serving.discard(stage)
+        if child is not None:
+            stop_process(child.proc, grace)
 
     def _watch(self) -> None:
         """Start again, at the same address, any service that died while it should be running."""
         while not self._stopping.wait(self.POLL_SECONDS):
-            for stage, child in list(self.children.items()):
-                if child.proc.poll() is None or self._stopping.is_set():
-                    continue
-                log.warning("the local %s service exited with code %s; starting it again", stage,
-                            child.proc.returncode)
-                self.restarts[stage] = self.restarts.get(stage, 0) + 1
-                try:
-                    self.children[stage] = self._spawn(stage).wait(self.timeout)
-                except Unavailable as exc:
-                    log.error("the local %s service did not start again: %s", stage, exc)
+            with self._lock:
+                for stage, child in list(self.children.items()):
+                    if child.proc.poll() is None or self._stopping.is_set() or stage not in self.serving:
+                        continue
+                    log.warning("the local %s service exited with code %s; starting it again", stage,
+                                child.proc.returncode)
+                    self.restarts[stage] = self.restarts.get(stage, 0) + 1
+                    try:
+                        self.children[stage] = self._spawn(stage).wait(self.timeout)
+                    except Unavailable as exc:
+                        log.error("the local %s service did not start again: %s", stage, exc)
 
     def stop(self, grace: float = 15.0) -> None:
         self._stopping.set()
         if self._supervisor is not None:
             self._supervisor.join(self.timeout + 5)
             self._supervisor = None
-        for child in self.children.values():
+        with self._lock:
+            children = list(self.children.values())
+            self.children.clear()
+            self.serving.clear()
+        for child in children:
             if child.proc.poll() is None:
                 child.proc.send_signal(signal.SIGTERM)
-        for child in self.children.values():
+        for child in children:
             stop_process(child.proc, grace)
-        self.children.clear()
         if self.tmp:
             shutil.rmtree(self.tmp, ignore_errors=True)
             self.tmp = ""

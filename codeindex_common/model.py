@@ -188,12 +188,16 @@ class ManifestEntry:
     file_hash: str
     skip_reason: str = ""
 
-    @classmethod
-    def from_pb(cls, pb: store_pb2.ManifestEntry) -> ManifestEntry:
-        return cls(pb.path, pb.file_hash, pb.skip_reason)
 
-    def to_pb(self) -> store_pb2.ManifestEntry:
-        return store_pb2.ManifestEntry(path=self.path, file_hash=self.file_hash, skip_reason=self.skip_reason)
+def manifest_to_pb(paths: list[str], hashes: list[str]) -> store_pb2.ManifestResponse:
+    """The Manifest RPC's answer: two columns, one position per file (a message per file cost 0.5 s of
+    decoding at 100,000 files)."""
+    return store_pb2.ManifestResponse(paths=paths, file_hashes=hashes)
+
+
+def manifest_from_pb(pb: store_pb2.ManifestResponse) -> dict[str, str]:
+    """path -> content hash ("" while the file's write is pending)."""
+    return dict(zip(pb.paths, pb.file_hashes))
 
 
 @dataclass

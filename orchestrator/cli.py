@@ -24,8 +24,8 @@ from . import present
 from .pipeline import Pipeline, Progress, find_symbol, search
 from .clients import ApiClient
 from .owner import IndexLock, Owner, current_owner, held_by
-from .session import (index_dir, internal_tls, make_stages, owner_api, serving_owner, settings, stage_addresses,
-                      stat_cache_path)
+from .session import (index_dir, index_stages, internal_tls, make_stages, owner_api, serving_owner, settings,
+                      stage_addresses, stat_cache_path)
 
 PREFIX = "orchestrator"
 
@@ -206,9 +206,11 @@ def _index(cfg: OrchestratorConfig, root: str, reindex: bool, bar: _Bar) -> Inde
 
 
 def _own_run(cfg: OrchestratorConfig, root: str, reindex: bool, bar: _Bar) -> IndexSummary:
-    with stage_addresses(cfg, root) as addresses:
-        return asyncio.run(_with_stages(cfg, addresses, lambda stages: Pipeline(
-            stages, settings(cfg), bar, stat_cache_path(cfg, root)).index(root, reindex=reindex)))
+    async def run() -> IndexSummary:
+        async with index_stages(cfg, root) as stages:
+            return await Pipeline(stages, settings(cfg), bar, stat_cache_path(cfg, root)).index(root, reindex=reindex)
+
+    return asyncio.run(run())
 
 
 async def _via_api(address: str, use):

@@ -19,8 +19,8 @@ import numpy as np
 from codeindex_common import vectors
 from codeindex_common.errors import CodeindexError
 from codeindex_common.channels import CHANNEL_OPTIONS, open_channel
-from codeindex_common.model import (EmbedInfo, FileRecord, FileResult, Hit, IndexSummary, ManifestEntry,
-                                    ProgressUpdate, Query, Stats, SymbolHit, SymbolQuery)
+from codeindex_common.model import (EmbedInfo, FileRecord, FileResult, Hit, IndexSummary,
+                                    ProgressUpdate, Query, Stats, SymbolHit, SymbolQuery, manifest_from_pb)
 from codeindex_common.pb import (embed_pb2, embed_pb2_grpc, orchestrator_pb2, orchestrator_pb2_grpc, parser_pb2,
                                  parser_pb2_grpc, store_pb2, store_pb2_grpc)
 from codeindex_common.tls import ClientTLS
@@ -396,9 +396,9 @@ class StoreClient(_Client):
                                          lambda a: a.path):
             yield ack.path, ack.rows
 
-    async def manifest(self) -> dict[str, ManifestEntry]:
-        r = await self._call("Manifest", store_pb2.ManifestRequest())
-        return {e.path: ManifestEntry.from_pb(e) for e in r.entries}
+    async def manifest(self) -> dict[str, str]:
+        """path -> content hash of every indexed file ("" while its write is pending)."""
+        return manifest_from_pb(await self._call("Manifest", store_pb2.ManifestRequest()))
 
     async def delete(self, paths: list[str]) -> int:
         r = await self._call("Delete", store_pb2.DeleteRequest(paths=paths))
@@ -433,15 +433,38 @@ class StoreClient(_Client):
 
 
 class Stages:
-    """The three stage clients of one run."""
+    """The three stage clients of one run, and (``local``) the launcher of those started as local child
+    processes: :meth:`up` waits for a stage before its first use (starting a lazy one), :meth:`release`
+    stops one the run needs no more. Both do nothing for stages given by address."""
 
     def __init__(self, parser_addr: str, embed_addr: str, store_addr: str, timeout: float = 60.0,
-                 retry_seconds: float = 60.0, tls: dict[str, ClientTLS] | None = None):
-        """``tls``: TLS settings by stage ("parser", "embed", "store"); a stage not in it is plain text."""
+                 retry_seconds: float = 60.0, tls: dict[str, ClientTLS] | None = None, local=None):
+        """``tls``: TLS settings by stage ("parser", "embed", "store"); a stage not in it is plain text.
+        ``local``: a :class:`codeindex_common.launcher.LocalServices` started with ``wait=False``."""
         tls = tls or {}
         self.parser = ParserClient(parser_addr, timeout, retry_seconds, tls.get("parser")) if parser_addr else None
         self.embedder = EmbedderClient(embed_addr, timeout, retry_seconds, tls.get("embed")) if embed_addr else None
         self.store = StoreClient(store_addr, timeout, retry_seconds, tls.get("store"))
+        self.local = local
+        self._starting = asyncio.Lock()
+
+    async def up(self, *stages: str) -> None:
+        """Once each of ``stages`` ("parser", "embed", "store") that was started locally serves."""
+        if self.local is None:
+            return
+        async with self._starting:
+            for stage in stages:
+                if stage in self.local.stages:
+                    await asyncio.to_thread(self.local.ready, stage)
+
+    async def release(self, *stages: str) -> None:
+        """Stop those of ``stages`` that were started locally (the run needs them no more)."""
+        if self.local is None:
+            return
+        async with self._starting:
+            for stage in stages:
+                if stage in self.local.stages:
+                    await asyncio.to_thread(self.local.release, stage)
 
     async def close(self) -> None:
         for c in (self.parser, self.embedder, self.store):

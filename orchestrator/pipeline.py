@@ -30,7 +30,7 @@ import numpy as np
 
 from codeindex_common.errors import FailedPrecondition, InvalidArgument
 from codeindex_common.model import (PARSER_FAILURES, EmbedInfo, FileRecord, FileResult, Hit, IndexSummary,
-                                    ManifestEntry, ProgressUpdate, Query, SymbolHit, SymbolQuery, embedding_text)
+                                    ProgressUpdate, Query, SymbolHit, SymbolQuery, embedding_text)
 
 from . import metrics
 from .config import RunSettings
@@ -179,7 +179,7 @@ class IndexRun:
     bounded queues (a full queue blocks its producer). ``run`` returns the
     paths that were read (the files the repository still has)."""
 
-    def __init__(self, stages, settings: Settings, info: EmbedInfo, manifest: dict[str, ManifestEntry],
+    def __init__(self, stages, settings: Settings, info: EmbedInfo, manifest: dict[str, str],
                  summary: IndexSummary, progress: Progress, on_progress: Callable[[Progress], None],
                  stat_cache: StatCache):
         self.stages, self.settings, self.info = stages, settings, info
@@ -239,8 +239,7 @@ class IndexRun:
                 self.summary.files_hashed += 1
                 self.stat_cache.record(entry, fhash, hashed_at)
                 self.present.add(entry.path)
-                old = self.manifest.get(entry.path)
-                if old is not None and old.file_hash == fhash:
+                if self.manifest.get(entry.path) == fhash:
                     self.summary.files_unchanged += 1
                     self.progress.files_done += 1
                     continue
@@ -254,8 +253,7 @@ class IndexRun:
     def _unchanged_by_stat(self, e: Entry) -> bool:
         """The file's stat is the one the stat cache recorded with a hash, and the index has that hash."""
         cached = self.stat_cache.lookup(e)
-        old = self.manifest.get(e.path)
-        if cached is None or old is None or old.file_hash != cached:
+        if cached is None or self.manifest.get(e.path) != cached:
             return False
         self.present.add(e.path)
         self.summary.files_unchanged += 1
@@ -274,6 +272,7 @@ class IndexRun:
         first = await self.waits.get(self.files_q, "files", "parse")
         if first is None:
             return
+        await self.stages.up("parser")  # a local parser starts when the first file needs it
         files = self.waits.drain(self.files_q, "files", "parse", first)
         async for result in self.stages.parser.parse(files, self.info.max_tokens, self.info.tokenizer_json):
             metrics.STAGE_FILES.labels("parse").inc()
@@ -452,12 +451,17 @@ class Pipeline:
         something (a watcher does it when the repository goes quiet)."""
         started = time.perf_counter()
         summary = IndexSummary()
-        info = await self._embedder_for(reindex)
+        # the walk and the stat cache need no stage: they overlap the start of local ones
+        looking = asyncio.ensure_future(asyncio.to_thread(self._look, root, paths, ignores))
+        try:
+            await self.stages.up("embed", "store")
+            info = await self._embedder_for(reindex)
+            manifest = await self.stages.store.manifest()
+        finally:
+            entries, gone, cache = await looking
         summary.model_id = info.model_id
-        entries, gone, manifest = await self._look(root, paths, ignores)
         summary.files_seen = len(entries)
         progress = Progress()
-        cache = StatCache(self.stat_cache, root)
         run = IndexRun(self.stages, self.settings, info, manifest, summary, progress, self.on_progress, cache)
         candidates = [e for e in entries if self._readable(e, run)]
         progress.files_total = len(candidates)
@@ -467,6 +471,9 @@ class Pipeline:
             _prune(cache, present, None if paths is None else {e.path for e in entries}, gone)
         finally:  # what was hashed stays true of the files, whatever became of the run
             await asyncio.to_thread(cache.save)
+        # parsing and embedding are over: stages started for this run alone stop now, before the upkeep
+        # (the store's peak of memory) rather than after it
+        await self.stages.release("parser", "embed")
         progress.publish()
         # removed files go last, so that a moved file reuses their vectors
         if paths is None:
@@ -487,16 +494,14 @@ class Pipeline:
         metrics.RUN_SECONDS.observe(summary.seconds)
         return summary
 
-    async def _look(self, root: str, paths: set[str] | None, ignores: IgnoreCache | None):
-        """(the files to look at, the paths that are gone, the manifest)."""
+    def _look(self, root: str, paths: set[str] | None,
+              ignores: IgnoreCache | None) -> tuple[list[Entry], set[str], StatCache]:
+        """(the files to look at, the paths that are gone, the stat cache); in a thread."""
+        cache = StatCache(self.stat_cache, root)
         if paths is None:
-            entries, manifest = await asyncio.gather(asyncio.to_thread(lambda: list(walk(root))),
-                                                     self.stages.store.manifest())
-            return entries, set(), manifest
-        ignores = ignores or IgnoreCache(root)
-        (entries, gone), manifest = await asyncio.gather(asyncio.to_thread(select, root, paths, ignores),
-                                                         self.stages.store.manifest())
-        return entries, gone, manifest
+            return list(walk(root)), set(), cache
+        entries, gone = select(root, paths, ignores or IgnoreCache(root))
+        return entries, gone, cache
 
     async def _embedder_for(self, reindex: bool) -> EmbedInfo:
         """The embedder's model, checked against the index's (``reindex``: the index is dropped first)."""

@@ -3,10 +3,11 @@ configured, local child processes (the embedded default) where not."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 from codeindex_common.errors import CodeindexError
 from codeindex_common.launcher import LocalServices
@@ -74,10 +75,33 @@ def internal_tls(cfg: OrchestratorConfig) -> ClientTLS:
     return tls
 
 
-def make_stages(cfg: OrchestratorConfig, addresses: dict[str, str]) -> Stages:
+def make_stages(cfg: OrchestratorConfig, addresses: dict[str, str], local: LocalServices | None = None) -> Stages:
     """Clients of the stages: TLS (when configured) to those given by address; the ones started locally
     (the embedded default, on unix sockets) are plain text."""
     tls = internal_tls(cfg)
     return Stages(addresses.get("parser", ""), addresses.get("embed", ""), addresses["store"], cfg.rpc_timeout,
                   cfg.retry_seconds,
-                  {stage: tls for stage, addr in cfg.given_addresses().items() if addr and tls.enabled})
+                  {stage: tls for stage, addr in cfg.given_addresses().items() if addr and tls.enabled}, local)
+
+
+@contextlib.asynccontextmanager
+async def index_stages(cfg: OrchestratorConfig, repo: str) -> AsyncIterator[Stages]:
+    """The stages of one ``orchestrator index`` run of its own. Those not given by address are local child
+    processes: the embedder and the store spawned at once, the parser only when a file needs parsing (a run
+    that changes nothing never starts it). The run waits for each when it first needs it, so that its walk
+    overlaps their start, and stops the parser and embedder once its stream is over (Pipeline.index)."""
+    addresses = cfg.given_addresses()
+    missing = [stage for stage, addr in addresses.items() if not addr]
+    local = LocalServices(missing, index_dir(cfg, repo), cfg.start_timeout, lazy=["parser"]) if missing else None
+    try:
+        if local is not None:
+            await asyncio.to_thread(local.start, False)
+            addresses.update({stage: local.address(stage) for stage in missing})
+        stages = make_stages(cfg, addresses, local)
+        try:
+            yield stages
+        finally:
+            await stages.close()
+    finally:
+        if local is not None:
+            await asyncio.to_thread(local.stop)

@@ -73,21 +73,13 @@ class ManifestRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
-class ManifestEntry(_message.Message):
-    __slots__ = ("path", "file_hash", "skip_reason")
-    PATH_FIELD_NUMBER: _ClassVar[int]
-    FILE_HASH_FIELD_NUMBER: _ClassVar[int]
-    SKIP_REASON_FIELD_NUMBER: _ClassVar[int]
-    path: str
-    file_hash: str
-    skip_reason: str
-    def __init__(self, path: _Optional[str] = ..., file_hash: _Optional[str] = ..., skip_reason: _Optional[str] = ...) -> None: ...
-
 class ManifestResponse(_message.Message):
-    __slots__ = ("entries",)
-    ENTRIES_FIELD_NUMBER: _ClassVar[int]
-    entries: _containers.RepeatedCompositeFieldContainer[ManifestEntry]
-    def __init__(self, entries: _Optional[_Iterable[_Union[ManifestEntry, _Mapping]]] = ...) -> None: ...
+    __slots__ = ("paths", "file_hashes")
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    FILE_HASHES_FIELD_NUMBER: _ClassVar[int]
+    paths: _containers.RepeatedScalarFieldContainer[str]
+    file_hashes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, paths: _Optional[_Iterable[str]] = ..., file_hashes: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LookupVectorsRequest(_message.Message):
     __slots__ = ("content_hashes",)

@@ -101,7 +101,7 @@ class StoreServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Manifest(self, request, context):
-        """(path, file hash) of every indexed file, from one scan.
+        """(path, file hash) of every indexed file, from one scan, as two columns.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -7,7 +7,7 @@ import time
 
 from codeindex_common import vectors
 from codeindex_common.errors import Unavailable
-from codeindex_common.model import FileRecord, Query, SymbolQuery
+from codeindex_common.model import FileRecord, Query, SymbolQuery, manifest_to_pb
 from codeindex_common.pb import common_pb2, store_pb2, store_pb2_grpc
 
 from . import metrics
@@ -86,8 +86,8 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
         return store_pb2.DeleteResponse(files_deleted=n)
 
     async def Manifest(self, request, context):
-        entries = await asyncio.to_thread(self.store.manifest)
-        return store_pb2.ManifestResponse(entries=[e.to_pb() for e in entries])
+        paths, hashes = await asyncio.to_thread(self.store.manifest_columns)
+        return manifest_to_pb(paths, hashes)
 
     async def LookupVectors(self, request, context):
         hashes, vecs = await asyncio.to_thread(self.store.lookup_vectors, list(request.content_hashes))

@@ -376,12 +376,20 @@ class VectorStore:
     # ------------------------------------------------------------------ reads
 
     def manifest(self) -> list[ManifestEntry]:
-        """Every file's (path, hash), from one scan."""
+        """Every file's (path, hash, skip reason), from one scan."""
+        t = self._manifest_table(["path", "file_hash", "skip_reason"])
+        return [ManifestEntry(p, h, s) for p, h, s in zip(t["path"], t["file_hash"], t["skip_reason"])]
+
+    def manifest_columns(self) -> tuple[list[str], list[str]]:
+        """(paths, their hashes) of every file, from one scan: what the Manifest RPC sends."""
+        t = self._manifest_table(["path", "file_hash"])
+        return t["path"], t["file_hash"]
+
+    def _manifest_table(self, columns: list[str]) -> dict[str, list]:
         self._check_schema()
         if self._files is None:
-            return []
-        t = self._files.to_arrow().select(["path", "file_hash", "skip_reason"]).to_pydict()
-        return [ManifestEntry(p, h, s) for p, h, s in zip(t["path"], t["file_hash"], t["skip_reason"])]
+            return {name: [] for name in columns}
+        return self._files.to_arrow().select(columns).to_pydict()
 
     def lookup_vectors(self, content_hashes: list[str]) -> tuple[list[str], np.ndarray]:
         """Stored vectors for the given content hashes (each found hash once)."""
@@ -450,6 +458,8 @@ class VectorStore:
         than ``keep_versions_seconds``."""
         with self._replace_lock:
             if self._chunks is None or not self._chunks.count_rows() or self.upkeep_due():
+                log.info("upkeep: indexes, compaction and old versions (%d rows)",
+                         self._chunks.count_rows() if self._chunks is not None else 0)
                 if self._chunks is not None and self._chunks.count_rows():
                     with metrics.MAINTENANCE_SECONDS.labels("scalar_indexes").time():
                         self._ensure_indexes()

@@ -340,3 +340,35 @@ def test_every_definition_of_a_name_from_the_cli(tmp_path):
     assert (hits[0]["path"], hits[0]["start_line"]) == ("lib/greeter.rb", 2) and 0 < hits[0]["score"] <= 1
     grouped = cli("search", "greet someone loudly", "--path", str(repo), "--context", "1").stdout
     assert grouped.splitlines()[0] == "lib/greeter.rb" and "│" in grouped
+
+
+def _log_times(path: Path, needle: str) -> list[str]:
+    """The timestamps of a service log's lines that hold ``needle`` (the log's own format sorts by time)."""
+    if not path.exists():
+        return []
+    return [line[:23] for line in path.read_text().splitlines() if needle in line]
+
+
+def test_the_run_starts_the_parser_only_for_changed_files_and_stops_it_before_the_upkeep(tmp_path):
+    """The embedded run's services on demand: a run that parses nothing never starts the parser, and the
+    parser and embedder of a run that wrote something stop before the store's upkeep (its memory peak)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "a.py").write_text("def alpha(value):\n    return value + 1\n")
+    logs = repo / ".codeindex" / "logs"
+    hashing = {"CODEINDEX_EMBED_BACKEND": "hash"}
+    assert index(repo, env=hashing)["files_indexed"] == 1
+    started = len(_log_times(logs / "parser.log", "serving parser"))
+    assert started == 1
+    assert index(repo, env=hashing)["files_unchanged"] == 1
+    assert len(_log_times(logs / "parser.log", "serving parser")) == started, "a run with nothing to parse"
+    assert len(_log_times(logs / "embed.log", "serving embed")) == 2  # the model is checked every run
+
+    (repo / "a.py").write_text("def alpha(value):\n    return value + 2\n")
+    assert index(repo, env=hashing)["files_indexed"] == 1
+    assert len(_log_times(logs / "parser.log", "serving parser")) == started + 1
+    upkeep = _log_times(logs / "store.log", "upkeep:")[-1]
+    for stage in ("parser", "embed"):
+        stopped = _log_times(logs / f"{stage}.log", f"shutting down {stage}")[-1]
+        assert stopped <= upkeep, f"the {stage} was still running during the upkeep"
+

@@ -191,6 +191,27 @@ def test_a_locally_started_service_that_dies_is_started_again(tmp_path):
         wait_for_serving(svc.address("parser"), 60)
 
 
+
+def test_a_lazy_local_service_starts_when_first_needed_and_a_released_one_stops(tmp_path):
+    """LocalServices(lazy=...): nothing spawned until ready() asks, at the address said before; release()
+    stops it (the supervisor does not bring it back) and ready() starts it again."""
+    from codeindex_common.channels import wait_for_serving
+    from codeindex_common.launcher import LocalServices
+
+    with LocalServices(["parser"], str(tmp_path), timeout=120, lazy=["parser"]) as svc:
+        address = svc.address("parser")
+        assert address.startswith("unix:") and svc.children == {}
+        svc.ready("parser")
+        wait_for_serving(address, 10)
+        first = svc.children["parser"].proc
+        svc.release("parser")
+        assert first.poll() is not None and "parser" not in svc.children
+        time.sleep(2 * svc.POLL_SECONDS)
+        assert svc.children == {} and svc.restarts == {}
+        svc.ready("parser")
+        assert svc.children["parser"].proc.pid != first.pid
+        wait_for_serving(address, 10)
+
 def test_a_one_shot_index_finishes_when_its_local_embedder_is_killed(tmp_path):
     """kill -9 of the locally started embedder in the middle of `orchestrator index`: the embedded
     default starts it again at the same address, the run carries on and finishes, and the index equals
