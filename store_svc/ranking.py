@@ -132,9 +132,14 @@ def _path_classes(path: str) -> frozenset[str]:
     return frozenset(name for name, pattern in PATH_CLASSES.items() if pattern.search(path))
 
 
+def reads_text(c: Chunk) -> bool:
+    """Whether the ranking looks at the chunk's text: a module chunk of a file that may only re-export."""
+    return c.kind == "module" and bool(_REEXPORT_FILES.search(c.path))
+
+
 def path_classes(c: Chunk) -> frozenset[str]:
     found = set(_path_classes(c.path))
-    if c.kind == "module" and _REEXPORT_FILES.search(c.path):
+    if reads_text(c):
         lines = c.text.splitlines()
         if lines and sum(bool(_REEXPORT_LINE.match(line)) for line in lines) >= 0.8 * len(lines):
             found.add("reexport")
@@ -153,8 +158,9 @@ def _words(name: str) -> frozenset[str]:
 class Candidate:
     """A chunk, and what each retrieval saw of it (None: that retrieval did not return it)."""
 
-    chunk: Chunk
+    chunk: Chunk  # what the ranking reads of it (store_svc.search.RANK_COLUMNS) until it is a hit
     names: tuple[str, ...] = ()  # the names of the definitions it holds (symbols and qualified names)
+    row_id: int | None = None  # where the retrieval found its row, to read the rest of it from
     cosine: float | None = None
     vector_rank: int | None = None
     keyword_score: float | None = None

@@ -5,9 +5,10 @@ BM25 full-text index: over the identifier-split names and body fields, names
 weighing more, or over the raw text when that signal is off) and exact
 definition names (the ``names_folded`` list column: every definition a chunk
 holds, merged small functions included). :meth:`ChunkSearch.search` runs the
-ones a query's mode asks for at once, each reading its candidates' rows (and
-the vectors of those the vector search did not find, for their cosine), and
-ranks them (:mod:`store_svc.ranking`). Also here:
+ones a query's mode asks for at once, each reading what the ranking needs of
+its candidates (and the vectors of those the vector search did not find, for
+their cosine), ranks them (:mod:`store_svc.ranking`) and reads the rest of the
+top k's rows (:meth:`ChunkSearch.complete`). Also here:
 :meth:`ChunkSearch.definitions`, every definition of a name."""
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ from .ranking import Candidate, QueryInfo, RankingOptions
 from .schema import CHUNK_COLUMNS, META_COLUMNS, TOMBSTONE, chunk_from_row
 from .sql import names_include, sql_str
 
-# what a candidate is read with: all a hit shows (read for the top candidates only, in the same query: a second
-# query for the winners' rows costs more than reading them here), and a keyword or name candidate's vector too,
-# for its cosine
-ROW_COLUMNS = [*CHUNK_COLUMNS, "names"]
-CANDIDATE_COLUMNS = [*ROW_COLUMNS, "vector"]
+# what a retrieval reads of each candidate: what the ranking stage looks at, and a keyword or name candidate's
+# vector too, for its cosine. The rest of a hit's row (its text above all) is read for the top k alone, by row
+# id (:meth:`ChunkSearch.complete`): at a million rows each column read costs about 0.1 ms a row, and a
+# hybrid search has up to 150 candidates.
+RANK_COLUMNS = ["id", "path", "language", "kind", "symbol", "qualified_name", "start_line", "end_line", "names"]
+CANDIDATE_COLUMNS = [*RANK_COLUMNS, "vector"]
+ROW_COLUMNS = [*CHUNK_COLUMNS, "names"]  # all a hit shows
 
 NAMES_BOOST = 3.0  # a word in a chunk's names (symbol, qualified name, signature, path) against one in its body
 DEPTH = 50  # candidates each retrieval gives the ranking stage, at least
@@ -61,7 +64,12 @@ class ChunkSearch:
                options: RankingOptions = ranking.DEFAULT) -> list[Hit]:
         """Top-k chunks by ``q.mode`` within the filter ``where``: "vector", "keyword" or "hybrid"."""
         info, candidates = self.candidates(vector, q, where, options)
-        return ranking.with_snippets(ranking.rank(candidates, info, q.k, options, q.mode), q.text)
+        hits = ranking.rank(candidates, info, q.k, options, q.mode)
+        rows = {c.chunk.id: c.row_id for c in candidates}
+        full = self.complete([(h.chunk.id, rows.get(h.chunk.id)) for h in hits])
+        for h in hits:
+            h.chunk = full[h.chunk.id]
+        return ranking.with_snippets(hits, q.text)
 
     def candidates(self, vector: np.ndarray | None, q: Query, where: str,
                    options: RankingOptions = ranking.DEFAULT) -> tuple[QueryInfo, list[Candidate]]:
@@ -82,7 +90,29 @@ class ChunkSearch:
         candidates = self._merge({name: job.result() for name, job in jobs.items()}, vector)
         if q.min_score is not None:  # a cosine floor, in the modes that have one
             candidates = [c for c in candidates if c.cosine is not None and c.cosine >= q.min_score]
+        texts = [c for c in candidates if ranking.reads_text(c.chunk)]
+        if texts:  # the few the ranking reads the text of
+            full = self.complete([(c.chunk.id, c.row_id) for c in texts])
+            for c in texts:
+                c.chunk = full[c.chunk.id]
         return info, candidates
+
+    def complete(self, found: list[tuple[str, int | None]]) -> dict[str, Chunk]:
+        """The whole chunk of each (chunk id, row id the retrieval saw): read by row id, and by chunk id
+        (through its index) for any whose row is gone since (compacted into another fragment: a row id
+        names a fragment and an offset, and LanceDB reads no row for one that is gone) or was not seen."""
+        out: dict[str, Chunk] = {}
+        by_row = [(cid, rid) for cid, rid in found if rid is not None]
+        if by_row:
+            rows = self.table.take_row_ids([rid for _, rid in by_row]).select(ROW_COLUMNS).to_list()
+            wanted = {cid for cid, _ in by_row}
+            out = {row["id"]: chunk_from_row(row) for row in rows if row["id"] in wanted}
+        missing = [cid for cid, _ in found if cid not in out]
+        if missing:
+            match = f"id IN ({', '.join(sql_str(cid) for cid in missing)})"
+            rows = self.table.search().where(match).select(ROW_COLUMNS).limit(len(missing)).to_list()
+            out.update((row["id"], chunk_from_row(row)) for row in rows)
+        return out
 
     def _merge(self, found: dict[str, list[dict]], vector: np.ndarray | None) -> list[Candidate]:
         """One candidate per chunk any retrieval found, with what each saw of it; the cosine of those the
@@ -92,7 +122,8 @@ class ChunkSearch:
         def get(row: dict) -> Candidate:
             c = by_id.get(row["id"])
             if c is None:
-                c = by_id[row["id"]] = Candidate(chunk_from_row(row), names=tuple(row.get("names") or ()))
+                c = by_id[row["id"]] = Candidate(chunk_from_row(row), names=tuple(row.get("names") or ()),
+                                                 row_id=row.get("_rowid"))
                 if vector is not None and row.get("vector") is not None:
                     c.cosine = float(np.dot(row["vector"], vector))
             return c
@@ -109,9 +140,10 @@ class ChunkSearch:
         return list(by_id.values())
 
     def vector(self, vector: np.ndarray, k: int, where: str, min_score: float | None = None,
-               columns: list[str] = ROW_COLUMNS) -> list[dict]:
-        """The k nearest chunks by cosine similarity (at least ``min_score``), with ``_distance``."""
-        q = self.table.search(vector.astype(np.float32)).distance_type("cosine").limit(k)
+               columns: list[str] = RANK_COLUMNS) -> list[dict]:
+        """The k nearest chunks by cosine similarity (at least ``min_score``), with ``_distance`` and
+        ``_rowid``."""
+        q = self.table.search(vector.astype(np.float32)).distance_type("cosine").limit(k).with_row_id(True)
         ann = self._ann.current
         if ann is not None:
             q = q.nprobes(ann.nprobes)
@@ -124,8 +156,8 @@ class ChunkSearch:
 
     def keyword(self, text: str, k: int, where: str, identifiers: bool = True,
                 columns: list[str] = CANDIDATE_COLUMNS) -> list[dict]:
-        """The k best chunks by BM25, with ``_score``: over the split names and body (names weighing
-        more), or over the raw text."""
+        """The k best chunks by BM25, with ``_score`` and ``_rowid``: over the split names and body (names
+        weighing more), or over the raw text."""
         if identifiers:
             self.ensure_fts("kw_names", "kw_body")
             query = MultiMatchQuery(query_terms(text), ["kw_names", "kw_body"], boosts=[NAMES_BOOST, 1.0])
@@ -135,16 +167,16 @@ class ChunkSearch:
             q = self.table.search(text, query_type="fts", fts_columns="text").limit(k)
         if where:
             q = q.where(where, prefilter=True)
-        return _rows(q.select([*columns, "_score"]))
+        return _rows(q.with_row_id(True).select([*columns, "_score"]))
 
     def exact(self, info: QueryInfo, k: int, where: str, columns: list[str] = CANDIDATE_COLUMNS) -> list[dict]:
-        """Chunks holding a definition named as one of the query's identifiers (any case)."""
+        """Chunks holding a definition named as one of the query's identifiers (any case), with ``_rowid``."""
         if not info.identifiers:
             return []
         folded = ", ".join(sql_str(n.lower()) for n in info.identifiers)
         match = f"array_has_any(names_folded, [{folded}])"
         q = self.table.search().where(f"({match}) AND ({where})" if where else match)
-        return _rows(q.select(columns).limit(k))
+        return _rows(q.with_row_id(True).select(columns).limit(k))
 
     def definitions(self, name: str, where: str, limit: int) -> list[tuple[Chunk, Definition]]:
         """Every definition named ``name`` (bare or qualified), with the chunk that holds it; by path and line."""

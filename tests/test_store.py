@@ -181,6 +181,22 @@ def test_min_score_and_snippets(filled):
     assert all(len(h.snippet.splitlines()) <= 3 for h in hits)
 
 
+
+def test_hits_carry_their_whole_row_even_when_it_moved_after_the_retrieval(filled):
+    """Retrievals read what the ranking needs; the hits' other columns are read after, by row id, and by
+    chunk id for a row that a compaction has moved meanwhile (or that was seen without a row id)."""
+    ranked = filled._search.candidates(None, Query("render_invoice", 5, "keyword"), "")[1]
+    assert ranked and all(c.row_id is not None and not c.chunk.text for c in ranked)
+    whole = {r["id"]: r for r in filled._chunks.to_arrow().to_pylist()}
+    first = ranked[0].chunk.id
+    gone = (10**6 << 32)  # a fragment the table does not have
+    for found in ([(first, ranked[0].row_id)], [(first, gone)], [(first, None)]):
+        chunk = filled._search.complete(found)[first]
+        assert (chunk.text, chunk.signature, chunk.content_hash) == (
+            whole[first]["text"], whole[first]["signature"], whole[first]["content_hash"]) and chunk.text
+    hit = filled.search(None, Query("render_invoice", 5, "keyword"))[0]
+    assert hit.chunk.text == whole[hit.chunk.id]["text"] and hit.chunk.content_hash
+
 # ----------------------------------------------------------------------------- writes
 
 
