@@ -190,14 +190,14 @@ class ManifestEntry:
 
 
 def manifest_to_pb(paths: list[str], hashes: list[str]) -> store_pb2.ManifestResponse:
-    """The Manifest RPC's answer: two columns, one position per file (a message per file cost 0.5 s of
-    decoding at 100,000 files)."""
+    """A page of the Manifest RPC's answer: two columns, one position per file (a message per file cost
+    0.5 s of decoding at 100,000 files)."""
     return store_pb2.ManifestResponse(paths=paths, file_hashes=hashes)
 
 
-def manifest_from_pb(pb: store_pb2.ManifestResponse) -> dict[str, str]:
-    """path -> content hash ("" while the file's write is pending)."""
-    return dict(zip(pb.paths, pb.file_hashes))
+def manifest_from_pb(pb: store_pb2.ManifestResponse) -> list[tuple[str, str]]:
+    """(path, content hash) of a page's files ("" while a file's write is pending)."""
+    return list(zip(pb.paths, pb.file_hashes))
 
 
 @dataclass

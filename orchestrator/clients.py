@@ -396,9 +396,27 @@ class StoreClient(_Client):
                                          lambda a: a.path):
             yield ack.path, ack.rows
 
-    async def manifest(self) -> dict[str, str]:
-        """path -> content hash of every indexed file ("" while its write is pending)."""
-        return manifest_from_pb(await self._call("Manifest", store_pb2.ManifestRequest()))
+    async def manifest(self) -> AsyncIterator[list[tuple[str, str]]]:
+        """(path, content hash) of every indexed file ("" while its write is pending), in path order, a page
+        (a list) at a time. A stream broken by a transient failure (the store restarting) is opened again after the
+        last path it gave, for up to ``retry_seconds`` without progress. No deadline: the run reads it at
+        the pace of its walk."""
+        last, failures, since = "", 0, time.monotonic()
+        while True:
+            try:
+                async for page in self.stub.Manifest(store_pb2.ManifestRequest(after=last)):
+                    files = manifest_from_pb(page)
+                    if files:
+                        last, failures, since = files[-1][0], 0, time.monotonic()
+                        yield files
+                return
+            except grpc.aio.AioRpcError as err:
+                waited = time.monotonic() - since
+                if not retryable(err) or waited > self.retry_seconds:
+                    raise self.error(err, waited if retryable(err) else 0.0) from err
+                metrics.STAGE_RETRIES.labels(self.stage).inc()
+                failures += 1
+                await asyncio.sleep(min(2.0, 0.1 * 2 ** failures) * (0.5 + random.random()))
 
     async def delete(self, paths: list[str]) -> int:
         r = await self._call("Delete", store_pb2.DeleteRequest(paths=paths))

@@ -22,8 +22,9 @@ import asyncio
 import collections
 import itertools
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +35,7 @@ from codeindex_common.model import (PARSER_FAILURES, EmbedInfo, FileRecord, File
 
 from . import metrics
 from .config import RunSettings
+from .diff import Diff, Walked
 from .statcache import StatCache
 from .walker import Entry, IgnoreCache, file_hash, read, select, walk
 
@@ -179,12 +181,11 @@ class IndexRun:
     bounded queues (a full queue blocks its producer). ``run`` returns the
     paths that were read (the files the repository still has)."""
 
-    def __init__(self, stages, settings: Settings, info: EmbedInfo, manifest: dict[str, str],
-                 summary: IndexSummary, progress: Progress, on_progress: Callable[[Progress], None],
-                 stat_cache: StatCache):
+    def __init__(self, stages, settings: Settings, info: EmbedInfo, summary: IndexSummary, progress: Progress,
+                 on_progress: Callable[[Progress], None], stat_cache: StatCache):
         self.stages, self.settings, self.info = stages, settings, info
         self.stat_cache = stat_cache
-        self.manifest, self.summary, self.progress = manifest, summary, progress
+        self.summary, self.progress = summary, progress
         self.on_progress = on_progress
         self.waits = progress.waits
         size = settings.queue_size
@@ -192,7 +193,7 @@ class IndexRun:
         self.parsed_q: asyncio.Queue = asyncio.Queue(size)  # parse -> reuse: FileResult
         self.embed_q: asyncio.Queue = asyncio.Queue(size)  # reuse -> embed: (request id, texts)
         self.write_q: asyncio.Queue = asyncio.Queue(size)  # reuse, embed -> write: FileRecord
-        self.present: set[str] = set()  # files read
+        self.unreadable: list[str] = []  # indexed files that could not be read now (their rows go)
         self.sent = 0  # files sent to the parser
         self.hashes: dict[str, str] = {}  # path -> content hash, of files between read and reuse
         self.cache: dict[str, np.ndarray] = {}  # content hash -> vector, this run
@@ -208,7 +209,12 @@ class IndexRun:
         self.progress.publish()
         self.on_progress(self.progress)
 
-    async def run(self, candidates: list[Entry]) -> set[str]:
+    def unchanged(self) -> None:
+        """A file the stat cache and the manifest agree on: not read."""
+        self.summary.files_unchanged += 1
+        self.progress.files_done += 1
+
+    async def run(self, to_read: AsyncIterator[tuple[Entry, str | None]]) -> None:
         reusing = asyncio.create_task(self.reuse())
         embedding = asyncio.create_task(self.embed())
 
@@ -217,48 +223,49 @@ class IndexRun:
             for _ in range(self.settings.write_streams):
                 await self.write_q.put(None)
 
-        await _supervise({"read": asyncio.create_task(self.read(candidates)),
+        await _supervise({"read": asyncio.create_task(self.read(to_read)),
                           "parse": asyncio.create_task(self.parse()), "reuse": reusing, "embed": embedding,
                           "write": asyncio.create_task(self.write()), "close": asyncio.create_task(close_writes())})
         metrics.CHUNKS_REUSED.inc(self.summary.chunks_reused)
-        return self.present
 
     # ------------------------------------------------------------------ read
 
-    async def read(self, candidates: list[Entry]) -> None:
-        """Read and hash each file once (in batches, off the event loop), unless the stat cache knows its
-        hash and the manifest has it; send the changed ones on."""
-        to_read = [e for e in candidates if not self._unchanged_by_stat(e)]
+    async def read(self, to_read: AsyncIterator[tuple[Entry, str | None]]) -> None:
+        """Read and hash each file the diff sends (with the hash the index has for it), in batches of at most
+        READ_BATCH_FILES files and about READ_BATCH_BYTES bytes, off the event loop; send the changed ones
+        on."""
+        batch: list[tuple[Entry, str | None]] = []
+        size = 0
+        async for item in to_read:
+            batch.append(item)
+            size += item[0].size
+            if len(batch) >= READ_BATCH_FILES or size >= READ_BATCH_BYTES:
+                await self._read(batch)
+                batch, size = [], 0
+        if batch:
+            await self._read(batch)
         self.report()
-        for batch in _batches(to_read):
-            for entry, fhash, data, hashed_at in await asyncio.to_thread(_read_batch, batch):
-                if data is None:  # unreadable
-                    self.skip("unreadable")
-                    self.progress.files_done += 1
-                    continue
-                self.summary.files_hashed += 1
-                self.stat_cache.record(entry, fhash, hashed_at)
-                self.present.add(entry.path)
-                if self.manifest.get(entry.path) == fhash:
-                    self.summary.files_unchanged += 1
-                    self.progress.files_done += 1
-                    continue
-                self.hashes[entry.path] = fhash
-                self.sent += 1
-                await self.waits.put(self.files_q, "files", "read", (entry.path, data))
-            self.report()
         for _ in range(self.settings.parse_streams):
             await self.files_q.put(None)
 
-    def _unchanged_by_stat(self, e: Entry) -> bool:
-        """The file's stat is the one the stat cache recorded with a hash, and the index has that hash."""
-        cached = self.stat_cache.lookup(e)
-        if cached is None or self.manifest.get(e.path) != cached:
-            return False
-        self.present.add(e.path)
-        self.summary.files_unchanged += 1
-        self.progress.files_done += 1
-        return True
+    async def _read(self, batch: list[tuple[Entry, str | None]]) -> None:
+        read_back = await asyncio.to_thread(_read_batch, [e for e, _ in batch])
+        for (entry, fhash, data, hashed_at), (_, old) in zip(read_back, batch):
+            if data is None:
+                self.skip("unreadable")
+                self.progress.files_done += 1
+                if old is not None:
+                    self.unreadable.append(entry.path)
+                continue
+            self.summary.files_hashed += 1
+            self.stat_cache.record(entry, fhash, hashed_at)
+            if fhash == old:
+                self.unchanged()
+                continue
+            self.hashes[entry.path] = fhash
+            self.sent += 1
+            await self.waits.put(self.files_q, "files", "read", (entry.path, data))
+        self.report()
 
     # ------------------------------------------------------------------ parse
 
@@ -388,32 +395,6 @@ class IndexRun:
             self.report()
 
 
-def _prune(cache: StatCache, present: set[str], looked: set[str] | None, gone: set[str]) -> None:
-    """After a run: the stat cache forgets the files that are no longer there (``looked``: the paths a
-    paths-only run looked at, None after a whole walk; ``gone``: paths that were not found, with what lay
-    under them)."""
-    if looked is None:
-        cache.keep_only(present)
-        return
-    cache.forget(looked - present)
-    if gone:
-        under = tuple(g + "/" for g in gone)
-        cache.forget([p for p in cache.entries if p in gone or p.startswith(under)])
-
-
-def _batches(entries: list[Entry]) -> list[list[Entry]]:
-    """Consecutive groups of at most READ_BATCH_FILES files and about READ_BATCH_BYTES bytes."""
-    batches: list[list[Entry]] = [[]]
-    size = 0
-    for e in entries:
-        if batches[-1] and (len(batches[-1]) >= READ_BATCH_FILES or size + e.size > READ_BATCH_BYTES):
-            batches.append([])
-            size = 0
-        batches[-1].append(e)
-        size += e.size
-    return [b for b in batches if b]
-
-
 def _read_batch(batch: list[Entry]) -> list[tuple[Entry, str, bytes | None, int]]:
     """(entry, content hash, bytes, when it was hashed) of each file, read once; bytes None when it cannot
     be read. Runs in a thread: the caller keeps the bytes of changed files only."""
@@ -451,37 +432,37 @@ class Pipeline:
         something (a watcher does it when the repository goes quiet)."""
         started = time.perf_counter()
         summary = IndexSummary()
-        # the walk and the stat cache need no stage: they overlap the start of local ones
-        looking = asyncio.ensure_future(asyncio.to_thread(self._look, root, paths, ignores))
+        cache = StatCache(self.stat_cache, root)
+        walked = Walked(root, cache, self.settings.max_file_bytes, os.path.dirname(self.stat_cache) or None)
         try:
-            await self.stages.up("embed", "store")
-            info = await self._embedder_for(reindex)
-            manifest = await self.stages.store.manifest()
+            # the walk needs no stage: it overlaps the start of local ones
+            looking = asyncio.ensure_future(asyncio.to_thread(self._look, walked, root, paths, ignores))
+            try:
+                await self.stages.up("embed", "store")
+                info = await self._embedder_for(reindex)
+            finally:
+                removable, kept = await looking
+            summary.model_id = info.model_id
+            summary.files_seen = walked.files
+            progress = Progress()
+            progress.files_total = walked.readable
+            run = IndexRun(self.stages, self.settings, info, summary, progress, self.on_progress, cache)
+            diff = Diff(walked, self.stages.store.manifest(), removable, run.skip, run.unchanged)
+            run.report()
+            try:
+                await run.run(diff.to_read())
+            finally:  # what was hashed stays true of the files, whatever became of the run
+                await asyncio.to_thread(cache.save, kept())
         finally:
-            entries, gone, cache = await looking
-        summary.model_id = info.model_id
-        summary.files_seen = len(entries)
-        progress = Progress()
-        run = IndexRun(self.stages, self.settings, info, manifest, summary, progress, self.on_progress, cache)
-        candidates = [e for e in entries if self._readable(e, run)]
-        progress.files_total = len(candidates)
-        run.report()
-        try:
-            present = await run.run(candidates)
-            _prune(cache, present, None if paths is None else {e.path for e in entries}, gone)
-        finally:  # what was hashed stays true of the files, whatever became of the run
-            await asyncio.to_thread(cache.save)
+            walked.close()
         # parsing and embedding are over: stages started for this run alone stop now, before the upkeep
         # (the store's peak of memory) rather than after it
         await self.stages.release("parser", "embed")
         progress.publish()
-        # removed files go last, so that a moved file reuses their vectors
-        if paths is None:
-            removed = sorted(p for p in manifest if p not in present)
-        else:  # the paths looked at that are gone, unreadable or skipped, and what lay under a gone directory
-            looked = {e.path for e in entries} | gone
-            under = tuple(g + "/" for g in gone)
-            removed = sorted(p for p in manifest if p not in present and (p in looked or p.startswith(under)))
+        # removed files go last, so that a moved file reuses their vectors: those the walk did not find (a
+        # selection: those looked at that are gone, and what lay under a gone directory), those skipped
+        # now, those that could not be read
+        removed = sorted(diff.removed + run.unreadable)
         if removed:
             await self.stages.store.delete(removed)
         summary.files_removed = len(removed)
@@ -494,14 +475,26 @@ class Pipeline:
         metrics.RUN_SECONDS.observe(summary.seconds)
         return summary
 
-    def _look(self, root: str, paths: set[str] | None,
-              ignores: IgnoreCache | None) -> tuple[list[Entry], set[str], StatCache]:
-        """(the files to look at, the paths that are gone, the stat cache); in a thread."""
-        cache = StatCache(self.stat_cache, root)
+    @staticmethod
+    def _look(walked: Walked, root: str, paths: set[str] | None, ignores: IgnoreCache | None):
+        """Fill ``walked`` (in a thread); (whether a path the manifest has and the walk has not is to be
+        removed, the stat cache's records to keep, a callable)."""
         if paths is None:
-            return list(walk(root)), set(), cache
+            walked.fill(walk(root))
+            return (lambda path: True), walked.kept
         entries, gone = select(root, paths, ignores or IgnoreCache(root))
-        return entries, gone, cache
+        walked.fill(entries, keep_cached=True)
+        walked.cache.dropped += len(gone)  # their records go (and those under them)
+        looked = {e.path for e in entries} | gone
+        under = tuple(g + "/" for g in gone)
+
+        def removable(path: str) -> bool:
+            return path in looked or path.startswith(under)
+
+        def kept():  # the cache's other files stay as they were; the selection's where the cache knew them
+            return (r for r in walked.cache.recorded() if not removable(r[0]) or r[0] in walked.cached)
+
+        return removable, kept
 
     async def _embedder_for(self, reindex: bool) -> EmbedInfo:
         """The embedder's model, checked against the index's (``reindex``: the index is dropped first)."""
@@ -518,13 +511,6 @@ class Pipeline:
             raise FailedPrecondition(f"the index holds {stats.dim}-dim vectors, the embedder gives {info.dim}: "
                                      "run again with --reindex to rebuild it")
         return info
-
-    def _readable(self, e: Entry, run: IndexRun) -> bool:
-        """Whether the run reads this file: the walker's skips and files over the size limit are counted here."""
-        reason = e.skip_reason or ("too_large" if e.size > self.settings.max_file_bytes else "")
-        if reason:
-            run.skip(reason)
-        return not reason
 
 
 async def search(stages, q: Query) -> list[Hit]:

@@ -25,7 +25,7 @@ def index_dir(cfg: OrchestratorConfig, repo: str) -> str:
 def stat_cache_path(cfg: OrchestratorConfig, repo: str) -> str:
     """Where the runs over ``repo`` keep each file's stat and hash (orchestrator.statcache): in the index
     directory, also when every stage is given (only this file is written there then)."""
-    return os.path.join(index_dir(cfg, repo), "stat-cache.json")
+    return os.path.join(index_dir(cfg, repo), "stat-cache")
 
 
 def settings(cfg: OrchestratorConfig) -> RunSettings:

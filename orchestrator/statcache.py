@@ -7,10 +7,12 @@ when the file's stat is the one recorded. Whether the file is indexed is still
 decided by comparing that hash with the store's manifest, so a cache that is
 stale, from another store, or lost costs time and never a missed change:
 
-- it is one JSON file in the index directory, replaced atomically at the end
-  of a run (a crash leaves the previous one); one that cannot be read, or was
-  written for another root or another hash (the chunking version), is
-  dropped and rebuilt by the next run;
+- it is one file in the index directory, sorted by path, read as a stream
+  beside the walk (which comes in the same order) and written again at the
+  end of a run from what the run kept and recorded, atomically (a temporary
+  file renamed over it: a crash leaves the previous one). A file that cannot
+  be read, lacks its last line (cut short), or was written for another
+  root, format or hash (the chunking version) is dropped and rebuilt;
 - *racy* entries are never trusted, as in git: a file whose mtime or ctime
   lies within ``RACY_NS`` of the moment it was hashed could be changed again
   within the same timestamp tick (a 1 s or 2 s filesystem) without its stat
@@ -20,15 +22,25 @@ stale, from another store, or lost costs time and never a missed change:
 
 A ``touch`` of every file (a branch checkout) changes every stat: each file is
 read and hashed once, found unchanged against the manifest, and recorded with
-its new stat; nothing is parsed or embedded."""
+its new stat; nothing is parsed or embedded.
+
+Memory does not grow with the repository: the recorded entries are streamed,
+and only this run's new records (the files it read) are held until the end.
+Records are NUL-separated fields ending in NUL and a newline (a path holds no
+NUL; it may hold a newline)."""
 
 from __future__ import annotations
 
+import contextlib
+import heapq
 import json
 import logging
 import os
+import re
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
+from typing import IO
 
 from codeindex_common.model import CHUNKING_VERSION
 
@@ -36,53 +48,92 @@ from .walker import Entry
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 1: one JSON object of every file (read whole)
 RACY_NS = 2_000_000_000  # FAT's 2 s mtime resolution, the coarsest in common use
+_END = re.compile(r"\n\x00end\x00\d+\x00\n\Z")  # the last record (an empty path, "end", the count)
+BLOCK = 1 << 20
+
+Key = tuple[int, int, int, int]
+Record = tuple[str, Key, str]  # (path, stat key, content hash)
 
 
-def stat_key(e: Entry) -> tuple[int, int, int, int]:
+def stat_key(e: Entry) -> Key:
     return (e.size, e.mtime_ns, e.ctime_ns, e.ino)
 
 
+def write_record(fh: IO[str], fields: Iterable) -> None:
+    fh.write("\0".join(map(str, fields)) + "\0\n")
+
+
+def read_records(fh: IO[str]) -> Iterator[list[str]]:
+    """The records of ``fh`` from where it stands, each as its fields (block by block, never whole)."""
+    rest = ""
+    while block := fh.read(BLOCK):
+        parts = (rest + block).split("\0\n")
+        rest = parts.pop()
+        for part in parts:
+            yield part.split("\0")
+    if rest:
+        yield rest.split("\0")
+
+
 class StatCache:
-    """path -> (stat, content hash) of the files of one root, loaded from ``path`` ("" : no file, nothing
-    kept between runs)."""
+    """path -> (stat, content hash) of the files of one root, kept in ``path`` ("" : no file, nothing kept
+    between runs). :meth:`recorded` streams what the last run kept; :meth:`record` notes what this run
+    hashed; :meth:`save` writes the merge of what the caller keeps and what this run recorded."""
 
     def __init__(self, path: str, root: str):
         self.path, self.root = path, os.path.abspath(root)
-        self.entries: dict[str, tuple[tuple[int, int, int, int], str]] = {}
+        self.updates: dict[str, Record | None] = {}  # this run's: path -> its record, or None (forget it)
         self.hits = self.misses = 0
-        self.changed = False  # whether there is anything to save
-        if path:
-            self.entries = self._load()
-            self.changed = not self.entries
+        self.dropped = 0  # records of the file that this run does not keep (a file gone, a stat changed)
 
     def _header(self) -> dict:
         return {"format": FORMAT, "root": self.root, "chunking_version": CHUNKING_VERSION}
 
-    def _load(self) -> dict:
+    def recorded(self) -> Iterator[Record]:
+        """What the file holds, in path order; nothing when it is missing, foreign or damaged."""
+        if not self.path:
+            return
         try:
-            with open(self.path, encoding="utf-8") as fh:
-                data = json.load(fh)
+            fh = open(self.path, encoding="utf-8", errors="surrogateescape", newline="")
         except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
+            return
+        except OSError as exc:
             log.warning("the stat cache %s cannot be read (%s): it is rebuilt", self.path, exc)
-            return {}
-        if not isinstance(data, dict) or data.get("header") != self._header():
-            return {}  # another root, format or chunking version: every file is hashed again
-        try:
-            return {p: (tuple(v[:4]), v[4]) for p, v in data["files"].items()}
-        except (KeyError, TypeError, IndexError, AttributeError):
-            log.warning("the stat cache %s is malformed: it is rebuilt", self.path)
-            return {}
+            return
+        with fh:
+            if not self._usable(fh):
+                return
+            for fields in read_records(fh):
+                if fields[0] == "":  # the end mark
+                    return
+                try:
+                    path, size, mtime, ctime, ino, fhash = fields
+                    yield path, (int(size), int(mtime), int(ctime), int(ino)), fhash
+                except ValueError:
+                    log.warning("the stat cache %s is malformed: it is rebuilt", self.path)
+                    return
 
-    def lookup(self, e: Entry) -> str | None:
-        """The content hash recorded for ``e``'s path, if its stat is still the one recorded."""
-        got = self.entries.get(e.path)
-        if got is not None and got[0] == stat_key(e) and e.mtime_ns:
+    def _usable(self, fh: IO[str]) -> bool:
+        """Its header is this cache's and it ends with the end mark; ``fh`` stands after the header."""
+        try:
+            header = json.loads(fh.readline())
+            start = fh.tell()
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(start - 1, fh.tell() - 64))
+            tail = fh.read()
+            fh.seek(start)
+        except (OSError, ValueError, UnicodeDecodeError):
+            return False
+        # another root, format or chunking version: every file is hashed again; no end mark: cut short
+        return header == self._header() and _END.search(tail) is not None
+
+    def lookup(self, e: Entry, recorded: Record | None) -> str | None:
+        """The content hash ``recorded`` for ``e``'s path, if its stat is still the one recorded."""
+        if recorded is not None and recorded[1] == stat_key(e) and e.mtime_ns:
             self.hits += 1
-            return got[1]
+            return recorded[2]
         self.misses += 1
         return None
 
@@ -91,39 +142,40 @@ class StatCache:
         racy."""
         now = time.time_ns() if hashed_at_ns is None else hashed_at_ns
         if not e.mtime_ns or max(e.mtime_ns, e.ctime_ns) + RACY_NS > now:
-            self.forget([e.path])  # racy: hashed again next time
+            self.updates[e.path] = None  # racy: hashed again next time
             return
-        entry = (stat_key(e), fhash)
-        if self.entries.get(e.path) != entry:
-            self.entries[e.path] = entry
-            self.changed = True
+        self.updates[e.path] = (e.path, stat_key(e), fhash)
 
-    def forget(self, paths) -> None:
+    def forget(self, paths: Iterable[str]) -> None:
         for p in paths:
-            if self.entries.pop(p, None) is not None:
-                self.changed = True
+            self.updates[p] = None
 
-    def keep_only(self, present: set[str]) -> None:
-        """After a walk of the whole root: drop the files it did not find."""
-        kept = {p: v for p, v in self.entries.items() if p in present}
-        if len(kept) != len(self.entries):
-            self.entries, self.changed = kept, True
-
-    def save(self) -> None:
-        """Write the cache atomically (a temporary file renamed over the old one) if anything changed; a
-        failure is logged, never raised (the next run hashes more)."""
-        if not self.path or not self.changed:
+    def save(self, kept: Iterable[Record]) -> None:
+        """Write ``kept`` (records in path order) with this run's records merged in (they win), atomically;
+        a failure is logged, never raised (the next run hashes more). Not written when it would be the
+        same: nothing recorded, nothing dropped."""
+        if not self.path or (not self.updates and not self.dropped and os.path.exists(self.path)):
             return
+        updates = [(p, r) for p, r in sorted(self.updates.items())]
+        merged = heapq.merge(((r[0], 1, r) for r in kept), ((p, 0, r) for p, r in updates))
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".stat-cache.", dir=os.path.dirname(self.path))
             try:
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    json.dump({"header": self._header(),
-                               "files": {p: [*k, h] for p, (k, h) in self.entries.items()}}, fh,
-                              separators=(",", ":"))
+                with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as fh:
+                    fh.write(json.dumps(self._header()) + "\n")
+                    last, count = None, 0
+                    for path, _, rec in merged:
+                        if path == last:
+                            continue  # this run's record came first and wins
+                        last = path
+                        if rec is not None:
+                            write_record(fh, (path, *rec[1], rec[2]))
+                            count += 1
+                    fh.write(f"\0end\0{count}\0\n")
                 os.replace(tmp, self.path)
-                self.changed = False
+                with contextlib.suppress(FileNotFoundError):  # format 1's file, read whole, is no more
+                    os.unlink(os.path.join(os.path.dirname(self.path), "stat-cache.json"))
             except BaseException:
                 os.unlink(tmp)
                 raise

@@ -56,32 +56,44 @@ class _Ignores:
 
 
 def walk(root: str, skip_dirs: set[str] | None = None) -> Iterator[Entry]:
-    """Every file under ``root`` that git would not ignore, sorted."""
+    """Every file under ``root`` that git would not ignore, in the order of their paths as strings (git's
+    index order: a directory's files come where its name and a "/" sort among its siblings), so that the
+    walk merges with other lists sorted by path without being held whole. Memory: one listing per level."""
     root = os.path.abspath(root)
     skip = ALWAYS_SKIPPED_DIRS | (skip_dirs or set())
-    stack: list[tuple[str, str, _Ignores]] = [("", root, _Ignores().child("", root))]
+    stack = [iter(_listing("", root, _Ignores().child("", root), skip))]
     while stack:
-        rel_dir, abs_dir, ignores = stack.pop()
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+        elif isinstance(item, Entry):
+            yield item
+        else:
+            rel, path, ignores = item
+            stack.append(iter(_listing(rel, path, ignores.child(rel, path), skip)))
+
+
+def _listing(rel_dir: str, abs_dir: str, ignores: _Ignores, skip: set[str]) -> list:
+    """One directory's files (Entry) and subdirectories to walk ((rel, path, ignores)), in path order."""
+    try:
+        scanned = list(os.scandir(abs_dir))
+    except OSError:
+        return []
+    keyed: list[tuple[str, Entry | tuple[str, str, _Ignores]]] = []
+    for e in scanned:
+        rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
         try:
-            entries = sorted(os.scandir(abs_dir), key=lambda e: e.name)
+            st = e.stat(follow_symlinks=False)
         except OSError:
+            keyed.append((e.name, Entry(rel, e.path, 0, "unreadable")))
             continue
-        subdirs = []
-        for e in entries:
-            rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
-            try:
-                st = e.stat(follow_symlinks=False)
-            except OSError:
-                yield Entry(rel, e.path, 0, "unreadable")
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                if e.name in skip or ignores.ignored(rel, True):
-                    continue
-                subdirs.append((rel, e.path))
-            elif not ignores.ignored(rel, False):
-                yield _file_entry(rel, e.path, st)
-        for rel, path in reversed(subdirs):
-            stack.append((rel, path, ignores.child(rel, path)))
+        if stat.S_ISDIR(st.st_mode):
+            if e.name not in skip and not ignores.ignored(rel, True):
+                keyed.append((e.name + "/", (rel, e.path, ignores)))
+        elif not ignores.ignored(rel, False):
+            keyed.append((e.name, _file_entry(rel, e.path, st)))
+    keyed.sort(key=lambda k: k[0])
+    return [item for _, item in keyed]
 
 
 class IgnoreCache:

@@ -70,8 +70,10 @@ class DeleteResponse(_message.Message):
     def __init__(self, files_deleted: _Optional[int] = ...) -> None: ...
 
 class ManifestRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("after",)
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    after: str
+    def __init__(self, after: _Optional[str] = ...) -> None: ...
 
 class ManifestResponse(_message.Message):
     __slots__ = ("paths", "file_hashes")

@@ -45,7 +45,7 @@ class StoreStub:
                 request_serializer=protos_dot_store__pb2.DeleteRequest.SerializeToString,
                 response_deserializer=protos_dot_store__pb2.DeleteResponse.FromString,
                 _registered_method=True)
-        self.Manifest = channel.unary_unary(
+        self.Manifest = channel.unary_stream(
                 '/codeindex.v1.Store/Manifest',
                 request_serializer=protos_dot_store__pb2.ManifestRequest.SerializeToString,
                 response_deserializer=protos_dot_store__pb2.ManifestResponse.FromString,
@@ -101,7 +101,8 @@ class StoreServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Manifest(self, request, context):
-        """(path, file hash) of every indexed file, from one scan, as two columns.
+        """(path, file hash) of every indexed file, in path order, a page at a time
+        (from one scan): the orchestrator merges it with its walk, in the same order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -162,7 +163,7 @@ def add_StoreServicer_to_server(servicer, server):
                     request_deserializer=protos_dot_store__pb2.DeleteRequest.FromString,
                     response_serializer=protos_dot_store__pb2.DeleteResponse.SerializeToString,
             ),
-            'Manifest': grpc.unary_unary_rpc_method_handler(
+            'Manifest': grpc.unary_stream_rpc_method_handler(
                     servicer.Manifest,
                     request_deserializer=protos_dot_store__pb2.ManifestRequest.FromString,
                     response_serializer=protos_dot_store__pb2.ManifestResponse.SerializeToString,
@@ -273,7 +274,7 @@ class Store:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
+        return grpc.experimental.unary_stream(
             request,
             target,
             '/codeindex.v1.Store/Manifest',

@@ -86,8 +86,9 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
         return store_pb2.DeleteResponse(files_deleted=n)
 
     async def Manifest(self, request, context):
-        paths, hashes = await asyncio.to_thread(self.store.manifest_columns)
-        return manifest_to_pb(paths, hashes)
+        pages = await asyncio.to_thread(self.store.manifest_pages, request.after)
+        while (page := await asyncio.to_thread(next, pages, None)) is not None:
+            yield manifest_to_pb(*page)
 
     async def LookupVectors(self, request, context):
         hashes, vecs = await asyncio.to_thread(self.store.lookup_vectors, list(request.content_hashes))

@@ -30,6 +30,7 @@ import re
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -37,6 +38,7 @@ from datetime import timedelta
 import lancedb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from lancedb.index import FTS, BTree
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
@@ -380,10 +382,19 @@ class VectorStore:
         t = self._manifest_table(["path", "file_hash", "skip_reason"])
         return [ManifestEntry(p, h, s) for p, h, s in zip(t["path"], t["file_hash"], t["skip_reason"])]
 
-    def manifest_columns(self) -> tuple[list[str], list[str]]:
-        """(paths, their hashes) of every file, from one scan: what the Manifest RPC sends."""
-        t = self._manifest_table(["path", "file_hash"])
-        return t["path"], t["file_hash"]
+    def manifest_pages(self, after: str = "", size: int = 8192) -> Iterator[tuple[list[str], list[str]]]:
+        """(paths, their hashes) of the files after ``after``, in path order, ``size`` at a time: what the
+        Manifest RPC streams. One scan, sorted as Arrow columns (never a Python object per file)."""
+        self._check_schema()
+        if self._files is None:
+            return
+        table = self._files.to_arrow().select(["path", "file_hash"])
+        if after:
+            table = table.filter(pc.greater(table["path"], after))
+        table = table.take(pc.sort_indices(table["path"]))
+        for start in range(0, table.num_rows, size):
+            page = table.slice(start, size)
+            yield page["path"].to_pylist(), page["file_hash"].to_pylist()
 
     def _manifest_table(self, columns: list[str]) -> dict[str, list]:
         self._check_schema()

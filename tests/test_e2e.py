@@ -216,7 +216,7 @@ def test_running_services_and_the_public_api(tmp_path, embed_service, start_serv
     summary = index(repo, "--parser-addr", parser.address, "--embed-addr", embed_service.address, env=env)
     assert summary["files_indexed"] == 10
     # no local services were started: the index directory holds the stat cache alone
-    assert [p.name for p in (repo / ".codeindex").iterdir()] == ["stat-cache.json"]
+    assert [p.name for p in (repo / ".codeindex").iterdir()] == ["stat-cache"]
 
     api = OrchestratorServe(tmp_path, repo, "--parser-addr", parser.address, "--embed-addr",
                             embed_service.address, "--store-addr", store.address, timeout=60)

@@ -102,8 +102,11 @@ def test_store_write_search_manifest_delete(start_service, tmp_path):
         stub = store_pb2_grpc.StoreStub(ch)
         acks = list(stub.Write(iter([rec, empty]), timeout=60))
         assert [(a.path, a.rows) for a in acks] == [("x.py", len(chunks)), ("empty.py", 0)]
-        manifest = stub.Manifest(store_pb2.ManifestRequest(), timeout=10)
-        assert dict(zip(manifest.paths, manifest.file_hashes)) == {"x.py": "abc", "empty.py": "e"}
+        pages = list(stub.Manifest(store_pb2.ManifestRequest(), timeout=10))
+        assert [(p, h) for page in pages for p, h in zip(page.paths, page.file_hashes)] == [
+            ("empty.py", "e"), ("x.py", "abc")]  # in path order
+        after = list(stub.Manifest(store_pb2.ManifestRequest(after="empty.py"), timeout=10))
+        assert [p for page in after for p in page.paths] == ["x.py"]
         hits = stub.Search(store_pb2.SearchRequest(query_vector=vectors.pack(vecs[1]), k=2), timeout=10).hits
         assert hits[0].chunk.qualified_name == chunks[1].qualified_name and hits[0].chunk.path == "x.py"
         assert hits[0].chunk.text == chunks[1].text

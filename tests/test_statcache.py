@@ -49,19 +49,26 @@ def entries(repo: Path) -> dict:
 # ---------------------------------------------------------------- the cache alone
 
 
+def saved(cache: StatCache) -> dict:
+    """What a run that kept nothing but its own records would leave, read back: path -> record."""
+    cache.save(iter(()))
+    return {r[0]: r for r in StatCache(cache.path, cache.root).recorded()}
+
+
 def test_a_recorded_stat_gives_the_hash_and_any_change_of_it_does_not(tmp_path):
     repo = make_repo(tmp_path / "repo")
     age(repo, settle=False)
-    cache = StatCache(str(tmp_path / "cache.json"), str(repo))
+    cache = StatCache(str(tmp_path / "cache"), str(repo))
     e = entries(repo)["mod0.py"]
     cache.record(e, "h0", later())
-    assert cache.lookup(e) == "h0"
+    records = saved(cache)
+    assert cache.lookup(e, records["mod0.py"]) == "h0"
     (repo / "mod0.py").write_text("def helper_0(value):\n    return value * 9\n")  # same size, new mtime
-    assert cache.lookup(entries(repo)["mod0.py"]) is None
+    assert cache.lookup(entries(repo)["mod0.py"], records["mod0.py"]) is None
     # the mtime put back as it was: the ctime still moved
     os.utime(repo / "mod0.py", ns=(e.mtime_ns, e.mtime_ns))
     moved = entries(repo)["mod0.py"]
-    assert (moved.size, moved.mtime_ns) == (e.size, e.mtime_ns) and cache.lookup(moved) is None
+    assert (moved.size, moved.mtime_ns) == (e.size, e.mtime_ns) and cache.lookup(moved, records["mod0.py"]) is None
 
 
 def test_a_racy_entry_is_not_trusted(tmp_path):
@@ -70,43 +77,59 @@ def test_a_racy_entry_is_not_trusted(tmp_path):
     repo = make_repo(tmp_path / "repo")
     age(repo, settle=False)
     e = entries(repo)["mod1.py"]
-    cache = StatCache("", str(repo))
+    cache = StatCache(str(tmp_path / "cache"), str(repo))
     changed = max(e.mtime_ns, e.ctime_ns)
     cache.record(e, "h1", hashed_at_ns=changed + RACY_NS // 2)
-    assert cache.lookup(e) is None
+    assert "mod1.py" not in saved(cache)
     cache.record(e, "h1", hashed_at_ns=changed + RACY_NS + 1)
-    assert cache.lookup(e) == "h1"
+    assert cache.lookup(e, saved(cache)["mod1.py"]) == "h1"
     cache.record(e, "h1", hashed_at_ns=max(e.mtime_ns, e.ctime_ns) + 1)  # racy again: the entry goes
-    assert cache.lookup(e) is None
+    cache.save(StatCache(cache.path, cache.root).recorded())
+    assert list(StatCache(cache.path, cache.root).recorded()) == []
 
 
 def test_the_cache_survives_a_round_trip_and_a_bad_or_foreign_file_is_dropped(tmp_path):
     repo = make_repo(tmp_path / "repo")
     age(repo, settle=False)
-    path = tmp_path / "index" / "stat-cache.json"
+    path = tmp_path / "index" / "stat-cache"
     cache = StatCache(str(path), str(repo))
     for e in entries(repo).values():
         cache.record(e, f"hash-of-{e.path}", later())
-    cache.save()
-    again = StatCache(str(path), str(repo))
-    assert {p: again.lookup(e) for p, e in entries(repo).items()} == {p: f"hash-of-{p}" for p in entries(repo)}
-    assert StatCache(str(path), str(tmp_path)).entries == {}  # written for another root
+    records = saved(cache)
+    assert list(records) == sorted(entries(repo))  # in path order
+    assert {p: cache.lookup(e, records[p]) for p, e in entries(repo).items()} == {
+        p: f"hash-of-{p}" for p in entries(repo)}
+    assert list(StatCache(str(path), str(tmp_path)).recorded()) == []  # written for another root
     text = path.read_text()
-    path.write_text(text.replace(f'"chunking_version":{CHUNKING_VERSION}', '"chunking_version":-1'))
-    assert StatCache(str(path), str(repo)).entries == {}  # another hash: every file hashed again
-    for bad in ("{not json", '{"header": 1}', "[]", text[: len(text) // 2]):
+    path.write_text(text.replace(f'"chunking_version": {CHUNKING_VERSION}', '"chunking_version": -1'))
+    assert list(StatCache(str(path), str(repo)).recorded()) == []  # another hash: every file hashed again
+    for bad in ("{not json", '{"header": 1}', "[]", text[: len(text) // 2], text[:-3], ""):
         path.write_text(bad)
-        assert StatCache(str(path), str(repo)).entries == {}, bad
+        assert list(StatCache(str(path), str(repo)).recorded()) == [], bad
+    path.write_text(text.replace("\nmod2.py\0", "\nmod2.py\0x\0"))  # a record of the wrong shape
+    assert [r[0] for r in StatCache(str(path), str(repo)).recorded()] == ["mod0.py", "mod1.py"]
     # the next save over a bad file writes it whole (never a partial file: a temporary one renamed)
     rebuilt = StatCache(str(path), str(repo))
     for e in entries(repo).values():
         rebuilt.record(e, f"hash-of-{e.path}", later())
-    rebuilt.save()
-    assert StatCache(str(path), str(repo)).entries == cache.entries
+    assert saved(rebuilt) == records
     mtime = path.stat().st_mtime_ns
-    rebuilt.save()  # nothing changed: not written again
+    StatCache(str(path), str(repo)).save(iter(()))  # nothing recorded or dropped: not written again
     assert path.stat().st_mtime_ns == mtime
-    assert [p.name for p in path.parent.iterdir()] == ["stat-cache.json"]
+    assert [p.name for p in path.parent.iterdir()] == ["stat-cache"]
+
+
+def test_a_path_with_a_newline_or_a_tab_round_trips(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("a\nb.py", "a\tb.py", "a.py"):
+        (repo / name).write_text("x = 1\n")
+    age(repo, settle=False)
+    cache = StatCache(str(tmp_path / "cache"), str(repo))
+    for e in entries(repo).values():
+        cache.record(e, "h-" + e.path.replace("\n", "n"), later())
+    assert {p: r[2] for p, r in saved(cache).items()} == {"a\tb.py": "h-a\tb.py", "a\nb.py": "h-anb.py",
+                                                           "a.py": "h-a.py"}
 
 
 # ---------------------------------------------------------------- orchestrator index
@@ -118,9 +141,11 @@ def test_a_run_hashes_only_what_changed_and_a_touch_embeds_nothing(tmp_path):
     age(repo)
     first = index(repo, env=HASH)
     assert first["files_indexed"] == first["files_hashed"] == 8
-    assert (repo / ".codeindex" / "stat-cache.json").is_file()
+    assert (repo / ".codeindex" / "stat-cache").is_file()
+    written = (repo / ".codeindex" / "stat-cache").stat().st_mtime_ns
     noop = index(repo, env=HASH)
     assert noop["files_unchanged"] == 8 and noop["files_hashed"] == 0  # nothing read
+    assert (repo / ".codeindex" / "stat-cache").stat().st_mtime_ns == written  # nor written
 
     # one edit of the same size, its mtime put back: the ctime gives it away
     st = (repo / "mod3.py").stat()
@@ -150,7 +175,7 @@ def test_a_corrupt_or_foreign_cache_costs_time_never_a_missed_change(tmp_path):
     repo = make_repo(tmp_path / "repo", 5)
     age(repo)
     index(repo, env=HASH)
-    cache = repo / ".codeindex" / "stat-cache.json"
+    cache = repo / ".codeindex" / "stat-cache"
     cache.write_text(cache.read_text()[:40])  # as a crash in the middle of a write would, had it not been atomic
     rebuilt = index(repo, env=HASH)
     assert rebuilt["files_hashed"] == 5 and rebuilt["files_unchanged"] == 5 and rebuilt["files_indexed"] == 0
@@ -159,6 +184,6 @@ def test_a_corrupt_or_foreign_cache_costs_time_never_a_missed_change(tmp_path):
     other = tmp_path / "other-index"
     moved = index(repo, "--index-dir", str(other), env=HASH)
     assert moved["files_indexed"] == 5
-    (other / "stat-cache.json").write_bytes(cache.read_bytes())
+    (other / "stat-cache").write_bytes(cache.read_bytes())
     reset = index(repo, "--index-dir", str(other), "--reindex", env=HASH)
     assert reset["files_indexed"] == 5 and reset["files_hashed"] == 5 and reset["index_files"] == 5

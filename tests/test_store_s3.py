@@ -214,7 +214,7 @@ def test_store_service_on_s3(moto, aws_env, start_service):
         assert opt.versions == len(_manifests(moto.keys(prefix), "chunks")) <= 2
         assert _search(stub, bulk_vecs[42], k=1)[0].chunk.id == "c42"  # through the ANN index
         assert stub.Delete(store_pb2.DeleteRequest(paths=["a.py"]), timeout=30).files_deleted == 1
-        assert "a.py" not in stub.Manifest(store_pb2.ManifestRequest(), timeout=30).paths
+        assert "a.py" not in [p for page in stub.Manifest(store_pb2.ManifestRequest(), timeout=30) for p in page.paths]
     svc.stop()
 
     # another process on the same URI: the same index

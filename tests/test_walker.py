@@ -31,3 +31,14 @@ def test_symlinks_are_not_followed(tmp_path):
     assert entries["real/a.py"].skip_reason == ""
     assert entries["real/loop"].skip_reason == "symlink"
     assert entries["link.py"].skip_reason == "symlink"
+
+
+def test_the_walk_comes_in_path_order(tmp_path):
+    """Git's index order: a directory's files sort where its name and "/" do, so that the walk merges with
+    lists sorted by path (the stat cache, the store's manifest) without being held."""
+    for rel in ("a.txt", "a/b.py", "a0", "a-b/c", "b/x/y.py", "b/x.py", "b.py", "a/z/q", "A", "a/\u00e9.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x = 1\n")
+    walked = [e.path for e in walk(str(tmp_path))]
+    assert walked == sorted(walked) and len(walked) == 10
+
