@@ -160,7 +160,9 @@ def _search(repo: Path, index_dir: Path, log, modes: tuple[str, ...] = ("hybrid"
     through ``orchestrator serve`` (the gRPC API; the hash backend embeds the query) for 10 s in each mode."""
     from bench.run import _Api, _latencies, _recall, corpus_queries
 
-    out: dict = {"ann_recall_at_10": _recall(index_dir)}
+    recall = _recall(index_dir)
+    out: dict = {"ann_recall_at_10": recall["all"], "ann_recall_at_10_near": recall["near"],
+                 "ann_recall_queries_near": recall["queries_near"], "ann_recall_queries": recall["queries"]}
     api = _Api(repo, index_dir, HASH)
     try:
         for mode in modes:
