@@ -323,6 +323,10 @@ def scale_section(sc: dict | None, run: dict, docs: Path | None = None) -> list[
     lines += ["", f"Full index: {fmt(sc['chunks_per_s'])} chunks/s over the run's own seconds; peak RSS by stage "
               f"(MB): {by_stage}. The index takes {fmt(sc['index_mb'])} MB on disk. The first search after it (a "
               f"cold `orchestrator search`, services started) answered after {fmt(sc['first_search_s'])} s."]
+    if "upkeep_s" in full:
+        lines[-1] += (f" The upkeep at its end (the scalar, full-text and ANN indexes over the whole table, then "
+                      f"compaction) took {fmt(full['upkeep_s'])} s, of which {fmt(full.get('ann_build_s'))} s built "
+                      f"`{full.get('ann_index', '')}`.")
     if "search" in sc:
         srch = sc["search"]
         near = (f", {fmt(srch['ann_recall_at_10_near'])} over the {fmt(srch['ann_recall_queries_near'])} that have "

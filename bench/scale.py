@@ -28,6 +28,7 @@ import os
 import shutil
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +140,27 @@ def _index(repo: Path, index_dir: Path) -> dict:
             "index_files": s["index_files"], "peak_rss_mb": round(rss.total), "peak_at_s": rss.peak_at_s,
             "peak_rss_mb_by_stage": {k: round(v) for k, v in sorted(rss.by_stage.items())},
             "rss_timeline": rss.timeline}
+
+
+def _upkeep_seconds(index_dir: Path) -> dict:
+    """The last upkeep's time and its ANN build's, from the store's log: the upkeep runs from its log line
+    to the store's shutdown at the end of the run."""
+    stamp = "%Y-%m-%d %H:%M:%S,%f"
+    lines = (index_dir / "logs" / "store.log").read_text(errors="replace").splitlines()
+    starts = [i for i, line in enumerate(lines) if " upkeep: " in line]
+    if not starts:
+        return {}
+    began = datetime.strptime(lines[starts[-1]][:23], stamp)
+    after = lines[starts[-1]:]
+    end = next((line for line in after if "shutting down store" in line), None)
+    built = next((line for line in after if " built vector_" in line), None)
+    out: dict = {}
+    if end is not None:
+        out["upkeep_s"] = round((datetime.strptime(end[:23], stamp) - began).total_seconds(), 1)
+    if built is not None:
+        out["ann_build_s"] = float(built.rsplit(" in ", 1)[1].rstrip("s"))
+        out["ann_index"] = built.split(" built ", 1)[1].split(" ", 1)[0]
+    return out
 
 
 def _first_search(repo: Path, index_dir: Path) -> float:
@@ -256,6 +278,7 @@ def bench_scale(corpus_root: Path, work: Path, log) -> dict:
     shutil.rmtree(index_dir, ignore_errors=True)
     out["recipe"] = recipe
     out["full"] = full = _index(repo, index_dir)
+    full.update(_upkeep_seconds(index_dir))
     log(f"scale: full index {full['index_files']} files, {full['index_chunks']} chunks in {full['wall_s']}s "
         f"({full['chunks_total'] / max(full['seconds'], 1e-9):.0f} chunks/s), peak RSS {full['peak_rss_mb']} MB")
     out["chunks_per_s"] = round(full["chunks_total"] / full["seconds"], 1)
