@@ -439,9 +439,10 @@ class StoreClient(_Client):
         r = await self._call("FindSymbol", q.to_pb())
         return [SymbolHit.from_pb(d) for d in r.definitions]
 
-    async def optimize(self) -> store_pb2.OptimizeResponse:
+    async def optimize(self, quiet: bool = False) -> store_pb2.OptimizeResponse:
+        """The upkeep after a run (``quiet``: the repository has gone quiet; see the store's Optimize)."""
         # building the vector index of a large table takes minutes, not the usual deadline
-        return await self._call("Optimize", store_pb2.OptimizeRequest(), timeout=max(self.timeout, 3600))
+        return await self._call("Optimize", store_pb2.OptimizeRequest(quiet=quiet), timeout=max(self.timeout, 3600))
 
     async def reset(self) -> int:
         return (await self._call("Reset", store_pb2.ResetRequest())).chunks_dropped

@@ -135,9 +135,10 @@ class Host:
         return summary
 
     async def maintain(self) -> Stats:
-        """Compaction and index refresh (after a burst of watched runs, once the repository is quiet)."""
+        """Compaction and index refresh (after a burst of watched runs, once the repository is quiet): the
+        indexes then cover every row, also when the upkeep of a large table would wait (docs/SCALE.md)."""
         async with self.runs:
-            await self.stages.store.optimize()
+            await self.stages.store.optimize(quiet=True)
             return await self.stages.store.stats()
 
     async def search(self, q: Query) -> list[Hit]:

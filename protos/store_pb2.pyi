@@ -18,8 +18,10 @@ class ResetResponse(_message.Message):
     def __init__(self, chunks_dropped: _Optional[int] = ...) -> None: ...
 
 class OptimizeRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("quiet",)
+    QUIET_FIELD_NUMBER: _ClassVar[int]
+    quiet: bool
+    def __init__(self, quiet: _Optional[bool] = ...) -> None: ...
 
 class OptimizeResponse(_message.Message):
     __slots__ = ("seconds", "vector_index", "versions")

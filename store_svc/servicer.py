@@ -107,7 +107,7 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
 
     async def Optimize(self, request, context):
         started = time.perf_counter()
-        s = await asyncio.to_thread(self.store.optimize)
+        s = await asyncio.to_thread(self.store.optimize, request.quiet)
         return store_pb2.OptimizeResponse(seconds=time.perf_counter() - started, vector_index=s.vector_index,
                                           versions=s.versions)
 

@@ -460,15 +460,17 @@ class VectorStore:
 
     # ------------------------------------------------------------------ maintenance
 
-    def optimize(self) -> Stats:
-        """After a run, when the upkeep is due (``upkeep_due``): create the
-        scalar and full-text indexes if missing; build the ANN index once the
-        table has ``ann_min_rows`` rows, and train it again once the table has
-        grown enough to want twice the partitions; then compact both tables
-        (which folds new rows into every index) and remove versions older
-        than ``keep_versions_seconds``."""
+    def optimize(self, quiet: bool = False) -> Stats:
+        """After a run, when the upkeep is due (``upkeep_due``), or (``quiet``: the
+        repository has gone quiet) when some rows are not in the indexes yet:
+        create the scalar and full-text indexes if missing; build the ANN index
+        once the table has ``ann_min_rows`` rows, and train it again once the
+        table has grown enough to want twice the partitions; then compact both
+        tables (which folds new rows into every index) and remove versions
+        older than ``keep_versions_seconds``."""
         with self._replace_lock:
-            if self._chunks is None or not self._chunks.count_rows() or self.upkeep_due():
+            if (self._chunks is None or not self._chunks.count_rows() or self.upkeep_due()
+                    or (quiet and self._unindexed_rows())):
                 log.info("upkeep: indexes, compaction and old versions (%d rows)",
                          self._chunks.count_rows() if self._chunks is not None else 0)
                 if self._chunks is not None and self._chunks.count_rows():
@@ -497,8 +499,12 @@ class VectorStore:
             return True
         if len(table.list_versions()) >= s.upkeep_max_versions:
             return True
-        unindexed = max((table.index_stats(ix.name).num_unindexed_rows for ix in indices), default=0)
-        return unindexed >= s.upkeep_unindexed_share * rows
+        return self._unindexed_rows() >= s.upkeep_unindexed_share * rows
+
+    def _unindexed_rows(self) -> int:
+        """The most rows any index of the chunks table does not hold yet."""
+        table = self._chunks
+        return max((table.index_stats(ix.name).num_unindexed_rows for ix in table.list_indices()), default=0)
 
     def _ensure_indexes(self) -> None:
         """The scalar indexes and the full-text index, where missing."""

@@ -378,6 +378,25 @@ def test_a_large_table_defers_its_upkeep_until_it_is_due_and_misses_nothing(tmp_
     assert store._chunks.index_stats(ix.name).num_unindexed_rows == 0
 
 
+
+def test_a_quiet_upkeep_brings_the_indexes_over_every_row_before_it_is_due(tmp_path):
+    """A watcher's upkeep once the repository is quiet (optimize(quiet=True)) folds a deferred edit's rows
+    into the indexes, which a run's upkeep of a large table leaves for later."""
+    from store_svc.store import StoreSettings
+
+    dim = 16
+    settings = StoreSettings(ann_min_rows=500, keep_versions_seconds=0, upkeep_full_rows=1000,
+                             upkeep_unindexed_share=0.05, upkeep_max_versions=50)
+    store = VectorStore(str(tmp_path / "db"), settings=settings)
+    store.write(_bulk(2000, dim)[0])
+    store.optimize()
+    store.write([record("edit.py", "def edited_function(x):\n    return x + 1\n", dim=dim, model="m")])
+    store.optimize()  # a run's upkeep: not due, deferred
+    assert not store.upkeep_due() and store._unindexed_rows() > 0
+    store.optimize(quiet=True)
+    assert store._unindexed_rows() == 0
+    assert store.search(None, Query(text="edited_function", k=3, mode="keyword"))[0].chunk.path == "edit.py"
+
 def test_a_replace_leaves_no_tombstone_and_a_crash_between_its_commits_shows_none(tmp_path, monkeypatch):
     """A replace upserts the new chunks and overwrites the old ones with tombstones in one commit, then deletes
     the tombstones. Killed between the two, no search, symbol lookup or count shows a tombstone, and the next
