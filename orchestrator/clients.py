@@ -342,7 +342,12 @@ class ResumableStream:
         metrics.STAGE_RETRIES.labels(self.client.stage).inc()
         log.warning("%s stream broke (%s); resuming with %d unanswered items", self.client.stage,
                     err.code().name, len(self.pending))
-        return min(2.0, 0.1 * 2 ** self.failures) * (0.5 + random.random())
+        return _backoff(self.failures)
+
+
+def _backoff(failures: int) -> float:
+    """Seconds before opening a broken stream again: exponential from 0.2 s, at most 2 s, with jitter."""
+    return min(2.0, 0.1 * 2 ** failures) * (0.5 + random.random())
 
 
 class ParserClient(_Client):
@@ -416,7 +421,7 @@ class StoreClient(_Client):
                     raise self.error(err, waited if retryable(err) else 0.0) from err
                 metrics.STAGE_RETRIES.labels(self.stage).inc()
                 failures += 1
-                await asyncio.sleep(min(2.0, 0.1 * 2 ** failures) * (0.5 + random.random()))
+                await asyncio.sleep(_backoff(failures))
 
     async def delete(self, paths: list[str]) -> int:
         r = await self._call("Delete", store_pb2.DeleteRequest(paths=paths))
@@ -469,21 +474,19 @@ class Stages:
 
     async def up(self, *stages: str) -> None:
         """Once each of ``stages`` ("parser", "embed", "store") that was started locally serves."""
-        if self.local is None:
-            return
-        async with self._starting:
-            for stage in stages:
-                if stage in self.local.stages:
-                    await asyncio.to_thread(self.local.ready, stage)
+        await self._local("ready", stages)
 
     async def release(self, *stages: str) -> None:
         """Stop those of ``stages`` that were started locally (the run needs them no more)."""
+        await self._local("release", stages)
+
+    async def _local(self, action: str, stages: tuple[str, ...]) -> None:
         if self.local is None:
             return
         async with self._starting:
             for stage in stages:
                 if stage in self.local.stages:
-                    await asyncio.to_thread(self.local.release, stage)
+                    await asyncio.to_thread(getattr(self.local, action), stage)
 
     async def close(self) -> None:
         for c in (self.parser, self.embedder, self.store):

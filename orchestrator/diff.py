@@ -57,18 +57,14 @@ class Walked:
                 self.cached.add(e.path)
             write_record(self._file, (e.path, e.size, e.mtime_ns, e.ctime_ns, e.ino, e.skip_reason, cached))
             self.files += 1
-            self.readable += not self.skip_reason(e)
+            self.readable += not self.skip_reason(e.skip_reason, e.size)
         if not keep_cached:
             self.cache.dropped += (rec is not None) + sum(1 for _ in recorded)  # past the last file: gone
         self._file.flush()
 
-    def skip_reason(self, e: Entry) -> str:
-        """Why the run does not read ``e`` ("": it does): the walker's reason, or its size."""
-        return e.skip_reason or ("too_large" if e.size > self.max_file_bytes else "")
-
-    def record_skip(self, fields: list[str]) -> str:
-        """:meth:`skip_reason` of a record's file."""
-        return fields[5] or ("too_large" if int(fields[1]) > self.max_file_bytes else "")
+    def skip_reason(self, walker_reason: str, size: int) -> str:
+        """Why the run does not read a file ("": it does): the walker's reason, or its size."""
+        return walker_reason or ("too_large" if size > self.max_file_bytes else "")
 
     def records(self) -> Iterator[list[str]]:
         """Each file's fields (path, size, mtime, ctime, inode, skip reason, cached hash), in path order."""
@@ -136,7 +132,7 @@ class Diff:
                 old, head = head[1], self._step()
                 if head is _MORE:
                     head = await self._fetch()
-            reason = self.walked.record_skip(fields)
+            reason = self.walked.skip_reason(fields[5], int(fields[1]))
             if reason:
                 self.skip(reason)
                 if old is not None:

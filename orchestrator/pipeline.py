@@ -178,8 +178,9 @@ READ_BATCH_BYTES = 4 * 1024 * 1024
 
 class IndexRun:
     """The streaming part of one index run: a method per stage, joined by
-    bounded queues (a full queue blocks its producer). ``run`` returns the
-    paths that were read (the files the repository still has)."""
+    bounded queues (a full queue blocks its producer). ``run`` takes the
+    files to read from the diff (orchestrator.diff); ``unreadable`` then
+    holds the indexed ones that could not be read."""
 
     def __init__(self, stages, settings: Settings, info: EmbedInfo, summary: IndexSummary, progress: Progress,
                  on_progress: Callable[[Progress], None], stat_cache: StatCache):
@@ -477,8 +478,8 @@ class Pipeline:
 
     @staticmethod
     def _look(walked: Walked, root: str, paths: set[str] | None, ignores: IgnoreCache | None):
-        """Fill ``walked`` (in a thread); (whether a path the manifest has and the walk has not is to be
-        removed, the stat cache's records to keep, a callable)."""
+        """Fill ``walked`` (in a thread). Returns ``removable(path)``, whether a path the manifest has and
+        the walk has not is to be removed, and ``kept()``, the stat cache's records that still hold."""
         if paths is None:
             walked.fill(walk(root))
             return (lambda path: True), walked.kept

@@ -85,7 +85,6 @@ class StatCache:
     def __init__(self, path: str, root: str):
         self.path, self.root = path, os.path.abspath(root)
         self.updates: dict[str, Record | None] = {}  # this run's: path -> its record, or None (forget it)
-        self.hits = self.misses = 0
         self.dropped = 0  # records of the file that this run does not keep (a file gone, a stat changed)
 
     def _header(self) -> dict:
@@ -132,9 +131,7 @@ class StatCache:
     def lookup(self, e: Entry, recorded: Record | None) -> str | None:
         """The content hash ``recorded`` for ``e``'s path, if its stat is still the one recorded."""
         if recorded is not None and recorded[1] == stat_key(e) and e.mtime_ns:
-            self.hits += 1
             return recorded[2]
-        self.misses += 1
         return None
 
     def record(self, e: Entry, fhash: str, hashed_at_ns: int | None = None) -> None:
@@ -145,10 +142,6 @@ class StatCache:
             self.updates[e.path] = None  # racy: hashed again next time
             return
         self.updates[e.path] = (e.path, stat_key(e), fhash)
-
-    def forget(self, paths: Iterable[str]) -> None:
-        for p in paths:
-            self.updates[p] = None
 
     def save(self, kept: Iterable[Record]) -> None:
         """Write ``kept`` (records in path order) with this run's records merged in (they win), atomically;

@@ -379,7 +379,10 @@ class VectorStore:
 
     def manifest(self) -> list[ManifestEntry]:
         """Every file's (path, hash, skip reason), from one scan."""
-        t = self._manifest_table(["path", "file_hash", "skip_reason"])
+        self._check_schema()
+        if self._files is None:
+            return []
+        t = self._files.to_arrow().select(["path", "file_hash", "skip_reason"]).to_pydict()
         return [ManifestEntry(p, h, s) for p, h, s in zip(t["path"], t["file_hash"], t["skip_reason"])]
 
     def manifest_pages(self, after: str = "", size: int = 8192) -> Iterator[tuple[list[str], list[str]]]:
@@ -395,12 +398,6 @@ class VectorStore:
         for start in range(0, table.num_rows, size):
             page = table.slice(start, size)
             yield page["path"].to_pylist(), page["file_hash"].to_pylist()
-
-    def _manifest_table(self, columns: list[str]) -> dict[str, list]:
-        self._check_schema()
-        if self._files is None:
-            return {name: [] for name in columns}
-        return self._files.to_arrow().select(columns).to_pydict()
 
     def lookup_vectors(self, content_hashes: list[str]) -> tuple[list[str], np.ndarray]:
         """Stored vectors for the given content hashes (each found hash once)."""
@@ -499,12 +496,13 @@ class VectorStore:
             return True
         if len(table.list_versions()) >= s.upkeep_max_versions:
             return True
-        return self._unindexed_rows() >= s.upkeep_unindexed_share * rows
+        return self._unindexed_rows(indices) >= s.upkeep_unindexed_share * rows
 
-    def _unindexed_rows(self) -> int:
-        """The most rows any index of the chunks table does not hold yet."""
+    def _unindexed_rows(self, indices=None) -> int:
+        """The most rows any of the chunks table's indexes (``indices``: listed already) does not hold yet."""
         table = self._chunks
-        return max((table.index_stats(ix.name).num_unindexed_rows for ix in table.list_indices()), default=0)
+        indices = table.list_indices() if indices is None else indices
+        return max((table.index_stats(ix.name).num_unindexed_rows for ix in indices), default=0)
 
     def _ensure_indexes(self) -> None:
         """The scalar indexes and the full-text index, where missing."""
