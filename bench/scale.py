@@ -179,20 +179,54 @@ def _size_mb(path: Path) -> float:
 
 def _search(repo: Path, index_dir: Path, log, modes: tuple[str, ...] = ("hybrid", "vector", "keyword")) -> dict:
     """The ANN index's recall@10 against exact search (200 query vectors near stored ones), then one client
-    through ``orchestrator serve`` (the gRPC API; the hash backend embeds the query) for 10 s in each mode."""
-    from bench.run import _Api, _latencies, _recall, corpus_queries
+    through ``orchestrator serve`` (the gRPC API; the hash backend embeds the query) for 10 s in each mode, on
+    the index as the last run left it (the store's idle upkeep off). If that run deferred its upkeep (rows
+    outside the indexes), a second ``serve`` with the store's defaults: how long until its idle upkeep has
+    folded them in (``idle_upkeep_s``, from the API's start), then each mode again (``after_idle_upkeep``)."""
+    from bench.run import _Api, _recall
 
     recall = _recall(index_dir)
     out: dict = {"ann_recall_at_10": recall["all"], "ann_recall_at_10_near": recall["near"],
                  "ann_recall_queries_near": recall["queries_near"], "ann_recall_queries": recall["queries"]}
-    api = _Api(repo, index_dir, HASH)
+    api = _Api(repo, index_dir, {**HASH, "CODEINDEX_STORE_UPKEEP_IDLE_S": "0"})
     try:
-        for mode in modes:
-            r = _latencies(api.address, corpus_queries(), 1, 10, mode=mode)
-            out[mode] = {k: r[k] for k in ("p50_ms", "p95_ms", "p99_ms", "qps", "queries", "errors")}
-            log(f"scale: {mode} search through the API: p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
+        out["unindexed_rows"] = _status(api.address).unindexed_rows
+        out.update(_latencies_by_mode(api.address, modes, log, "as the run left it"))
     finally:
         api.stop()
+    if out["unindexed_rows"]:
+        started = time.perf_counter()
+        api = _Api(repo, index_dir, HASH)
+        try:
+            while _status(api.address).unindexed_rows:
+                if time.perf_counter() - started > 600:
+                    raise RuntimeError("the store's idle upkeep did not fold the rows in within 600 s")
+                time.sleep(0.5)
+            out["idle_upkeep_s"] = round(time.perf_counter() - started, 1)
+            log(f"scale: the store's idle upkeep, {out['idle_upkeep_s']} s after the API started")
+            out["after_idle_upkeep"] = _latencies_by_mode(api.address, modes, log, "after the idle upkeep")
+        finally:
+            api.stop()
+    return out
+
+
+def _status(address: str):
+    import grpc
+
+    from codeindex_common.pb import orchestrator_pb2, orchestrator_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        return orchestrator_pb2_grpc.OrchestratorStub(channel).Status(orchestrator_pb2.StatusRequest(), timeout=60)
+
+
+def _latencies_by_mode(address: str, modes: tuple[str, ...], log, when: str) -> dict:
+    from bench.run import _latencies, corpus_queries
+
+    out = {}
+    for mode in modes:
+        r = _latencies(address, corpus_queries(), 1, 10, mode=mode)
+        out[mode] = {k: r[k] for k in ("p50_ms", "p95_ms", "p99_ms", "qps", "queries", "errors")}
+        log(f"scale: {mode} search through the API ({when}): p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
     return out
 
 

@@ -148,7 +148,7 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("chunks", "files", "dim", "model_id", "uri", "versions", "vector_index")
+    __slots__ = ("chunks", "files", "dim", "model_id", "uri", "versions", "vector_index", "unindexed_rows")
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +156,7 @@ class StatsResponse(_message.Message):
     URI_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     VECTOR_INDEX_FIELD_NUMBER: _ClassVar[int]
+    UNINDEXED_ROWS_FIELD_NUMBER: _ClassVar[int]
     chunks: int
     files: int
     dim: int
@@ -163,4 +164,5 @@ class StatsResponse(_message.Message):
     uri: str
     versions: int
     vector_index: str
-    def __init__(self, chunks: _Optional[int] = ..., files: _Optional[int] = ..., dim: _Optional[int] = ..., model_id: _Optional[str] = ..., uri: _Optional[str] = ..., versions: _Optional[int] = ..., vector_index: _Optional[str] = ...) -> None: ...
+    unindexed_rows: int
+    def __init__(self, chunks: _Optional[int] = ..., files: _Optional[int] = ..., dim: _Optional[int] = ..., model_id: _Optional[str] = ..., uri: _Optional[str] = ..., versions: _Optional[int] = ..., vector_index: _Optional[str] = ..., unindexed_rows: _Optional[int] = ...) -> None: ...

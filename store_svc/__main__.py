@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 
 from codeindex_common import config, server
 from codeindex_common.pb import store_pb2, store_pb2_grpc
@@ -25,13 +26,21 @@ def build(cfg: StoreConfig) -> server.Service:
                              consistency_seconds=cfg.consistency_seconds, index_cache_mb=cfg.index_cache_mb,
                              metadata_cache_mb=cfg.metadata_cache_mb)
     options = storage_options(cfg)
+    background: list[asyncio.Task] = []
 
     async def start() -> None:
         servicer.store = await asyncio.to_thread(VectorStore, cfg.uri, options, settings)
+        servicer.last_write = time.monotonic()  # idle from now on
+        if cfg.upkeep_idle_s > 0:
+            background.append(asyncio.create_task(servicer.upkeep_when_idle(cfg.upkeep_idle_s)))
+
+    async def stop() -> None:
+        for task in background:
+            task.cancel()
 
     return server.Service(
         name="store", service_names=[SERVICE_NAME],
-        register=lambda s: store_pb2_grpc.add_StoreServicer_to_server(servicer, s), start=start)
+        register=lambda s: store_pb2_grpc.add_StoreServicer_to_server(servicer, s), start=start, stop=stop)
 
 
 def storage_options(cfg: StoreConfig) -> dict[str, str]:

@@ -44,6 +44,11 @@ class StoreConfig(ServerSettings):
     upkeep_max_versions: int = 100
     """Above --upkeep-full-rows, the upkeep is due once the table has this many versions (which bounds its
     fragments and versions)."""
+    upkeep_idle_s: float = 30.0
+    """Once the store has had no write for this long while some rows are not in its indexes yet (a run's
+    upkeep was deferred, or the rows were written elsewhere), it runs the upkeep itself, so that a store
+    serving searches (``orchestrator serve``, ``watch``, ``mcp``, a cluster's store) gets the indexes' speed
+    back without another run. 0: never."""
     consistency_seconds: float = 5.0
     """When other processes write the table, reads check for its latest version this often."""
     index_cache_mb: int = 512

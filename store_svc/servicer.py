@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from codeindex_common import vectors
@@ -13,6 +14,8 @@ from codeindex_common.pb import common_pb2, store_pb2, store_pb2_grpc
 from . import metrics
 from .store import VectorStore
 
+log = logging.getLogger("codeindex")
+
 
 class StoreServicer(store_pb2_grpc.StoreServicer):
     def __init__(self, store: VectorStore | None, flush_rows: int, flush_ms: float, write_concurrency: int = 4):
@@ -20,6 +23,7 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
         self.flush_rows = flush_rows
         self.flush_seconds = flush_ms / 1000
         self._writes = asyncio.Semaphore(max(1, write_concurrency))  # commits at once, over all streams
+        self.last_write = time.monotonic()  # the last write, delete, reset or upkeep asked for (or the start)
 
     @property
     def store(self) -> VectorStore:
@@ -31,13 +35,33 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
     def store(self, value: VectorStore) -> None:
         self._store = value
 
+    async def upkeep_when_idle(self, idle_s: float) -> None:
+        """Runs until cancelled: once nothing has been written for ``idle_s`` while some rows are not in
+        the indexes yet (a run deferred its upkeep, or the store opened on such a table), the quiet upkeep
+        (``optimize(quiet=True)``), which folds them in; checked again only after the next write."""
+        checked = None
+        while True:
+            await asyncio.sleep(max(0.05, min(idle_s / 4, 5.0)))
+            since = self.last_write
+            if self._store is None or since == checked or time.monotonic() - since < idle_s:
+                continue
+            checked = since
+            try:
+                if rows := await asyncio.to_thread(self.store.unindexed_rows):
+                    log.info("idle for %.0fs with %d rows not in the indexes: the upkeep", idle_s, rows)
+                    await asyncio.to_thread(self.store.optimize, True)
+            except Exception as exc:  # noqa: BLE001 - tried again after the next write
+                log.warning("the idle upkeep failed: %s", exc)
+
     async def _commit(self, batch: list[FileRecord]) -> list[store_pb2.WriteAck]:
+        self.last_write = time.monotonic()
         async with self._writes:
             metrics.ACTIVE_WRITES.inc()
             try:
                 await asyncio.to_thread(self.store.write, batch)
             finally:
                 metrics.ACTIVE_WRITES.dec()
+                self.last_write = time.monotonic()
         metrics.WRITE_FILES.observe(len(batch))
         return [store_pb2.WriteAck(path=r.path, rows=len(r.chunks)) for r in batch]
 
@@ -82,6 +106,7 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
             metrics.ACTIVE_STREAMS.dec()
 
     async def Delete(self, request, context):
+        self.last_write = time.monotonic()
         n = await asyncio.to_thread(self.store.delete, list(request.paths))
         return store_pb2.DeleteResponse(files_deleted=n)
 
@@ -106,12 +131,13 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
         return common_pb2.FindSymbolResponse(definitions=[h.to_pb() for h in found])
 
     async def Optimize(self, request, context):
-        started = time.perf_counter()
+        started, self.last_write = time.perf_counter(), time.monotonic()
         s = await asyncio.to_thread(self.store.optimize, request.quiet)
         return store_pb2.OptimizeResponse(seconds=time.perf_counter() - started, vector_index=s.vector_index,
                                           versions=s.versions)
 
     async def Reset(self, request, context):
+        self.last_write = time.monotonic()
         dropped = await asyncio.to_thread(self.store.reset)
         return store_pb2.ResetResponse(chunks_dropped=dropped)
 

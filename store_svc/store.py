@@ -467,7 +467,7 @@ class VectorStore:
         older than ``keep_versions_seconds``."""
         with self._replace_lock:
             if (self._chunks is None or not self._chunks.count_rows() or self.upkeep_due()
-                    or (quiet and self._unindexed_rows())):
+                    or (quiet and self.unindexed_rows())):
                 log.info("upkeep: indexes, compaction and old versions (%d rows)",
                          self._chunks.count_rows() if self._chunks is not None else 0)
                 if self._chunks is not None and self._chunks.count_rows():
@@ -496,11 +496,13 @@ class VectorStore:
             return True
         if len(table.list_versions()) >= s.upkeep_max_versions:
             return True
-        return self._unindexed_rows(indices) >= s.upkeep_unindexed_share * rows
+        return self.unindexed_rows(indices) >= s.upkeep_unindexed_share * rows
 
-    def _unindexed_rows(self, indices=None) -> int:
+    def unindexed_rows(self, indices=None) -> int:
         """The most rows any of the chunks table's indexes (``indices``: listed already) does not hold yet."""
         table = self._chunks
+        if table is None:
+            return 0
         indices = table.list_indices() if indices is None else indices
         return max((table.index_stats(ix.name).num_unindexed_rows for ix in indices), default=0)
 
@@ -532,4 +534,4 @@ class VectorStore:
         ann = self._ann.current
         return Stats(chunks=chunks, files=self._files.count_rows() if self._files is not None else 0,
                      dim=self.dim, model_id=self._model_id, uri=self.uri, versions=versions,
-                     vector_index=ann.name if ann else "")
+                     vector_index=ann.name if ann else "", unindexed_rows=self.unindexed_rows())

@@ -1,5 +1,7 @@
 """VectorStore on a real LanceDB directory."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -392,10 +394,41 @@ def test_a_quiet_upkeep_brings_the_indexes_over_every_row_before_it_is_due(tmp_p
     store.optimize()
     store.write([record("edit.py", "def edited_function(x):\n    return x + 1\n", dim=dim, model="m")])
     store.optimize()  # a run's upkeep: not due, deferred
-    assert not store.upkeep_due() and store._unindexed_rows() > 0
+    assert not store.upkeep_due() and store.unindexed_rows() > 0
     store.optimize(quiet=True)
-    assert store._unindexed_rows() == 0
+    assert store.unindexed_rows() == 0
     assert store.search(None, Query(text="edited_function", k=3, mode="keyword"))[0].chunk.path == "edit.py"
+
+
+def test_a_store_left_idle_with_rows_outside_its_indexes_folds_them_in_itself(tmp_path, start_service):
+    """A run's deferred upkeep leaves an edit's rows outside the indexes; the store that serves searches
+    next (here a real store service opened on that table) runs the upkeep itself once idle, and says
+    through Stats how many rows wait until then."""
+    import grpc
+
+    from codeindex_common.pb import common_pb2, store_pb2, store_pb2_grpc
+    from store_svc.store import StoreSettings
+
+    dim, uri = 16, str(tmp_path / "db")
+    store = VectorStore(uri, settings=StoreSettings(ann_min_rows=500, keep_versions_seconds=0, upkeep_full_rows=1000))
+    store.write(_bulk(2000, dim)[0])
+    store.optimize()
+    store.write([record("edit.py", "def edited_function(x):\n    return x + 1\n", dim=dim, model="m")])
+    assert store.optimize().unindexed_rows > 0  # deferred: not due at this size
+    del store
+    svc = start_service("store", "--uri", uri, "--ann-min-rows", "500", "--upkeep-full-rows", "1000",
+                        "--upkeep-idle-s", "3")
+    with grpc.insecure_channel(svc.address) as ch:
+        stub = store_pb2_grpc.StoreStub(ch)
+        assert stub.Stats(store_pb2.StatsRequest(), timeout=10).unindexed_rows > 0
+        deadline = time.monotonic() + 60
+        while (left := stub.Stats(store_pb2.StatsRequest(), timeout=10).unindexed_rows) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert left == 0
+        hit = stub.Search(store_pb2.SearchRequest(query_text="edited_function", k=3,
+                                                   mode=common_pb2.SEARCH_MODE_KEYWORD), timeout=10).hits[0]
+        assert hit.chunk.path == "edit.py"
+    assert "idle for 3s with" in svc.log.read_text() and " upkeep: " in svc.log.read_text()
 
 def test_a_replace_leaves_no_tombstone_and_a_crash_between_its_commits_shows_none(tmp_path, monkeypatch):
     """A replace upserts the new chunks and overwrites the old ones with tombstones in one commit, then deletes
