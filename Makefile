@@ -58,7 +58,7 @@ test: $(STAMP) test-deps triton-venv ## run the test suite (the triton tests aga
 lint: $(STAMP) ## static checks (ruff)
 	$(VENV)/bin/ruff check .
 
-bench: $(STAMP) ## benchmark: make bench [QUICK=1] [STAGE=parser|embed|store|pipeline|search|load|quality|live|peer|scale]
+bench: $(STAMP) ## benchmark: make bench [QUICK=1] [STAGE=parser|embed|tokenize|store|pipeline|search|load|quality|live|peer|scale]
 	$(if $(filter peer,$(STAGE))$(if $(STAGE),,all),scripts/setup-peer-venv.sh)
 	$(PY) -m bench.run $(if $(QUICK),--quick) $(if $(STAGE),--stage $(STAGE))
 

@@ -217,6 +217,33 @@ def live_section(r: dict) -> list[str]:
             f"{r['live_branch_runs']} run(s), all indexed after {fmt(r['live_branch_seconds'])} s."]
 
 
+def tokenize_section(t: dict | None) -> list[str]:
+    """The embedder's host side: texts tokenized per second (``make bench STAGE=tokenize``, bench/tokenize.py)."""
+    if not t:
+        return []
+    lines = ["", "## Tokenizing", "",
+             f"The corpus's {fmt(t['texts'])} distinct texts ({fmt(t['tokens'])} tokens), in batches of "
+             f"{t['batch']}, tokenized for the default model in a process pinned to 1 or 2 cores (bench/tokenize.py): "
+             "*preprocess* is the torch backend's `model.preprocess` (transformers' tokenizer, then tensors); "
+             "*fast* is the ONNX backend's way, the tokenizers library's `encode_batch` (Rust, in parallel, the GIL "
+             "released) then int64 arrays, also timed as those two parts. Both gave the same ids and masks for "
+             f"every text: {t['same_ids']}.", "",
+             "| cores | preprocess, texts/s | fast, texts/s | fast: encode_batch alone | fast: to arrays alone |",
+             "| --- | --- | --- | --- | --- |"]
+    for cores, r in t["by_cores"].items():
+        lines.append(f"| {cores} | {fmt(r['preprocess_texts_per_s'])} | {fmt(r['fast_texts_per_s'])} | "
+                     f"{fmt(r['fast_encode_texts_per_s'])} | {fmt(r['fast_convert_texts_per_s'])} |")
+    proj = t.get("projected_16_cores")
+    if proj:
+        lines += ["", f"Projected to 16 cores: `encode_batch` sped up {fmt(t['encode_speedup_1_to_2'])}x from one "
+                  "core to two; scaled at that rate to 16 (never better than linear), with the conversion to arrays "
+                  f"as on one core (it holds the GIL): {fmt(proj['serial_texts_per_s'])} texts/s with the two parts "
+                  f"one after the other, {fmt(proj['overlapped_texts_per_s'])} with one batch's conversion beside the "
+                  "next one's encoding. A projection, not a measurement: a 16-core machine runs it for real "
+                  "(`make bench-gpu`)."]
+    return lines
+
+
 def peer_section(p: dict | None) -> list[str]:
     """codeindex beside mcp-vector-search (``make bench STAGE=peer``)."""
     if not p:
@@ -323,6 +350,10 @@ def scale_section(sc: dict | None, run: dict, docs: Path | None = None) -> list[
     lines += ["", f"Full index: {fmt(sc['chunks_per_s'])} chunks/s over the run's own seconds; peak RSS by stage "
               f"(MB): {by_stage}. The index takes {fmt(sc['index_mb'])} MB on disk. The first search after it (a "
               f"cold `orchestrator search`, services started) answered after {fmt(sc['first_search_s'])} s."]
+    if "cpu_s_by_stage" in full:
+        cpu = ", ".join(f"{k} {fmt(v)}" for k, v in full["cpu_s_by_stage"].items())
+        lines[-1] += (f" CPU seconds by stage (user and system, sampled every 0.25 s): {cpu}; the orchestrator's "
+                      f"own is {fmt(full['orchestrator_us_per_chunk'])} µs a chunk.")
     if "upkeep_s" in full:
         lines[-1] += (f" The upkeep at its end (the scalar, full-text and ANN indexes over the whole table, then "
                       f"compaction) took {fmt(full['upkeep_s'])} s, of which {fmt(full.get('ann_build_s'))} s built "
@@ -437,6 +468,7 @@ def write_report(r: dict, docs: Path, name: str = "BENCHMARKS.md") -> None:
     lines += load_section(r)
     lines += quality_section(r.get("quality"))
     lines += live_section(r)
+    lines += tokenize_section(r.get("tokenize"))
     lines += peer_section(r.get("peer"))
     lines += scale_section(r.get("scale"), runs.get("scale", {}), docs)
     gpu = r.get("embed_gpu")

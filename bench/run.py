@@ -43,7 +43,8 @@ from orchestrator.walker import file_hash, read, walk  # noqa: E402
 
 RESULTS = Path(os.environ.get("CODEINDEX_BENCH_RESULTS", ROOT / "bench" / "results"))
 DOCS = Path(os.environ.get("CODEINDEX_BENCH_DOCS", ROOT / "docs"))
-STAGES = ("parser", "embed", "store", "pipeline", "search", "load", "quality", "live", "peer", "scale")
+STAGES = ("parser", "embed", "tokenize", "store", "pipeline", "search", "load", "quality", "live", "peer",
+          "scale")
 DEVICE = os.environ.get("CODEINDEX_EMBED_DEVICE", "cpu")  # `make bench-gpu` sets cuda for services and baselines
 WORK = Path(os.environ.get("CODEINDEX_BENCH_WORK", ROOT / "bench" / ".cache" / "work"))
 # The corpus's chunk texts saved by `--save-texts`: the embed stage then needs no corpus download and no
@@ -977,6 +978,10 @@ def main(argv: list[str] | None = None) -> int:
             results.update(bench_parser(c))
         elif stage == "embed":
             results.update(bench_embed(c))
+        elif stage == "tokenize":
+            from bench.tokenize import bench_tokenize
+
+            results["tokenize"] = bench_tokenize(c.texts(), log)
         elif stage == "store":
             results.update(bench_store(c))
         elif stage == "pipeline":

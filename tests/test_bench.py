@@ -108,3 +108,22 @@ def test_pipeline_efficiency_compares_with_the_backend_the_pipeline_runs():
     # the default backend: ONNX Runtime on a CPU, torch on CUDA
     assert pipeline_efficiency(results) == (1.535 if DEVICE.startswith("cuda") else 0.827)
     assert pipeline_efficiency({"embed_onnx_chunks_per_s": 71.8}) is None  # no pipeline figures yet
+
+
+def test_the_tokenizing_ways_agree_and_are_timed_on_the_model(tmp_path):
+    """bench/tokenize.py in one process on a few texts: both ways give the model's ids and masks (so either keeps
+    the vectors as they are), every way is timed, and the report renders the table and the projection."""
+    from bench import tokenize
+
+    texts = ["def parse_header(line):\n    return line.split(':', 1)", "x" * 3000, "class Router:\n    pass", "é ü"]
+    tokenize.MIN_SECONDS = 0.01
+    r = tokenize.measure(texts * 80)  # two batches, the second shorter
+    assert r["same_ids"] is True and r["texts"] == 320 and r["tokens"] > 320
+    assert all(r[k] > 0 for k in ("preprocess_s", "fast_s", "fast_encode_s", "fast_convert_s"))
+    fake = {"texts": 320, "batch": 256, "tokens": r["tokens"], "same_ids": True, "encode_speedup_1_to_2": 1.8,
+            "by_cores": {"1": {"preprocess_texts_per_s": 1000, "fast_texts_per_s": 3000,
+                               "fast_encode_texts_per_s": 4000, "fast_convert_texts_per_s": 12000}},
+            "projected_16_cores": {"serial_texts_per_s": 9000, "overlapped_texts_per_s": 12000}}
+    write_report({"tokenize": fake, "machine": {"cores": 2}, "corpus": {"projects": ["x==1"]}}, tmp_path)
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "| 1 | 1,000 | 3,000 | 4,000 | 12,000 |" in text and "9,000 texts/s" in text
