@@ -159,3 +159,25 @@ def test_a_cache_dir_holding_another_models_export_is_refused(tmp_path):
     (tmp_path / "model.onnx").write_text("")
     with pytest.raises(ValueError, match="other-model"):
         OnnxBackend(cache_dir=str(tmp_path))
+
+
+def test_the_torch_backend_tokenizes_as_preprocess_does_without_it(torch_backend, chunks):
+    """The torch backend's fast tokenizing (encode_batch, then arrays) gives exactly model.preprocess's ids,
+    masks and token types on real chunks in batches of mixed lengths (one past the window), so its vectors
+    are the same, bit for bit."""
+    import torch
+
+    from embed_svc.backends.base import Tokenized
+    from embed_svc.backends.torch import FastPreprocess
+
+    assert isinstance(torch_backend._preprocess, FastPreprocess)
+    texts = [*chunks, "", "y " * 700]
+    for batch in (texts[:20], texts[20:], texts):
+        want, got = torch_backend.model.preprocess(batch), torch_backend._preprocess(batch)
+        assert want.keys() == got.keys()
+        for key in ("input_ids", "attention_mask", "token_type_ids"):
+            assert torch.equal(want[key], got[key]), key
+    batch = texts[-12:]
+    fast = torch_backend.collect(torch_backend.launch(torch_backend.tokenize(batch)))
+    slow = torch_backend.collect(torch_backend.launch(Tokenized(batch, torch_backend.model.preprocess(batch), 0, 0)))
+    assert np.array_equal(fast, slow)
