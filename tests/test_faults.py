@@ -121,10 +121,13 @@ def test_a_killed_and_restarted_stage_does_not_stop_the_run(victim, how, repo, r
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
 def test_a_killed_or_interrupted_orchestrator_is_resumed_by_the_next_run(how, repo, reference, embed_service,
                                                                           tmp_path):
-    """kill -9 (or Ctrl-C) of the orchestrator mid-run; the next run converges to a fresh full index."""
+    """kill -9 (or Ctrl-C) of the orchestrator mid-run; the next run converges to a fresh full index. The
+    store commits each file on its own, so that what is left of the run after its third file (the session's
+    embedder has every text cached by now) lasts long enough for the signal to land mid-run on a loaded
+    machine: with 32-row commits, once, the run had finished first."""
     uri = str(tmp_path / "lancedb")
     parser = ServiceProcess("parser", tmp_path, "--workers", "1")
-    store = ServiceProcess("store", tmp_path, "--uri", uri, "--flush-rows", "32", "--flush-ms", "50")
+    store = ServiceProcess("store", tmp_path, "--uri", uri, "--flush-rows", "1", "--flush-ms", "50")
     try:
         exe = str(Path(sys.executable).with_name("orchestrator"))
         cmd = [exe, "index", str(repo), "--json", "--parser-addr", parser.address, "--embed-addr",
