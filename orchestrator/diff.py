@@ -17,12 +17,15 @@ store's manifest pages), so each diff is a merge of streams.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 
 from .statcache import Record, StatCache, read_records, write_record
 from .walker import Entry
+
+log = logging.getLogger(__name__)
 
 
 class Walked:
@@ -32,7 +35,11 @@ class Walked:
     def __init__(self, root: str, cache: StatCache, max_file_bytes: int, tmp_dir: str | None = None):
         self.root, self.cache, self.max_file_bytes = os.path.abspath(root), cache, max_file_bytes
         if tmp_dir:
-            os.makedirs(tmp_dir, exist_ok=True)
+            try:
+                os.makedirs(tmp_dir, exist_ok=True)
+            except OSError as exc:  # a read-only repository whose index is elsewhere: the system's temp dir
+                log.warning("walk spill in the system's temp dir: %s", exc)
+                tmp_dir = None
         self._file = tempfile.TemporaryFile("w+", encoding="utf-8", errors="surrogateescape", newline="",
                                             dir=tmp_dir or None, prefix=".walk.")
         self.files = 0  # every file walked, skipped ones too

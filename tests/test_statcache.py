@@ -187,3 +187,24 @@ def test_a_corrupt_or_foreign_cache_costs_time_never_a_missed_change(tmp_path):
     (other / "stat-cache").write_bytes(cache.read_bytes())
     reset = index(repo, "--index-dir", str(other), "--reindex", env=HASH)
     assert reset["files_indexed"] == 5 and reset["files_hashed"] == 5 and reset["index_files"] == 5
+
+
+def test_a_walk_whose_index_dir_cannot_be_made_spills_to_the_temp_dir_and_the_cache_is_only_not_kept(tmp_path):
+    """A read-only repository whose stages are given (the orchestrator's container with /repo mounted
+    read-only): the run still walks, and the stat cache it cannot write costs the next run time, not a
+    failure."""
+    from orchestrator.diff import Walked
+
+    repo = make_repo(tmp_path / "repo", 3)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")  # nothing can be made under a regular file, even by root
+    cache = StatCache(str(blocker / ".codeindex" / "stat-cache"), str(repo))
+    walked = Walked(str(repo), cache, 1 << 20, str(blocker / ".codeindex"))
+    try:
+        walked.fill(walk(str(repo)))
+        assert [r[0] for r in walked.records()] == ["mod0.py", "mod1.py", "mod2.py"]
+    finally:
+        walked.close()
+    cache.record(entries(repo)["mod0.py"], "abc", hashed_at_ns=later())
+    cache.save(iter(()))  # logged, not raised
+    assert not (blocker / ".codeindex").exists()
