@@ -2,6 +2,13 @@
 the gRPC server at ADDRESS reports SERVING (for container health checks and
 Kubernetes exec probes), 1 otherwise.
 
+``--of parser`` (embed, store, orchestrator) instead of ADDRESS asks the
+service that this container runs, where its own listen setting
+(``CODEINDEX_PARSER_LISTEN``...) says it listens: an image's HEALTHCHECK line
+then follows a listen address changed at run time (host networking, where
+each container binds its own loopback address and port). A wildcard host
+(0.0.0.0, [::]) is asked on loopback.
+
 Against a service that speaks TLS: ``--tls-ca`` (or CODEINDEX_HEALTHCHECK_TLS_CA)
 and, for mutual TLS, ``--tls-cert`` and ``--tls-key``; ``--tls-server-name``
 when the certificate is not for ADDRESS's host (a probe on 127.0.0.1, say).
@@ -11,7 +18,9 @@ image's HEALTHCHECK line stays the same with TLS on."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -52,16 +61,37 @@ def check(address: str, service: str = "", timeout: float = 3.0, tls: ClientTLS 
     return resp.status == health_pb2.HealthCheckResponse.SERVING
 
 
+SERVICES = ("parser", "embed", "store", "orchestrator")
+# each service's listen setting when its variable is unset (the services' config defaults)
+DEFAULT_LISTEN = {"parser": "127.0.0.1:50051", "embed": "127.0.0.1:50052", "store": "127.0.0.1:50053",
+                  "orchestrator": "127.0.0.1:50050"}
+
+
+def listen_address(service: str, environ: Mapping[str, str] = os.environ) -> str:
+    """Where ``service`` listens by its ``CODEINDEX_<SERVICE>_LISTEN`` variable, as an address to dial: a wildcard
+    host becomes loopback."""
+    address = environ.get(f"CODEINDEX_{service.upper()}_LISTEN", "").strip() or DEFAULT_LISTEN[service]
+    host, sep, port = address.rpartition(":")
+    if sep and host in ("0.0.0.0", "", "[::]", "::"):
+        return f"127.0.0.1:{port}"
+    return address
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m codeindex_common.healthcheck", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("address", help="host:port, unix:PATH or dns:///NAME:PORT")
+    parser.add_argument("address", nargs="?", default="", help="host:port, unix:PATH or dns:///NAME:PORT")
     parser.add_argument("service", nargs="?", default="", help="a service name (default: the server as a whole)")
+    parser.add_argument("--of", choices=SERVICES, default="",
+                        help="instead of ADDRESS: the address this service's CODEINDEX_<SERVICE>_LISTEN names")
     config.add_arguments(parser, HealthcheckConfig, "healthcheck")
     args = parser.parse_intermixed_args(argv)
+    if bool(args.address) == bool(args.of):
+        parser.error("give either ADDRESS or --of SERVICE")
+    address = args.address or listen_address(args.of)
     try:
         cfg = config.from_namespace(HealthcheckConfig, "healthcheck", args)
-        ok = check(args.address, args.service, cfg.timeout, cfg.tls())
+        ok = check(address, args.service, cfg.timeout, cfg.tls())
     except CodeindexError as exc:
         print(f"healthcheck: error: {exc}", file=sys.stderr)
         return 2

@@ -77,3 +77,18 @@ def test_flag_beats_env_beats_default():
 def test_bad_value_is_a_clear_error():
     with pytest.raises(InvalidArgument, match="CODEINDEX_PARSER_WORKERS"):
         config.load(ParserConfig, "parser", [], environ={"CODEINDEX_PARSER_WORKERS": "many"})
+
+
+def test_the_healthcheck_asks_a_service_where_its_listen_variable_says():
+    from codeindex_common.healthcheck import listen_address, main
+
+    assert listen_address("parser", {}) == "127.0.0.1:50051"  # the service's own default
+    assert listen_address("embed", {"CODEINDEX_EMBED_LISTEN": "0.0.0.0:7000"}) == "127.0.0.1:7000"
+    assert listen_address("store", {"CODEINDEX_STORE_LISTEN": "[::]:7001"}) == "127.0.0.1:7001"
+    assert listen_address("store", {"CODEINDEX_STORE_LISTEN": "127.0.3.1:7002"}) == "127.0.3.1:7002"
+    assert listen_address("orchestrator", {"CODEINDEX_ORCHESTRATOR_LISTEN": "unix:/sock/api.sock"}) == \
+        "unix:/sock/api.sock"
+    for argv in ([], ["127.0.0.1:1", "--of", "parser"]):  # an address or --of, not both or neither
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2

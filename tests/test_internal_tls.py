@@ -177,6 +177,11 @@ def test_healthcheck_over_tls(stages, pki):
     assert probe(stages.store.address, *mutual).returncode == 1  # 127.0.0.1 is not in its certificate
     assert probe(stages.embed.address, *mutual, "codeindex.v1.Embedder").returncode == 0
     assert probe(stages.parser.address, "--tls-ca", str(pki / "ca.pem")).returncode == 1  # no client certificate
+    # --of SERVICE: the address the service's own listen variable names (an image's HEALTHCHECK), a wildcard
+    # host asked on loopback
+    port = stages.parser.address.rsplit(":", 1)[1]
+    by_env = probe("--of", "parser", env={**env, "CODEINDEX_PARSER_LISTEN": f"0.0.0.0:{port}"})
+    assert (by_env.returncode, by_env.stdout.strip()) == (0, "SERVING"), by_env.stderr
     plain = probe(stages.parser.address)
     assert (plain.returncode, plain.stdout.strip()) == (1, "NOT SERVING")
     assert "UNAVAILABLE" in plain.stderr  # with the reason
