@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 K ?= 10
 
 .DEFAULT_GOAL := help
-.PHONY: peer-venv triton-venv triton-serve test-deps help install index search status test lint protos bench bench-gpu clean
+.PHONY: test-docker peer-venv triton-venv triton-serve test-deps help install index search status test lint protos bench bench-gpu clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ triton-serve: triton-venv ## run Triton on deploy/triton/model_repository (gRPC 
 
 test: $(STAMP) test-deps triton-venv ## run the test suite (the triton tests against a real Triton server)
 	$(VENV)/bin/pytest
+
+test-docker: $(STAMP) ## build the images for real and run the stack in Docker (a daemon started if none answers)
+	PY=$(PY) scripts/docker-test.sh $(if $(CI_OPTIONAL),--if-available)
 
 lint: $(STAMP) ## static checks (ruff)
 	$(VENV)/bin/ruff check .
