@@ -122,9 +122,10 @@ def test_a_killed_and_restarted_stage_does_not_stop_the_run(victim, how, repo, r
 def test_a_killed_or_interrupted_orchestrator_is_resumed_by_the_next_run(how, repo, reference, embed_service,
                                                                           tmp_path):
     """kill -9 (or Ctrl-C) of the orchestrator mid-run; the next run converges to a fresh full index. The
-    store commits each file on its own, so that what is left of the run after its third file (the session's
-    embedder has every text cached by now) lasts long enough for the signal to land mid-run on a loaded
-    machine: with 32-row commits, once, the run had finished first."""
+    store is frozen (SIGSTOP) once it has written three files, so that the run is provably unfinished when the
+    signal lands, however loaded the machine (the session's embedder has every text cached by now: twice on
+    a loaded CI machine the rest of an unfrozen run finished first); it is thawed once the orchestrator
+    had a second to act on the signal, so that a Ctrl-C that the run ignored would let it finish (exit 0)."""
     uri = str(tmp_path / "lancedb")
     parser = ServiceProcess("parser", tmp_path, "--workers", "1")
     store = ServiceProcess("store", tmp_path, "--uri", uri, "--flush-rows", "1", "--flush-ms", "50")
@@ -137,10 +138,17 @@ def test_a_killed_or_interrupted_orchestrator_is_resumed_by_the_next_run(how, re
         while counter(store.metrics_port, "store_files_written_total") < 3:
             assert orch.poll() is None and time.monotonic() < deadline, orch.communicate()[1][-3000:]
             time.sleep(0.01)
-        orch.send_signal(getattr(signal, how))
-        _, err = orch.communicate(timeout=60)
+        store.proc.send_signal(signal.SIGSTOP)
+        try:
+            assert orch.poll() is None, "the run had finished before the store was frozen"
+            orch.send_signal(getattr(signal, how))
+            time.sleep(1.0)
+        finally:
+            store.proc.send_signal(signal.SIGCONT)
+        out, err = orch.communicate(timeout=60)
         if how == "SIGINT":  # Ctrl-C: a clean stop that says how to resume
-            assert orch.returncode == 130 and "run the same command again to resume" in err, err[-3000:]
+            assert orch.returncode == 130 and "run the same command again to resume" in err, \
+                f"exit {orch.returncode}; stdout: {out[-1000:]}; stderr: {err[-3000:]}"
         else:
             assert orch.returncode == -signal.SIGKILL
         written = counter(store.metrics_port, "store_files_written_total")
