@@ -87,6 +87,12 @@ if ! docker info >/dev/null 2>&1; then
     fi
 fi
 apt_install docker-compose=docker-compose
+# containers an interrupted earlier run left (their restart policy brings them back with the daemon)
+leftover=$(docker ps -aq --filter name='^ci-nonet-' --filter name='^codeindex-test-')
+if [[ -n $leftover ]]; then
+    say "removing $(wc -w <<<"$leftover") containers of an earlier run"
+    docker rm -f $leftover >/dev/null
+fi
 say "Docker $(docker version --format '{{.Server.Version}}') at ${DOCKER_HOST:-the default socket}," \
     "storage driver $(docker info --format '{{.Driver}}')"
 
@@ -150,7 +156,6 @@ kill "${PIDS[@]}" 2>/dev/null || true
 PIDS=()
 
 # ---------------------------------------------------------------- 5. the tests
-# dangling layers of earlier builds of these tags
-docker image prune -f >/dev/null || true
+# (no `docker image prune`: the classic builder's cache of the requirements stage is a dangling image)
 CODEINDEX_DOCKER_TAG=$TAG CODEINDEX_DOCKER_REPORT=$CACHE/images.json \
     "$(dirname "$PY")/pytest" -m docker -rP -p no:cacheprovider tests/test_docker.py "$@"

@@ -36,7 +36,8 @@ import grpc
 import pytest
 import yaml
 
-from protos import orchestrator_pb2, orchestrator_pb2_grpc
+from protos import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
+from tests.test_prometheus import dashboard_exprs
 
 pytestmark = pytest.mark.docker
 
@@ -206,6 +207,7 @@ def test_each_image_starts_with_no_network_on_a_read_only_root_and_nothing_downl
 class Stack:
     def __init__(self, project: str, env: dict[str, str], ports: dict[str, int]):
         self.project, self.env, self.ports = project, env, ports
+        self.started = time.time()
 
     def compose(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
         proc = subprocess.run(["docker-compose", "-p", self.project, "-f", str(COMPOSE), *args], env=self.env,
@@ -255,6 +257,7 @@ def stack(tmp_path_factory):
     }
     # the shipped Prometheus configuration, its targets moved to this run's ports
     prometheus = yaml.safe_load((ROOT / "deploy/prometheus/host.yml").read_text())
+    prometheus["global"]["scrape_interval"] = "1s"  # the dashboard's rates need a few samples of a short run
     defaults = {"9100": "ORCHESTRATOR", "9101": "PARSER", "9102": "EMBED", "9103": "STORE"}
     for job in prometheus["scrape_configs"]:
         for cfg in job["static_configs"]:
@@ -321,6 +324,28 @@ def test_streams_were_spread_over_both_replicas_of_each_stage(stack):
     print(f"\nfiles parsed by replica: {parsed}; texts embedded by replica: {embedded}")
 
 
+def test_an_index_run_through_the_api_after_an_edit_reads_only_the_change(stack):
+    """The public API's Index RPC (a run inside `orchestrator serve`, whose metrics Prometheus scrapes; a run
+    of `orchestrator index` in the container is a process of its own), after one file was edited and a
+    binary file added."""
+    repo = Path(stack.env["REPO"])
+    edited = repo / KNOWN[0]
+    edited.write_text(edited.read_text() + "\n\ndef docker_probe_marker():\n    return 'seen in a container'\n")
+    (repo / "codeindex_common" / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00" + bytes(200))
+    with grpc.insecure_channel(stack.api) as channel:
+        progress = list(orchestrator_pb2_grpc.OrchestratorStub(channel).Index(
+            orchestrator_pb2.IndexRequest(path="/repo"), timeout=300))
+    summary = progress[-1].summary
+    assert progress[-1].done
+    assert summary.files_indexed == 1 and summary.files_skipped["binary"] == 1, summary
+    assert 1 <= summary.chunks_embedded < summary.chunks_total, summary
+    for mode in (common_pb2.SEARCH_MODE_HYBRID, common_pb2.SEARCH_MODE_VECTOR, common_pb2.SEARCH_MODE_KEYWORD):
+        with grpc.insecure_channel(stack.api) as channel:
+            hits = orchestrator_pb2_grpc.OrchestratorStub(channel).Search(
+                orchestrator_pb2.QueryRequest(query="docker_probe_marker", k=3, mode=mode), timeout=60).hits
+        assert hits and hits[0].symbol == "docker_probe_marker", (mode, list(hits))
+
+
 def _prometheus(stack: Stack, path: str, **params: str) -> dict:
     url = f"http://127.0.0.1:{stack.ports['PROMETHEUS_PORT']}{path}"
     if params:
@@ -351,6 +376,18 @@ def test_prometheus_in_its_container_scrapes_every_service(stack):
     assert len(result) == 2 and all(float(r["value"][1]) > 0 for r in result), result
     rules = _prometheus(stack, "/api/v1/rules")["groups"]
     assert rules and all(r["health"] == "ok" for g in rules for r in g["rules"]), rules
+    # the Grafana dashboard's panels (Grafana's image cannot be had offline): each query has data since the
+    # stack started, the index runs and the searches above included
+    time.sleep(3)  # a few more scrapes
+    end = time.time()
+    empty = []
+    for expr in dashboard_exprs():
+        q = expr.replace("$namespace", ".*").replace("$instance", ".*")
+        data = _prometheus(stack, "/api/v1/query_range", query=q, start=str(stack.started), end=str(end),
+                           step="2")["result"]
+        if not any(series["values"] for series in data):
+            empty.append(expr)
+    assert not empty, f"panel queries with no data: {empty}"
 
 
 def test_the_index_on_its_volume_survives_down_and_up(stack):
