@@ -118,14 +118,22 @@ def test_a_killed_and_restarted_stage_does_not_stop_the_run(victim, how, repo, r
     assert_equals_fresh_index(uri, reference)
 
 
+def _sigint_at_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
 def test_a_killed_or_interrupted_orchestrator_is_resumed_by_the_next_run(how, repo, reference, embed_service,
                                                                           tmp_path):
     """kill -9 (or Ctrl-C) of the orchestrator mid-run; the next run converges to a fresh full index. The
     store is frozen (SIGSTOP) once it has written three files, so that the run is provably unfinished when the
-    signal lands, however loaded the machine (the session's embedder has every text cached by now: twice on
-    a loaded CI machine the rest of an unfrozen run finished first); it is thawed once the orchestrator
-    had a second to act on the signal, so that a Ctrl-C that the run ignored would let it finish (exit 0)."""
+    signal lands, however loaded the machine; it is thawed once the orchestrator had a second to act on the
+    signal, so that a Ctrl-C that the run ignored would let it finish (exit 0).
+
+    The orchestrator starts with SIGINT at its default disposition, as a command typed at a terminal does.
+    A test run that a shell without job control put in the background (as CI's may be) inherits SIGINT
+    ignored, and a Python started so ignores Ctrl-C for good, rightly (`nohup`, `cmd &`): three CI runs saw
+    exit 0 for that reason alone."""
     uri = str(tmp_path / "lancedb")
     parser = ServiceProcess("parser", tmp_path, "--workers", "1")
     store = ServiceProcess("store", tmp_path, "--uri", uri, "--flush-rows", "1", "--flush-ms", "50")
@@ -133,7 +141,8 @@ def test_a_killed_or_interrupted_orchestrator_is_resumed_by_the_next_run(how, re
         exe = str(Path(sys.executable).with_name("orchestrator"))
         cmd = [exe, "index", str(repo), "--json", "--parser-addr", parser.address, "--embed-addr",
                embed_service.address, "--store-addr", store.address, "--embed-request-texts", "8"]
-        orch = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        orch = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=_sigint_at_default)
         deadline = time.monotonic() + 300
         while counter(store.metrics_port, "store_files_written_total") < 3:
             assert orch.poll() is None and time.monotonic() < deadline, orch.communicate()[1][-3000:]
