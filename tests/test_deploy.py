@@ -121,6 +121,26 @@ def test_compose_file_is_valid(profiles):
     subprocess.run([tool("docker-compose"), "-f", str(COMPOSE), *args, "config", "-q"], check=True)
 
 
+def test_the_host_network_compose_file_is_valid_and_binds_loopback_only():
+    """docker/compose.host.yaml, which make test-docker runs for real: every service on the host's network,
+    every listen and metrics address on loopback, the two replicas of parser and embed behind one name."""
+    env = {k: v for k, v in os.environ.items() if k != "REPO" and not k.endswith("_PORT")}
+    out = subprocess.run([tool("docker-compose"), "-f", str(ROOT / "docker/compose.host.yaml"), "config"], check=True,
+                         capture_output=True, text=True, env=env).stdout
+    services = yaml.safe_load(out)["services"]
+    assert set(services) == {"parser-1", "parser-2", "embed-1", "embed-2", "store", "orchestrator", "prometheus"}
+    for name, svc in services.items():
+        assert svc["network_mode"] == "host" and svc["read_only"] is True and svc["cap_drop"] == ["ALL"], name
+        for key, value in svc.get("environment", {}).items():
+            if key.endswith(("_LISTEN", "_METRICS_HOST")):
+                assert str(value).startswith("127."), f"{name}: {key}={value}"
+    orchestrator = services["orchestrator"]
+    assert orchestrator["environment"]["CODEINDEX_ORCHESTRATOR_PARSER_ADDR"] == "dns:///parser:50051"
+    assert sorted(orchestrator["extra_hosts"]) == ["embed:127.0.2.1", "embed:127.0.2.2", "parser:127.0.1.1",
+                                                   "parser:127.0.1.2"]
+    assert any(v.endswith(":/data") or ":/data:" in v for v in _volumes(orchestrator))  # its stat cache
+
+
 @functools.cache
 def _compose_config(*profiles: str) -> dict:
     args = [a for p in profiles for a in ("--profile", p)]
