@@ -83,6 +83,8 @@ def test_the_healthcheck_asks_a_service_where_its_listen_variable_says():
     from codeindex_common.healthcheck import listen_address, main
 
     assert listen_address("parser", {}) == "127.0.0.1:50051"  # the service's own default
+    for cls, prefix in CONFIGS:  # the healthcheck's copy of each service's default listen address
+        assert listen_address(prefix, {}) == cls().listen, prefix
     assert listen_address("embed", {"CODEINDEX_EMBED_LISTEN": "0.0.0.0:7000"}) == "127.0.0.1:7000"
     assert listen_address("store", {"CODEINDEX_STORE_LISTEN": "[::]:7001"}) == "127.0.0.1:7001"
     assert listen_address("store", {"CODEINDEX_STORE_LISTEN": "127.0.3.1:7002"}) == "127.0.3.1:7002"

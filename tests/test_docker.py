@@ -299,8 +299,6 @@ def test_containers_run_as_uid_10001_on_a_read_only_root(stack):
         assert docker("exec", container, "id", "-u").stdout.strip() == UID, service
         write = docker("exec", container, "touch", "/app/written", check=False)
         assert write.returncode != 0 and "Read-only file system" in write.stderr, service
-        # nothing listens beyond the loopback address it was given
-        assert ADDRESSES[service].startswith("127."), service
 
 
 def test_orchestrator_index_in_its_container_then_a_search_from_the_host_finds_the_function(stack):
