@@ -77,13 +77,14 @@ def test_embedder_matches_sentence_transformers(embed_service, model):
     with grpc.insecure_channel(embed_service.address) as ch:
         stub = embed_pb2_grpc.EmbedderStub(ch)
         info = stub.Info(embed_pb2.InfoRequest(), timeout=10)
-        assert (info.model_id, info.dim, info.max_tokens) == ("sentence-transformers/all-MiniLM-L6-v2", 384, 256)
+        # the CPU default: ONNX Runtime's int8 graph with per-token scales, under its own model id
+        assert (info.model_id, info.dim, info.max_tokens) == ("sentence-transformers/all-MiniLM-L6-v2+int8tok", 384, 256)
         reqs = [embed_pb2.EmbedRequest(request_id=str(i), texts=texts[i:i + 10]) for i in range(0, 50, 10)]
         got = {r.request_id: vectors.unpack(r.vectors, r.dim, r.count) for r in stub.Embed(iter(reqs), timeout=60)}
     vecs = np.concatenate([got[str(i)] for i in range(0, 50, 10)])
     expected = model.encode(texts, normalize_embeddings=True)
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-4)
-    assert (vecs * expected).sum(axis=1).min() > 0.999
+    assert (vecs * expected).sum(axis=1).min() > 0.99  # int8 against sentence-transformers' fp32
     assert "embed_texts_total" in metrics_text(embed_service.metrics_port)
 
 

@@ -64,7 +64,8 @@ def make_backend(name: str, model: str = "", device: str = "", threads: int = 0,
     if name == "onnx":
         from .onnx import OnnxBackend
 
-        return OnnxBackend(model, threads, **{k: v for k, v in options.items() if k in ("quantize", "cache_dir")})
+        onnx_options = {k: v for k, v in options.items() if k in ("quantize", "cache_dir")}
+        return OnnxBackend(model, threads, dtype, **onnx_options)
     if name == "triton":
         from .triton import TritonBackend
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
-DTYPES = ("auto", "fp32", "fp16", "bf16")  # the weights a backend may run in (auto: the device's best)
+DTYPES = ("auto", "fp32", "fp16", "bf16", "int8")  # what a backend may run in (auto: the device's best)
 
 
 @dataclass

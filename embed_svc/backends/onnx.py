@@ -1,19 +1,26 @@
-"""ONNX Runtime embedding backend: the same sentence-transformers model,
-exported to ONNX once, run by ONNX Runtime on the CPU. No torch at run time
-(only the export needs it). No grpc here.
+"""ONNX Runtime embedding backend, the CPU default: the same sentence-transformers
+model, exported to ONNX once, run by ONNX Runtime on the CPU. No torch at run
+time (only the export needs it). No grpc here.
 
 The export (``python -m embed_svc.backends.onnx export``, or automatically on
 first use) traces the model's Hugging Face transformer with its pooling and
 any later modules (Dense, Normalize) into one graph whose output is the
-sentence embedding, with dynamic batch and sequence axes. It checks itself
-against the torch model on a few reference texts and records the agreement in
-``export.json``; with ``--quantize`` it also writes ``model-int8.onnx``
-(dynamic quantization, per-channel int8 weights of the MatMuls). The int8
-model's vectors differ slightly, so its model id is the source's plus
-``+int8``: an index never mixes the two. On 2 CPU threads and real code chunks
-in length-sorted batches, fp32 ran about 2.2x and int8 4x as fast as torch.
+sentence embedding, with dynamic batch and sequence axes, and writes beside it
+``model-int8.onnx``: the same graph with its weight products in int8, one
+activation scale per token (:mod:`.quantize`). Both are checked against the
+torch model on a few reference texts, and the agreement is recorded in
+``export.json``.
 
-An export directory holds ``model.onnx`` (and ``model-int8.onnx``),
+``dtype`` picks the graph: ``auto`` (the default) runs int8 where it agrees
+with torch to a cosine of at least 0.99 on the reference texts (MiniLM:
+0.998), else fp32; ``int8`` and ``fp32`` ask for one. int8's vectors are
+within 0.996 cosine of fp32's on real code chunks and do not depend on the
+batch, but they are not fp32's, so its model id is the source's plus
+``+int8tok``: an index never mixes the two (an index built in fp32 is refused
+until ``--reindex``). On 2 CPU threads and real code chunks in length-sorted
+batches, fp32 ran about 2.2x as fast as torch, and int8 1.4-1.8x fp32.
+
+An export directory holds ``model.onnx`` and ``model-int8.onnx``,
 ``tokenizer.json`` (the fast tokenizer, byte for byte what the torch backend
 hands the parser), ``reference.npy`` (the torch vectors of the reference
 texts) and ``export.json``, written last: a directory without it is not an
@@ -43,10 +50,13 @@ from .base import Steps, Tokenized, TokenCounter, normalize, resolve_model
 
 log = logging.getLogger("codeindex.embed")
 
-FORMAT = 1  # bump when the export's layout or graph changes: old caches are then ignored
+FORMAT = 2  # bump when the export's layout or graph changes: old caches are then ignored (2: per-token int8)
 OPSET = 17
 FP32_ID_MIN_COSINE = 0.9999  # the fp32 export keeps the source's model id when it agrees this well
 BROKEN_MIN_COSINE = 0.99  # an export agreeing worse than this is an error, not a model
+INT8_MIN_COSINE = 0.99  # dtype auto runs int8 only where it agrees with torch at least this well
+INT8_SUFFIX = "+int8tok"  # int8's model id: the source's plus this (per-token activation scales)
+ONNX_DTYPES = ("auto", "int8", "fp32")
 INPUTS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}  # model: tokenizers
 MODEL_FILE, INT8_FILE, META_FILE, TOKENIZER_FILE, REFERENCE_FILE = (
     "model.onnx", "model-int8.onnx", "export.json", "tokenizer.json", "reference.npy")
@@ -97,10 +107,11 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- export (needs torch)
 
 
-def export(model: str = "", out: str | os.PathLike[str] = "", quantize: bool = False, replace: bool = True) -> Path:
+def export(model: str = "", out: str | os.PathLike[str] = "", quantize: bool = True, replace: bool = True) -> Path:
     """Export ``model`` (empty: the packaged all-MiniLM-L6-v2) into ``out`` (empty: its cache
-    directory) and return the directory. An export already there is replaced, or with ``replace``
-    false kept (this one is dropped: another process got there first)."""
+    directory), with its int8 graph unless ``quantize`` is false, and return the directory. An export
+    already there is replaced, or with ``replace`` false kept (this one is dropped: another process got
+    there first)."""
     source, model_id = resolve_model(model)
     if os.path.isdir(source):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local model needs no hub
@@ -112,7 +123,7 @@ def export(model: str = "", out: str | os.PathLike[str] = "", quantize: bool = F
         started = time.perf_counter()
         meta = _export_fp32(source, model_id, tmp)
         if quantize:
-            meta.update(_quantize(tmp, meta))
+            meta.update(_quantize_or_note(tmp, meta))
         meta["export_seconds"] = round(time.perf_counter() - started, 2)
         _write_json(tmp / META_FILE, meta)
         _install(tmp, out, replace)
@@ -236,36 +247,36 @@ def _trace(st: Any, input_names: list[str], tokenizer: Any, model_file: Path) ->
                          normalize_embeddings=True, show_progress_bar=False).astype(np.float32)
 
 
+def _quantize_or_note(directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """:func:`_quantize`, or where the graph cannot be rewritten, a note of why in ``export.json``: the
+    backend then runs fp32 (dtype auto) or says why it cannot run int8, and does not try again."""
+    try:
+        return _quantize(directory, meta)
+    except Exception as e:  # noqa: BLE001 - any model the rewrite cannot handle still runs in fp32
+        log.warning("onnx: no int8 graph for %s: %s", meta.get("source"), e)
+        return {"int8_error": f"{type(e).__name__}: {e}"}
+
+
 def _quantize(directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """Write ``model-int8.onnx`` beside ``model.onnx`` (atomically); the int8 fields of ``export.json``."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from .quantize import SCHEME, quantize_per_token
 
     tmp = directory / f".{INT8_FILE}.{os.getpid()}.tmp"
-    root = logging.getLogger()
-    root.addFilter(_quiet_quantizer)
     try:
-        # Per-channel weight scales: per-tensor ones cost MiniLM 0.94 mean cosine against torch, per-channel
-        # 0.994. The embedding tables stay fp32 (56 MiB instead of 22, slightly closer vectors). Activations
-        # are quantized per batch (one scale per tensor), so a text's int8 vector depends a little on its
-        # batchmates (cosine 0.985 or better between the same text alone and in a batch).
-        quantize_dynamic(directory / MODEL_FILE, tmp, op_types_to_quantize=["MatMul"], per_channel=True,
-                         weight_type=QuantType.QInt8)
+        rewritten = quantize_per_token(directory / MODEL_FILE, tmp)
         reference = np.load(directory / REFERENCE_FILE)
         cos = _agreement(tmp, _tokenizer((directory / TOKENIZER_FILE).read_text(encoding="utf-8"), meta),
                          meta, reference)
-        if cos.min() < 0.9:
-            raise RuntimeError(f"int8 quantization broke the model (min cosine {cos.min():.4f} against torch)")
         os.replace(tmp, directory / INT8_FILE)
     finally:
-        root.removeFilter(_quiet_quantizer)
         tmp.unlink(missing_ok=True)
-    return {"int8_mean_cosine": round(float(cos.mean()), 7), "int8_min_cosine": round(float(cos.min()), 7)}
-
-
-def _quiet_quantizer(record: logging.LogRecord) -> bool:
-    """onnxruntime.quantization logs on the root logger: a warning that its pre-processing (which fails on
-    this graph) was not run, and a line per tensor. Its errors still show."""
-    return record.levelno >= logging.ERROR or f"onnxruntime{os.sep}quantization" not in record.pathname
+    # The empty text (two special tokens, 0.986 for MiniLM) is no chunk and no query: every chunk's text
+    # starts with its path, and an empty query is refused. The texts with content decide.
+    texts = meta["reference_texts"]
+    content = np.array([bool(t) for t in texts]) if len(texts) == len(cos) else np.ones(len(cos), bool)
+    return {"int8_scheme": SCHEME, "int8_matmuls": rewritten, "int8_mean_cosine": round(float(cos.mean()), 7),
+            "int8_min_cosine": round(float(cos[content].min()), 7),
+            "int8_empty_text_cosine": round(float(cos[~content].min()), 7) if (~content).any() else None}
 
 
 def _agreement(model_file: Path, tokenizer: Any, meta: dict[str, Any], reference: np.ndarray) -> np.ndarray:
@@ -319,7 +330,7 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def ensure_export(model: str = "", cache_dir: str | os.PathLike[str] = "", quantize: bool = False) -> Path:
+def ensure_export(model: str = "", cache_dir: str | os.PathLike[str] = "", quantize: bool = True) -> Path:
     """The export directory of ``model``, exporting (or quantizing) first if what is asked for is missing."""
     source, _ = resolve_model(model)
     directory = Path(cache_dir) if cache_dir else default_cache_dir(source)
@@ -332,9 +343,9 @@ def ensure_export(model: str = "", cache_dir: str | os.PathLike[str] = "", quant
         export(model, directory, quantize, replace=False)
         log.info("onnx: exported %s to %s in %.1f s", source, directory, time.perf_counter() - started)
         meta = read_meta(directory)
-    if meta is not None and quantize and not (directory / INT8_FILE).is_file():
+    if meta is not None and quantize and not (directory / INT8_FILE).is_file() and "int8_error" not in meta:
         log.info("onnx: quantizing the export of %s in %s to int8 (once)", source, directory)
-        meta.update(_quantize(directory, meta))
+        meta.update(_quantize_or_note(directory, meta))
         _write_json(directory / META_FILE, meta)
     return directory
 
@@ -347,18 +358,34 @@ class OnnxBackend(Steps):
     device = "cpu"
     preferred_batch = 16  # 2 CPU threads, length-sorted code chunks: 16 ran 5-8% faster than 32 (fp32 and int8)
 
-    def __init__(self, model: str = "", threads: int = 0, quantize: bool = False, cache_dir: str = ""):
-        self.directory = ensure_export(model, cache_dir, quantize)
+    def __init__(self, model: str = "", threads: int = 0, dtype: str = "auto", cache_dir: str = "",
+                 quantize: bool = False):
+        """``dtype``: auto (int8 where it agrees with torch, else fp32), int8 or fp32; ``quantize`` is the
+        older spelling of int8."""
+        if quantize and dtype == "auto":
+            dtype = "int8"
+        if dtype not in ONNX_DTYPES:
+            raise ValueError(f"the onnx backend runs {', '.join(ONNX_DTYPES)}, not {dtype!r}")
+        self.directory = ensure_export(model, cache_dir, quantize=dtype != "fp32")
         meta = read_meta(self.directory)
         assert meta is not None
         self.meta = meta
-        self.quantized = quantize
-        self.model_file = self.directory / (INT8_FILE if quantize else MODEL_FILE)
+        if dtype == "auto":
+            agreement = meta.get("int8_min_cosine") or 0.0
+            dtype = "int8" if agreement >= INT8_MIN_COSINE else "fp32"
+            if dtype == "fp32":
+                log.warning("onnx: int8 agrees with %s only to cosine %s on the reference texts (%s); running fp32",
+                            meta["model_id"], agreement, meta.get("int8_error", f"below {INT8_MIN_COSINE}"))
+        elif dtype == "int8" and "int8_error" in meta:
+            raise ValueError(f"no int8 graph for {meta['source']}: {meta['int8_error']} (run it in fp32)")
+        self.dtype = dtype
+        self.quantized = dtype == "int8"
+        self.model_file = self.directory / (INT8_FILE if self.quantized else MODEL_FILE)
         self.dim = int(meta["dim"])
         self.max_tokens = int(meta["max_tokens"])
         self.model_id = meta["model_id"]
-        if quantize:
-            self.model_id += "+int8"
+        if self.quantized:
+            self.model_id += INT8_SUFFIX
         elif meta.get("fp32_min_cosine", 0.0) < FP32_ID_MIN_COSINE:
             log.warning("onnx: the export of %s agrees with torch only to cosine %s; model id %s+onnx",
                         self.model_id, meta.get("fp32_min_cosine"), self.model_id)
@@ -404,12 +431,12 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     exp = commands.add_parser("export", help="export (again) into the cache or --out, checked against torch")
     exp.add_argument("--model", default="", help="model path or name (default: the packaged all-MiniLM-L6-v2)")
-    exp.add_argument("--quantize", action="store_true", help="also write model-int8.onnx (int8 weights)")
+    exp.add_argument("--fp32-only", action="store_true", help="skip model-int8.onnx (the int8 graph)")
     exp.add_argument("--out", default="", help="directory to write (default: the backend's cache directory)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")  # quiet: onnxruntime.quantization, ...
     log.setLevel(logging.INFO)
-    directory = export(args.model, args.out, args.quantize)
+    directory = export(args.model, args.out, quantize=not args.fp32_only)
     meta = read_meta(directory) or {}
     files = [f for f in (MODEL_FILE, INT8_FILE) if (directory / f).is_file()]
     print(f"exported {meta['source']} to {directory} in {meta['export_seconds']} s: "

@@ -28,8 +28,8 @@ class TorchBackend(Steps):
         from sentence_transformers import SentenceTransformer
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+        if dtype not in DTYPES or dtype == "int8":
+            raise ValueError(f"the torch backend runs {', '.join(d for d in DTYPES if d != 'int8')}, not {dtype!r}")
         if dtype == "auto":
             dtype = "fp16" if self.device.startswith("cuda") else "fp32"
         self.dtype = dtype
