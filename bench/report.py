@@ -159,9 +159,10 @@ def _q(v: dict, *metrics: str) -> str:
 METRICS = ("ndcg@10", "mrr@10", "hit@1", "hit@5")
 
 
-def quality_section(q: dict | None) -> list[str]:
+def quality_section(q: dict | None, fp32: dict | None = None) -> list[str]:
     """Search quality (``make bench STAGE=quality``): by mode, the default ranking by language and kind, and
-    the ablation of the ranking stage's signals; tuning and held-out halves apart."""
+    the ablation of the ranking stage's signals; tuning and held-out halves apart. ``fp32``: the same stage
+    with the model in fp32 (``CODEINDEX_EMBED_DTYPE=fp32``), beside the default's int8."""
     if not q:
         return []
     held = q["held_out"]
@@ -175,6 +176,16 @@ def quality_section(q: dict | None) -> list[str]:
         for half in ("held_out", "tuning"):
             lines.append(f"| {mode} | {half.replace('_', '-')} | {v[half]['queries']} | {_q(v[half], *METRICS)} | "
                          f"{v['store_search_p50_ms']} |")
+    if fp32 and fp32.get("modes"):
+        lines += ["", f"The embedder's precision: the default model id is {q.get('model_id', '?')}; the same "
+                  f"stage with the model in fp32 ({fp32.get('model_id', '?')}, `CODEINDEX_EMBED_DTYPE=fp32`):", "",
+                  "| mode | half | NDCG@10, default | NDCG@10, fp32 | difference | hit@1, default | hit@1, fp32 |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for mode, v in q["modes"].items():
+            for half in ("held_out", "tuning"):
+                a, b = v[half], fp32["modes"][mode][half]
+                lines.append(f"| {mode} | {half.replace('_', '-')} | {a['ndcg@10']:.3f} | {b['ndcg@10']:.3f} | "
+                             f"{a['ndcg@10'] - b['ndcg@10']:+.3f} | {a['hit@1']:.3f} | {b['hit@1']:.3f} |")
     default = q["modes"]["hybrid"]
     for group, title in (("language", "language"), ("kind", "kind")):
         lines += ["", f"Hybrid (the default) by {title}:", "",
@@ -466,7 +477,7 @@ def write_report(r: dict, docs: Path, name: str = "BENCHMARKS.md") -> None:
                   f"search), then with it ({r.get('ann_index', '?')}). ANN recall@10 compares the indexed search "
                   "with exact search (`bypass_vector_index`) for 200 query vectors near stored ones."]
     lines += load_section(r)
-    lines += quality_section(r.get("quality"))
+    lines += quality_section(r.get("quality"), r.get("quality_fp32"))
     lines += live_section(r)
     lines += tokenize_section(r.get("tokenize"))
     lines += peer_section(r.get("peer"))

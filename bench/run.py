@@ -939,11 +939,12 @@ def history_line(results: dict) -> dict:
     """What history.jsonl keeps of a run: its figures, without the per-sample CPU use or the quality
     stage's per-query scores (latest.json has both)."""
     out = {k: v for k, v in results.items() if k != "utilisation"}
-    if isinstance(quality := out.get("quality"), dict):
-        out["quality"] = {k: v for k, v in quality.items() if k not in ("modes", "ablation")}
-        for group in ("modes", "ablation"):
-            out["quality"][group] = {name: {k: v for k, v in cfg.items() if k != "per_query"}
-                                     for name, cfg in quality.get(group, {}).items()}
+    for key in [k for k in out if k == "quality" or k.startswith("quality_")]:  # quality_fp32: the model in fp32
+        if isinstance(quality := out[key], dict):
+            out[key] = {k: v for k, v in quality.items() if k not in ("modes", "ablation")}
+            for group in ("modes", "ablation"):
+                out[key][group] = {name: {k: v for k, v in cfg.items() if k != "per_query"}
+                                   for name, cfg in quality.get(group, {}).items()}
     return out
 
 
@@ -993,7 +994,9 @@ def main(argv: list[str] | None = None) -> int:
         elif stage == "quality":
             from bench.quality.evaluate import bench_quality
 
-            results["quality"] = bench_quality()
+            # CODEINDEX_EMBED_DTYPE=fp32 measures the model in fp32 beside the default's figures, not over them
+            dtype = os.environ.get("CODEINDEX_EMBED_DTYPE", "auto")
+            results["quality" if dtype == "auto" else f"quality_{dtype}"] = bench_quality()
         elif stage == "live":
             from bench.live import bench_live
 

@@ -11,6 +11,7 @@ stage's (``make bench STAGE=search``)."""
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -41,16 +42,25 @@ def parser_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
-def build_indexes(names: list[str]) -> dict[str, Path]:
-    """Each project's index, brought up to date by ``orchestrator index`` (incremental: a no-op once built;
-    rebuilt with ``--reindex`` when the parser's code changed since)."""
+def query_backend():
+    """The embedder's default backend as the run's services make it (``CODEINDEX_EMBED_DTYPE`` honoured:
+    ``fp32`` measures the fp32 model beside the default)."""
+    from embed_svc.backends import make_backend
+
+    return make_backend("auto", dtype=os.environ.get("CODEINDEX_EMBED_DTYPE", "auto"))
+
+
+def build_indexes(names: list[str], model_id: str) -> dict[str, Path]:
+    """Each project's index for the model ``model_id``, brought up to date by ``orchestrator index``
+    (incremental: a no-op once built; rebuilt with ``--reindex`` when the parser's code changed since).
+    Each model has its indexes apart (an index holds one model's vectors)."""
     from bench.corpus import fetch_sources
 
     fetch_sources([p for p in PROJECTS if p.name in names], SRC)
     fingerprint = parser_fingerprint()
     out = {}
     for name in names:
-        index_dir = WORK / "index" / name
+        index_dir = WORK / "index" / model_id.replace("/", "_") / name
         stamp = index_dir / "parser.fingerprint"
         stale = stamp.exists() and stamp.read_text() != fingerprint or not stamp.exists() and index_dir.exists()
         started = time.perf_counter()
@@ -70,12 +80,10 @@ def language_of(q: Judged) -> str:
 class Searcher:
     """Every project's store, opened once, and the query vectors, embedded once."""
 
-    def __init__(self, indexes: dict[str, Path], queries: list[Judged]):
-        from embed_svc.backends import make_backend
+    def __init__(self, indexes: dict[str, Path], queries: list[Judged], backend):
         from store_svc.store import VectorStore
 
         self.stores = {name: VectorStore(str(path / "lancedb")) for name, path in indexes.items()}
-        backend = make_backend("auto")
         texts = sorted({q.query for q in queries})
         vectors = backend.encode([embedding_text(t) for t in texts])  # as the orchestrator embeds a query
         self.vectors = dict(zip(texts, vectors))
@@ -105,9 +113,10 @@ def bench_quality() -> dict:
 
     queries = load()
     projects = sorted({q.project for q in queries})
-    indexes = build_indexes(projects)
-    searcher = Searcher(indexes, queries)
-    results: dict = {"projects": [f"{p.name} ({p.registry}: {p.package} {p.version})"
+    backend = query_backend()
+    indexes = build_indexes(projects, backend.model_id)
+    searcher = Searcher(indexes, queries, backend)
+    results: dict = {"model_id": backend.model_id,"projects": [f"{p.name} ({p.registry}: {p.package} {p.version})"
                                   for p in PROJECTS if p.name in projects],
                      "queries": len(queries), "held_out": sum(q.held_out for q in queries)}
     modes = {}

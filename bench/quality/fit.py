@@ -32,7 +32,7 @@ import numpy as np
 
 from codeindex_common.model import Chunk, Query
 
-from .evaluate import Searcher, build_indexes, log
+from .evaluate import Searcher, build_indexes, log, query_backend
 from .judgments import load
 from .score import Found, credits, gains
 
@@ -152,7 +152,8 @@ def main(argv: list[str]) -> int:
     from store_svc import ranking
 
     queries = [q for q in load() if not q.held_out]
-    searcher = Searcher(build_indexes(sorted({q.project for q in queries})), queries)
+    backend = query_backend()
+    searcher = Searcher(build_indexes(sorted({q.project for q in queries}), backend.model_id), queries, backend)
     data = cases(searcher, queries)
     weights = {}
     for kind in ("identifier", "text", "any"):
