@@ -507,11 +507,21 @@ class Pipeline:
             raise FailedPrecondition(
                 f"the index at {stats.uri} was built with model {stats.model_id!r} but the embedder serves "
                 f"{info.model_id!r}; vectors of two models are never mixed: run again with --reindex to rebuild "
-                f"it with the new model, or index into a new directory (--index-dir)")
+                f"it with the new model, or index into a new directory (--index-dir)"
+                + _precision_hint(stats.model_id, info.model_id))
         if stats.chunks and stats.dim and stats.dim != info.dim:
             raise FailedPrecondition(f"the index holds {stats.dim}-dim vectors, the embedder gives {info.dim}: "
                                      "run again with --reindex to rebuild it")
         return info
+
+
+def _precision_hint(index_model: str, served_model: str) -> str:
+    """For an index of the served model in another precision (``+int8tok``, ``+bf16``...): how to keep it."""
+    if index_model.partition("+")[0] != served_model.partition("+")[0]:
+        return ""  # another model altogether
+    precision = index_model.partition("+")[2]
+    dtype = {"int8tok": "int8", "bf16": "bf16"}.get(precision, "fp32" if not precision else "")
+    return f"; or keep this index by running the embedder with --dtype {dtype} (CODEINDEX_EMBED_DTYPE)" if dtype else ""
 
 
 async def search(stages, q: Query) -> list[Hit]:

@@ -190,7 +190,10 @@ def test_embedded_default_index_search_and_incremental(tmp_path):
     # another model is refused; --reindex rebuilds with it
     other = {"CODEINDEX_EMBED_BACKEND": "hash"}
     refused = cli("index", str(repo), "--json", check=False, env=other)
-    assert refused.returncode == 1 and "--reindex" in refused.stderr
+    assert refused.returncode == 1 and "--reindex" in refused.stderr and "--dtype" not in refused.stderr
+    # the same model in fp32 (the default is int8): refused too, and told how to keep the index
+    fp32 = cli("index", str(repo), "--json", check=False, env={"CODEINDEX_EMBED_DTYPE": "fp32"})
+    assert fp32.returncode == 1 and "running the embedder with --dtype int8" in fp32.stderr, fp32.stderr[-2000:]
     rebuilt = index(repo, "--reindex", env=other)
     assert rebuilt["chunks_embedded"] == rebuilt["chunks_total"] == rebuilt["index_chunks"]
     rebuilt_back = index(repo, "--reindex")
