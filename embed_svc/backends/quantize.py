@@ -39,7 +39,7 @@ def quantize_per_token(src: str | Path, dst: str | Path) -> int:
     """Write ``src``'s graph to ``dst`` with every constant-weight MatMul in int8 as above; the number
     rewritten. Other nodes (attention's products of two activations, softmax, norms) stay fp32."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     model = onnx.load(str(src))
     graph = model.graph
@@ -56,34 +56,9 @@ def quantize_per_token(src: str | Path, dst: str | Path) -> int:
         if w is None or len(w.dims) != 2:
             nodes.append(node)
             continue
-        k, n = w.dims
-        wq, ws = _weight(numpy_helper.to_array(w).astype(np.float32))
-        p = f"q8_{rewritten}"
-        added += [numpy_helper.from_array(wq, f"{p}_wq"), numpy_helper.from_array(ws, f"{p}_ws"),
-                  numpy_helper.from_array(np.array([-1, k], np.int64), f"{p}_rows"),
-                  numpy_helper.from_array(np.array([n], np.int64), f"{p}_n")]
-        x, out = node.input[0], node.output[0]
-        zero_points = helper.make_tensor("zp", TensorProto.UINT8, [1], [128])
-
-        def op(kind: str, inputs: list[str], output: str, domain: str = "", **attrs) -> None:
-            nodes.append(helper.make_node(kind, inputs, [output], name=output, domain=domain, **attrs))
-
-        op("Reshape", [x, f"{p}_rows"], f"{p}_x2")                       # [tokens, K]
-        op("Abs", [f"{p}_x2"], f"{p}_abs")
-        op("ReduceMax", [f"{p}_abs"], f"{p}_amax", axes=[1], keepdims=0)  # [tokens]
-        op("Max", [f"{p}_amax", "q8_eps"], f"{p}_amaxe")
-        op("Div", [f"{p}_amaxe", "q8_127"], f"{p}_scale")
-        op("Shape", [f"{p}_scale"], f"{p}_tokens")
-        op("ConstantOfShape", [f"{p}_tokens"], f"{p}_zps", value=zero_points)
-        op("QuantizeLinear", [f"{p}_x2", f"{p}_scale", f"{p}_zps"], f"{p}_xq", axis=0)
-        op("MatMulIntegerToFloat", [f"{p}_xq", f"{p}_wq", "q8_one", f"{p}_ws", "q8_zp"], f"{p}_y",
-           domain="com.microsoft")
-        op("Unsqueeze", [f"{p}_scale", "q8_axis1"], f"{p}_col")
-        op("Mul", [f"{p}_y", f"{p}_col"], f"{p}_y2")                      # each row times its own scale
-        op("Shape", [x], f"{p}_xshape")
-        op("Slice", [f"{p}_xshape", "q8_start", "q8_end"], f"{p}_lead")
-        op("Concat", [f"{p}_lead", f"{p}_n"], f"{p}_shape", axis=0)
-        nodes.append(helper.make_node("Reshape", [f"{p}_y2", f"{p}_shape"], [out], name=f"{p}_out"))
+        more_nodes, more_weights = _rewrite(node, numpy_helper.to_array(w).astype(np.float32), f"q8_{rewritten}")
+        nodes += more_nodes
+        added += more_weights
         rewritten += 1
     del graph.node[:]
     graph.node.extend(nodes)
@@ -96,3 +71,39 @@ def quantize_per_token(src: str | Path, dst: str | Path) -> int:
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     onnx.save(model, str(dst))
     return rewritten
+
+
+def _rewrite(node, w: np.ndarray, p: str) -> tuple[list, list]:
+    """The nodes that replace MatMul ``node`` (activations x the weights ``w``, [K, N]) and their new
+    constants, every name prefixed with ``p``."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    k, n = w.shape
+    wq, ws = _weight(w)
+    constants = [numpy_helper.from_array(wq, f"{p}_wq"), numpy_helper.from_array(ws, f"{p}_ws"),
+                 numpy_helper.from_array(np.array([-1, k], np.int64), f"{p}_rows"),
+                 numpy_helper.from_array(np.array([n], np.int64), f"{p}_n")]
+    x, out = node.input[0], node.output[0]
+    zero_points = helper.make_tensor("zp", TensorProto.UINT8, [1], [128])
+    nodes = []
+
+    def op(kind: str, inputs: list[str], output: str, domain: str = "", **attrs) -> None:
+        nodes.append(helper.make_node(kind, inputs, [output], name=output, domain=domain, **attrs))
+
+    op("Reshape", [x, f"{p}_rows"], f"{p}_x2")                       # [tokens, K]
+    op("Abs", [f"{p}_x2"], f"{p}_abs")
+    op("ReduceMax", [f"{p}_abs"], f"{p}_amax", axes=[1], keepdims=0)  # [tokens]
+    op("Max", [f"{p}_amax", "q8_eps"], f"{p}_amaxe")
+    op("Div", [f"{p}_amaxe", "q8_127"], f"{p}_scale")
+    op("Shape", [f"{p}_scale"], f"{p}_tokens")
+    op("ConstantOfShape", [f"{p}_tokens"], f"{p}_zps", value=zero_points)
+    op("QuantizeLinear", [f"{p}_x2", f"{p}_scale", f"{p}_zps"], f"{p}_xq", axis=0)
+    op("MatMulIntegerToFloat", [f"{p}_xq", f"{p}_wq", "q8_one", f"{p}_ws", "q8_zp"], f"{p}_y",
+       domain="com.microsoft")
+    op("Unsqueeze", [f"{p}_scale", "q8_axis1"], f"{p}_col")
+    op("Mul", [f"{p}_y", f"{p}_col"], f"{p}_y2")                      # each row times its own scale
+    op("Shape", [x], f"{p}_xshape")
+    op("Slice", [f"{p}_xshape", "q8_start", "q8_end"], f"{p}_lead")
+    op("Concat", [f"{p}_lead", f"{p}_n"], f"{p}_shape", axis=0)
+    nodes.append(helper.make_node("Reshape", [f"{p}_y2", f"{p}_shape"], [out], name=f"{p}_out"))
+    return nodes, constants
