@@ -11,7 +11,18 @@ import sys
 import threading
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
 ORCHESTRATOR = Path(os.environ.get("CODEINDEX_ORCHESTRATOR", Path(sys.executable).with_name("orchestrator")))
+
+
+def code_commit() -> str:
+    """The code a benchmark ran: HEAD, marked -dirty when the working tree had changes not committed yet
+    (outside what the benchmark itself writes: its results and the docs rendered from them)."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ".", ":!bench/results", ":!docs"], cwd=ROOT).returncode:
+        commit += "-dirty"
+    return commit
 
 
 def index_command(repo: Path, index_dir: Path, *extra: str) -> list[str]:

@@ -26,6 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import code_commit
+from bench.run import machine
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "cpu_paths.json"
 
@@ -129,28 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{name}: {results[name]}")
     real = sum(lengths)
     out = {"texts": len(texts), "threads": args.threads, "batch": 16, "tokens": real,
-           "cpu": _cpu_name(), "commit": _commit(), "candidates": results}
+           "machine": machine(), "commit": code_commit(), "candidates": results}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return ""
-
-
-def _commit() -> str:
-    import subprocess
-
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return done.stdout.strip()
 
 
 if __name__ == "__main__":

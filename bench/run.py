@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench import corpus as corpus_mod  # noqa: E402
-from bench.common import index_command, percentile, summary_of  # noqa: E402
+from bench.common import code_commit, index_command, percentile, summary_of  # noqa: E402
 from codeindex_common.model import FileRecord  # noqa: E402
 from orchestrator.clients import EmbedderClient, StoreClient  # noqa: E402
 from codeindex_common.launcher import LocalServices, ServiceProcess, orchestrator_command  # noqa: E402
@@ -1016,12 +1016,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = " ".join(part for part in ["make bench-gpu" if gpu else "make bench", "QUICK=1" if args.quick else "",
                                      f"STAGE={args.stage}" if args.stage else ""] if part)
     date = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    # the code that ran: HEAD, marked -dirty when the working tree had changes not committed yet (outside what
-    # the benchmark itself writes: its results and the docs rendered from them)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
-    if subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ".", ":!bench/results", ":!docs"], cwd=ROOT).returncode:
-        commit += "-dirty"
+    commit = code_commit()
     if results and "stage_runs" not in results:  # figures from a run that did not record this: its command
         results["stage_runs"] = {st: {"command": results.get("command", "?"), "date": results.get("date", "?"),
                                       "commit": "?"} for st in STAGES}
