@@ -516,11 +516,11 @@ class Pipeline:
 
 
 def _precision_hint(index_model: str, served_model: str) -> str:
-    """For an index of the served model in another precision (``+int8tok``, ``+bf16``...): how to keep it."""
+    """For an index of the served model in another precision (the onnx backend's ``+int8tok``, or the model's
+    own fp32 vectors): how to keep it."""
     if index_model.partition("+")[0] != served_model.partition("+")[0]:
         return ""  # another model altogether
-    precision = index_model.partition("+")[2]
-    dtype = {"int8tok": "int8", "bf16": "bf16"}.get(precision, "fp32" if not precision else "")
+    dtype = {"": "fp32", "int8tok": "int8"}.get(index_model.partition("+")[2], "")
     return f"; or keep this index by running the embedder with --dtype {dtype} (CODEINDEX_EMBED_DTYPE)" if dtype else ""
 
 

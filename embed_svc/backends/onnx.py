@@ -272,8 +272,7 @@ def _quantize(directory: Path, meta: dict[str, Any]) -> dict[str, Any]:
         tmp.unlink(missing_ok=True)
     # The empty text (two special tokens, 0.986 for MiniLM) is no chunk and no query: every chunk's text
     # starts with its path, and an empty query is refused. The texts with content decide.
-    texts = meta["reference_texts"]
-    content = np.array([bool(t) for t in texts]) if len(texts) == len(cos) else np.ones(len(cos), bool)
+    content = np.array([bool(t) for t in meta["reference_texts"]])
     return {"int8_scheme": SCHEME, "int8_matmuls": rewritten, "int8_mean_cosine": round(float(cos.mean()), 7),
             "int8_min_cosine": round(float(cos[content].min()), 7),
             "int8_empty_text_cosine": round(float(cos[~content].min()), 7) if (~content).any() else None}
