@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from codeindex_common.errors import FailedPrecondition, InvalidArgument
-from codeindex_common.model import (PARSER_FAILURES, EmbedInfo, FileRecord, FileResult, Hit, IndexSummary,
+from codeindex_common.model import (PARSER_FAILURES, EmbedInfo, FileRecord, Hit, IndexSummary,
                                     ProgressUpdate, Query, SymbolHit, SymbolQuery, embedding_text)
+from codeindex_common.pb import parser_pb2
 
 from . import metrics
 from .config import RunSettings
@@ -42,7 +43,23 @@ from .walker import Entry, IgnoreCache, file_hash, read, select, walk
 log = logging.getLogger("codeindex.orchestrator")
 
 
+Parsed = parser_pb2.ParseResponse  # one file as the parser sent it, passed on as it is (ParserClient.parse)
 Settings = RunSettings  # how a run streams: stream counts, request and queue sizes, the file size limit
+
+
+class _Children(dict):
+    """A labelled metric's children by label values, each looked up once."""
+
+    def __init__(self, metric):
+        super().__init__()
+        self.metric = metric
+
+    def __missing__(self, labels: tuple[str, ...]):
+        child = self[labels] = self.metric.labels(*labels)
+        return child
+
+
+PUBLISH_EVERY_S = 0.25  # the run's progress gauges, at most this often (and once at the end)
 
 
 class Waits:
@@ -53,26 +70,30 @@ class Waits:
         self.seconds: dict[tuple[str, str], float] = {}
         self.started = time.perf_counter()
         self.finished: dict[str, float] = {}  # stage -> seconds into the run when it had no more work
+        # the metrics' children, looked up once: prometheus_client's labels() costs about 10 µs a call,
+        # and these are touched several times for every file
+        self._waited = _Children(metrics.STAGE_WAIT)
+        self._depth = _Children(metrics.QUEUE_DEPTH)
 
     def finish(self, stage: str) -> None:
         self.finished[stage] = time.perf_counter() - self.started
 
     def add(self, stage: str, kind: str, seconds: float) -> None:
         self.seconds[(stage, kind)] = self.seconds.get((stage, kind), 0.0) + seconds
-        metrics.STAGE_WAIT.labels(stage, kind).inc(seconds)
+        self._waited[stage, kind].inc(seconds)
 
     async def get(self, queue: asyncio.Queue, name: str, stage: str):
         started = time.perf_counter()
         item = await queue.get()
         self.add(stage, "starved", time.perf_counter() - started)
-        metrics.QUEUE_DEPTH.labels(name).set(queue.qsize())
+        self._depth[name,].set(queue.qsize())
         return item
 
     async def put(self, queue: asyncio.Queue, name: str, stage: str, item) -> None:
         started = time.perf_counter()
         await queue.put(item)
         self.add(stage, "blocked", time.perf_counter() - started)
-        metrics.QUEUE_DEPTH.labels(name).set(queue.qsize())
+        self._depth[name,].set(queue.qsize())
 
     async def drain(self, queue: asyncio.Queue, name: str, stage: str, first=None):
         """Yield ``first`` (when given), then queue items until the None sentinel."""
@@ -124,7 +145,7 @@ class Progress:
 class _Job:
     """One parsed file waiting for its vectors."""
 
-    def __init__(self, result: FileResult, fhash: str, dim: int):
+    def __init__(self, result: Parsed, fhash: str, dim: int):
         self.result = result
         self.hash = fhash
         self.vectors = np.empty((len(result.chunks), dim), np.float32)
@@ -191,7 +212,7 @@ class IndexRun:
         self.waits = progress.waits
         size = settings.queue_size
         self.files_q: asyncio.Queue = asyncio.Queue(size)  # read -> parse: (path, bytes)
-        self.parsed_q: asyncio.Queue = asyncio.Queue(size)  # parse -> reuse: FileResult
+        self.parsed_q: asyncio.Queue = asyncio.Queue(size)  # parse -> reuse: the parser's ParseResponse
         self.embed_q: asyncio.Queue = asyncio.Queue(size)  # reuse -> embed: (request id, texts)
         self.write_q: asyncio.Queue = asyncio.Queue(size)  # reuse, embed -> write: FileRecord
         self.unreadable: list[str] = []  # indexed files that could not be read now (their rows go)
@@ -201,13 +222,17 @@ class IndexRun:
         self.waiting: dict[str, list[tuple[_Job, int]]] = collections.defaultdict(list)  # hash -> (file, row)
         self.requests: dict[str, list[str]] = {}  # embed request id -> its texts' hashes
         self._ids = itertools.count()
+        self._published = 0.0  # when the progress gauges were last set
 
     def skip(self, reason: str) -> None:
         self.summary.skip(reason)
         metrics.FILES_SKIPPED.labels(reason).inc()
 
     def report(self) -> None:
-        self.progress.publish()
+        now = time.perf_counter()
+        if now - self._published >= PUBLISH_EVERY_S:
+            self._published = now
+            self.progress.publish()
         self.on_progress(self.progress)
 
     def unchanged(self) -> None:
@@ -307,7 +332,7 @@ class IndexRun:
         for _ in range(self.settings.embed_streams):
             await self.embed_q.put(None)
 
-    async def _take_parsed(self) -> tuple[list[FileResult], bool]:
+    async def _take_parsed(self) -> tuple[list[Parsed], bool]:
         """The next parsed file and up to 63 more already waiting (one vector lookup for all);
         whether the parser is done."""
         batch = [await self.waits.get(self.parsed_q, "parsed", "reuse")]
@@ -317,7 +342,7 @@ class IndexRun:
             return batch[:-1], True
         return batch, False
 
-    def _assign(self, result: FileResult, found: dict[str, np.ndarray],
+    def _assign(self, result: Parsed, found: dict[str, np.ndarray],
                 new_texts: list[tuple[str, str]]) -> FileRecord | None:
         """Give each chunk of ``result`` its vector, or a place in line for one (``new_texts`` gets the
         texts nobody embeds yet); the file's record when it is complete already."""
