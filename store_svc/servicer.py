@@ -74,7 +74,7 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
 
         async def read() -> None:
             async for pb in request_iterator:
-                await incoming.put(FileRecord.from_pb(pb))
+                await incoming.put(FileRecord.from_pb(pb, messages=True))
             await incoming.put(END)
 
         metrics.ACTIVE_STREAMS.inc()
