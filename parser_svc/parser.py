@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 import pebble
 
 from codeindex_common.errors import InvalidArgument
+from codeindex_common.keywords import body_field, names_field
 from codeindex_common.model import PARSER_FAILURES
 
 from . import metrics
@@ -43,7 +44,12 @@ class Parsed:
 
 
 def _response(result: FileResult) -> bytes:
-    return result.to_pb().SerializeToString()
+    """The answer for one file, with each chunk's keyword fields: computed here, in the workers, in
+    parallel, rather than in the store's one process (about 95 µs a chunk there)."""
+    pb = result.to_pb()
+    for c, out in zip(result.chunks, pb.chunks):
+        out.kw_names, out.kw_body = names_field(c), body_field(c)
+    return pb.SerializeToString()
 
 
 def parse_file(path: str, data: bytes, language: str, limits: Limits) -> Parsed:

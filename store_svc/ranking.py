@@ -38,7 +38,7 @@ from pathlib import Path
 
 from codeindex_common.model import Chunk, Hit
 
-from .keywords import words
+from codeindex_common.keywords import words
 
 RRF_K = 60  # reciprocal rank fusion constant
 SNIPPET_LINES = 3

@@ -26,7 +26,7 @@ from codeindex_common.model import Chunk, Definition, Hit, Query
 
 from . import ranking
 from .ann import AnnIndex
-from .keywords import query_terms
+from codeindex_common.keywords import query_terms
 from .ranking import Candidate, QueryInfo, RankingOptions
 from .schema import CHUNK_COLUMNS, META_COLUMNS, TOMBSTONE, chunk_from_row
 from .sql import names_include, sql_str

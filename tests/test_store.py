@@ -9,6 +9,7 @@ from codeindex_common.errors import FailedPrecondition, InvalidArgument
 from codeindex_common.model import FileRecord, Query, SymbolQuery
 from parser_svc.chunker import Limits, chunk_file
 from store_svc.store import VectorStore
+from tests.conftest import ROOT
 
 DIM = 8
 
@@ -632,3 +633,24 @@ def test_an_index_from_before_the_keyword_fields_is_upgraded_in_place(tmp_path):
     assert [h.definition.start_line for h in store.find_symbol(SymbolQuery("parse_list_header"))] == [1]
     vec = store._chunks.to_arrow().column("vector").to_pylist()[0]
     assert np.allclose(vec, rec.vectors[0])  # the vectors are the ones written
+
+
+def test_keyword_fields_sent_by_the_parser_are_the_ones_the_store_would_compute():
+    """The parser's workers fill each chunk's keyword fields; rows written from those messages are the rows
+    the store makes when it computes the fields itself (Chunk objects, or messages of an older writer)."""
+    from codeindex_common.pb import parser_pb2
+    from parser_svc.parser import _response
+    from store_svc.schema import chunk_rows
+
+    path = "store_svc/schema.py"
+    result = chunk_file(path, (ROOT / path).read_bytes())
+    sent = parser_pb2.ParseResponse.FromString(_response(result))
+    assert len(sent.chunks) > 5 and all(c.kw_names and c.kw_body for c in sent.chunks)
+    assert any("chunk rows chunkrows" in c.kw_names for c in sent.chunks)
+    vecs = np.zeros((len(sent.chunks), 8), np.float32)
+    computed = chunk_rows([FileRecord(path, "h", list(result.chunks), vecs)], 8)
+    assert chunk_rows([FileRecord(path, "h", list(sent.chunks), vecs)], 8).equals(computed)
+    for c in sent.chunks:
+        c.ClearField("kw_names")
+        c.ClearField("kw_body")
+    assert chunk_rows([FileRecord(path, "h", list(sent.chunks), vecs)], 8).equals(computed)
