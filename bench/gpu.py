@@ -222,7 +222,18 @@ def render(r: dict) -> str:
         lines += ["", "CPU seconds by stage during the index: " + ", ".join(
             f"{k} {v}" for k, v in r["pipeline"]["cpu_s_by_stage"].items())
             + f"; peak RSS {r['pipeline']['peak_rss_mb']:,} MB over all processes."]
+    if not r["dry"]:
+        embed, pipe = r.get("embed") or {}, r.get("pipeline") or {}
+        goals = [("embedder alone >= 20,000 chunks/s", embed.get("chunks_per_s"), 20_000),
+                 ("GPU busy >= 50% while it embeds", (embed.get("gpu") or {}).get("util_mean_pct"), 50),
+                 ("orchestrator index >= 10,000 chunks/s on >= 100,000 chunks",
+                  pipe.get("chunks_per_s") if pipe.get("chunks_total", 0) >= 100_000 else None, 10_000)]
+        lines += ["", "Issue 20's goals: " + "; ".join(
+            f"{name}: {'not measured' if v is None else ('met' if v >= goal else 'not met')} ({v})"
+            for name, v, goal in goals) + "."]
     lines += ["", f"Triton: {r['triton']}"]
+    if r["errors"]:
+        lines += ["", "Failed in this run:", *[f"- {k}: {v}" for k, v in r["errors"].items()]]
     if r["skipped"]:
         lines += ["", "Not measured in this run:", *[f"- {s}" for s in r["skipped"]]]
     return "\n".join(lines) + "\n"
@@ -255,30 +266,49 @@ def main(argv: list[str] | None = None) -> int:
     commit = code_commit() if (ROOT / ".git").exists() else f"{made_at} (the bundle's)"
     r = {"when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "commit": commit, "dry": dry,
          "facts": facts(cuda), "copies": copies, "skipped": [] if cuda else list(GPU_ONLY),
-         "corpus": [f"{n}=={v}" for n, v in corpus_mod.FULL],
+         "corpus": [f"{n}=={v}" for n, v in corpus_mod.FULL], "errors": {},
          "triton": "not measured: this bundle carries no Triton server (nvidia-pytriton's is 55 MB, "
                    "a part of its own)"}
     log(f"facts: {r['facts']}")
+    save = _saver(r, args.out, started)
     corpus_root = corpus_mod.fetch(corpus_mod.FULL, args.work / "corpus")
-    env = {"CODEINDEX_EMBED_BACKEND": "torch", "CODEINDEX_EMBED_DEVICE": device}
     texts = corpus_texts(corpus_root, copies, texts_limit)
     log(f"{len(texts)} texts for the embedder ({copies} variants)")
-    r["embed"] = embedder_alone(texts, env, device)
-    if deadline.left() > 120:
-        r["plain"] = plain_encode(texts[:20_000], device)  # tokenizing in one thread: 20,000 are enough
-    else:
-        r["skipped"].append("plain encode: no time left")
+    env = {"CODEINDEX_EMBED_BACKEND": "torch", "CODEINDEX_EMBED_DEVICE": device}
+    step(r, "embed", lambda: embedder_alone(texts, env, device), save)
     repo = args.work / "monorepo"
     r["monorepo"] = monorepo(corpus_root, repo, copies, files)
     log(f"monorepo: {r['monorepo']}")
     pipe_env = {"CODEINDEX_EMBED_DEVICE": device} if cuda else {}
-    r["pipeline"] = pipeline(repo, args.work / "index", pipe_env, max(deadline.left() - 20, 30))
-    r["seconds"] = round(time.perf_counter() - started, 1)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu.json").write_text(json.dumps(r, indent=1))
-    (args.out / "BENCHMARKS-GPU.md").write_text(render(r))
-    log(f"wrote {args.out / 'gpu.json'} and {args.out / 'BENCHMARKS-GPU.md'} in {r['seconds']}s")
-    return 0
+    step(r, "pipeline", lambda: pipeline(repo, args.work / "index", pipe_env, max(deadline.left() - 60, 30)), save)
+    if deadline.left() > 45:
+        # sentence-transformers tokenizes in one thread: 20,000 texts are enough for its pace
+        step(r, "plain", lambda: plain_encode(texts[:20_000], device), save)
+    else:
+        r["skipped"].append("plain encode: no time left")
+        save()
+    return 1 if r["errors"] else 0
+
+
+def step(r: dict, name: str, run, save) -> None:
+    """One measurement: its result under ``name``, or its error under ``errors`` (the next steps still
+    run); the results so far written either way."""
+    try:
+        r[name] = run()
+    except Exception as e:  # noqa: BLE001 - one failed step must not cost the others' figures
+        log(f"{name} failed: {type(e).__name__}: {e}")
+        r["errors"][name] = f"{type(e).__name__}: {e}"[-2000:]
+    save()
+
+
+def _saver(r: dict, out: Path, started: float):
+    def save() -> None:
+        r["seconds"] = round(time.perf_counter() - started, 1)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "gpu.json").write_text(json.dumps(r, indent=1))
+        (out / "BENCHMARKS-GPU.md").write_text(render(r))
+        log(f"wrote {out / 'gpu.json'} and {out / 'BENCHMARKS-GPU.md'} ({r['seconds']}s in)")
+    return save
 
 
 if __name__ == "__main__":

@@ -117,3 +117,20 @@ def test_the_archive_is_a_plain_xz_tar(tmp_path):
     archive = _archive(tmp_path, b"abc")
     with tarfile.open(archive, "r:xz") as tf:
         assert {"./bundle.json", "./site/pkg/blob.bin"} <= set(tf.getnames())
+
+
+def test_the_report_judges_the_goals_and_names_what_failed():
+    r = {"facts": {"cores": 16, "gpu": "NVIDIA H200", "python": "3.12.3", "torch": "2.11.0"}, "when": "now",
+         "commit": "abc", "seconds": 300.0, "dry": False, "corpus": ["requests==2.32.3"], "copies": 10,
+         "skipped": [], "triton": "not measured", "errors": {"plain": "RuntimeError: out of time"},
+         "embed": {"chunks_per_s": 24_000.0, "gpu": {"util_mean_pct": 41.0}},
+         "pipeline": {"chunks_per_s": 9_000.0, "chunks_total": 108_180, "chunks_embedded": 108_180, "wall_s": 30.0,
+                      "orchestrator_us_per_chunk": 60.0, "cpu_s_by_stage": {"store": 40.0}, "peak_rss_mb": 3000,
+                      "gpu": None}}
+    text = gpu.render(r)
+    assert "embedder alone >= 20,000 chunks/s: met (24000.0)" in text
+    assert "GPU busy >= 50% while it embeds: not met (41.0)" in text
+    assert "orchestrator index >= 10,000 chunks/s on >= 100,000 chunks: not met (9000.0)" in text
+    assert "- plain: RuntimeError: out of time" in text and "DRY RUN" not in text
+    r["pipeline"]["chunks_total"] = 50_000  # too small a run proves nothing about the goal
+    assert "on >= 100,000 chunks: not measured" in gpu.render(r)

@@ -78,7 +78,8 @@ def test_embedder_matches_sentence_transformers(embed_service, model):
         stub = embed_pb2_grpc.EmbedderStub(ch)
         info = stub.Info(embed_pb2.InfoRequest(), timeout=10)
         # the CPU default: ONNX Runtime's int8 graph with per-token scales, under its own model id
-        assert (info.model_id, info.dim, info.max_tokens) == ("sentence-transformers/all-MiniLM-L6-v2+int8tok", 384, 256)
+        assert (info.model_id, info.dim, info.max_tokens) == (
+            "sentence-transformers/all-MiniLM-L6-v2+int8tok", 384, 256)
         reqs = [embed_pb2.EmbedRequest(request_id=str(i), texts=texts[i:i + 10]) for i in range(0, 50, 10)]
         got = {r.request_id: vectors.unpack(r.vectors, r.dim, r.count) for r in stub.Embed(iter(reqs), timeout=60)}
     vecs = np.concatenate([got[str(i)] for i in range(0, 50, 10)])
