@@ -263,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     from bench.common import code_commit
 
     made_at = json.loads(args.manifest.read_text())["content"]["commit"] if args.manifest else "?"
-    commit = code_commit() if (ROOT / ".git").exists() else f"{made_at} (the bundle's)"
+    # the code that runs is the tree carried with the call (no .git there): GPU_COMMIT names it
+    commit = code_commit() if (ROOT / ".git").exists() else os.environ.get("GPU_COMMIT", "not given (GPU_COMMIT)")
+    commit += f"; bundle made at {made_at}"
     r = {"when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "commit": commit, "dry": dry,
          "facts": facts(cuda), "copies": copies, "skipped": [] if cuda else list(GPU_ONLY),
          "corpus": [f"{n}=={v}" for n, v in corpus_mod.FULL], "errors": {},
@@ -271,14 +273,19 @@ def main(argv: list[str] | None = None) -> int:
                    "a part of its own)"}
     log(f"facts: {r['facts']}")
     save = _saver(r, args.out, started)
+    save()
     corpus_root = corpus_mod.fetch(corpus_mod.FULL, args.work / "corpus")
-    texts = corpus_texts(corpus_root, copies, texts_limit)
-    log(f"{len(texts)} texts for the embedder ({copies} variants)")
+    texts: list[str] = []
+
+    def make_texts() -> int:
+        texts.extend(corpus_texts(corpus_root, copies, texts_limit))
+        return len(texts)
+
+    step(r, "texts", make_texts, save)
     env = {"CODEINDEX_EMBED_BACKEND": "torch", "CODEINDEX_EMBED_DEVICE": device}
     step(r, "embed", lambda: embedder_alone(texts, env, device), save)
     repo = args.work / "monorepo"
-    r["monorepo"] = monorepo(corpus_root, repo, copies, files)
-    log(f"monorepo: {r['monorepo']}")
+    step(r, "monorepo", lambda: monorepo(corpus_root, repo, copies, files), save)
     pipe_env = {"CODEINDEX_EMBED_DEVICE": device} if cuda else {}
     step(r, "pipeline", lambda: pipeline(repo, args.work / "index", pipe_env, max(deadline.left() - 60, 30)), save)
     if deadline.left() > 45:
@@ -295,6 +302,7 @@ def step(r: dict, name: str, run, save) -> None:
     run); the results so far written either way."""
     try:
         r[name] = run()
+        log(f"{name}: {r[name] if isinstance(r[name], (int, float)) else 'done'}")
     except Exception as e:  # noqa: BLE001 - one failed step must not cost the others' figures
         log(f"{name} failed: {type(e).__name__}: {e}")
         r["errors"][name] = f"{type(e).__name__}: {e}"[-2000:]
@@ -305,8 +313,9 @@ def _saver(r: dict, out: Path, started: float):
     def save() -> None:
         r["seconds"] = round(time.perf_counter() - started, 1)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "gpu.json").write_text(json.dumps(r, indent=1))
-        (out / "BENCHMARKS-GPU.md").write_text(render(r))
+        for name, text in (("gpu.json", json.dumps(r, indent=1)), ("BENCHMARKS-GPU.md", render(r))):
+            (out / f".{name}.tmp").write_text(text)
+            os.replace(out / f".{name}.tmp", out / name)  # a run killed meanwhile leaves the last whole one
         log(f"wrote {out / 'gpu.json'} and {out / 'BENCHMARKS-GPU.md'} ({r['seconds']}s in)")
     return save
 

@@ -478,6 +478,7 @@ class Pipeline:
             try:
                 await run.run(diff.to_read())
             finally:  # what was hashed stays true of the files, whatever became of the run
+                progress.publish()  # the gauges as the run left them (report sets them at most every 0.25 s)
                 await asyncio.to_thread(cache.save, kept())
         finally:
             walked.close()

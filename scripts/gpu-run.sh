@@ -9,7 +9,8 @@
 # A call that completes nothing prints which part to carry next and returns at once. The results go to
 # $OUT (the folder the device tool brings back): gpu.json, BENCHMARKS-GPU.md and the run's log.
 #
-# Environment: GPU_CARRIED (default .gpu-bundle: where this call's parts are), GPU_HOME (default /tmp/codeindex-gpu: the parts kept between calls, the unpacked bundle,
+# Environment: GPU_COMMIT (the commit of the tree the call carries, for the report: there is no .git there),
+# GPU_CARRIED (default .gpu-bundle: where this call's parts are), GPU_HOME (default /tmp/codeindex-gpu: the parts kept between calls, the unpacked bundle,
 # the work), PYTHON (default python3: the image's, which holds torch), GPU_BENCH_ARGS (passed on to
 # bench.gpu, e.g. --dry for the CPU dry run), OUT (default $GPU_HOME/out).
 set -euo pipefail
@@ -33,7 +34,7 @@ export PYTHONPATH=$BUNDLE/site:$ROOT${PYTHONPATH:+:$PYTHONPATH}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 # `orchestrator` as bench.common runs it, without an installed console script
 mkdir -p "$GPU_HOME/bin"
-printf '#!/bin/sh\nexec %s -m orchestrator "$@"\n' "$(command -v "$PYTHON")" > "$GPU_HOME/bin/orchestrator"
+printf '#!/bin/sh\nexec "%s" -m orchestrator "$@"\n' "$(command -v "$PYTHON")" > "$GPU_HOME/bin/orchestrator"
 chmod +x "$GPU_HOME/bin/orchestrator"
 export CODEINDEX_ORCHESTRATOR=$GPU_HOME/bin/orchestrator
 

