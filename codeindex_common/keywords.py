@@ -20,6 +20,10 @@ import re
 from codeindex_common.identifiers import words
 from codeindex_common.model import Chunk
 
+# the rules below, as a number: keyword fields a chunk brings are used only when made by the same rules (a
+# parser and a store of different versions would otherwise index words that queries are not split into)
+FORMAT = 1
+
 # an identifier: letters, digits, _ and $, with - inside (kebab-case) when letters follow
 _IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*(?:-[A-Za-z][A-Za-z0-9_$]*)*")
 MAX_BODY_CHARS = 20_000  # a longer chunk's body is cut: its rest adds little to BM25 but costs index space

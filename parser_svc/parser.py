@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 import pebble
 
 from codeindex_common.errors import InvalidArgument
-from codeindex_common.keywords import body_field, names_field
+from codeindex_common.keywords import FORMAT as KEYWORDS_FORMAT, body_field, names_field
 from codeindex_common.model import PARSER_FAILURES
 
 from . import metrics
@@ -48,7 +48,7 @@ def _response(result: FileResult) -> bytes:
     parallel, rather than in the store's one process (about 95 µs a chunk there)."""
     pb = result.to_pb()
     for c, out in zip(result.chunks, pb.chunks):
-        out.kw_names, out.kw_body = names_field(c), body_field(c)
+        out.kw_names, out.kw_body, out.kw_format = names_field(c), body_field(c), KEYWORDS_FORMAT
     return pb.SerializeToString()
 
 

@@ -24,25 +24,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13protos/common.proto\x12\x0c\x63odeindex.v1\"\x91\x03\n\x05\x43hunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x10\n\x08language\x18\x03 \x01(\t\x12%\n\x04kind\x18\x04 \x01(\x0e\x32\x17.codeindex.v1.ChunkKind\x12\x0e\n\x06symbol\x18\x05 \x01(\t\x12\x16\n\x0equalified_name\x18\x06 \x01(\t\x12\x11\n\tparent_id\x18\x07 \x01(\t\x12\x12\n\nstart_line\x18\x08 \x01(\r\x12\x10\n\x08\x65nd_line\x18\t \x01(\r\x12\x12\n\nstart_byte\x18\n \x01(\r\x12\x10\n\x08\x65nd_byte\x18\x0b \x01(\r\x12\x0c\n\x04text\x18\x0c \x01(\t\x12\x12\n\nembed_text\x18\r \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x0e \x01(\t\x12\x11\n\tdocstring\x18\x0f \x01(\t\x12\x11\n\tsignature\x18\x10 \x01(\t\x12-\n\x0b\x64\x65\x66initions\x18\x11 \x03(\x0b\x32\x18.codeindex.v1.Definition\x12\x10\n\x08kw_names\x18\x12 \x01(\t\x12\x0f\n\x07kw_body\x18\x13 \x01(\t\"\x81\x01\n\nDefinition\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x16\n\x0equalified_name\x18\x02 \x01(\t\x12%\n\x04kind\x18\x03 \x01(\x0e\x32\x17.codeindex.v1.ChunkKind\x12\x12\n\nstart_line\x18\x04 \x01(\r\x12\x10\n\x08\x65nd_line\x18\x05 \x01(\r\"c\n\x11\x46indSymbolRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x11\n\tpath_glob\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\r\"\x85\x01\n\x10SymbolDefinition\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12,\n\ndefinition\x18\x03 \x01(\x0b\x32\x18.codeindex.v1.Definition\x12\x11\n\tsignature\x18\x04 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x05 \x01(\t\"I\n\x12\x46indSymbolResponse\x12\x33\n\x0b\x64\x65\x66initions\x18\x01 \x03(\x0b\x32\x1e.codeindex.v1.SymbolDefinition*\xb2\x01\n\tChunkKind\x12\x1a\n\x16\x43HUNK_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HUNK_KIND_FUNCTION\x10\x01\x12\x15\n\x11\x43HUNK_KIND_METHOD\x10\x02\x12\x14\n\x10\x43HUNK_KIND_CLASS\x10\x03\x12\x15\n\x11\x43HUNK_KIND_MODULE\x10\x04\x12\x14\n\x10\x43HUNK_KIND_BLOCK\x10\x05\x12\x16\n\x12\x43HUNK_KIND_SECTION\x10\x06*r\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12SEARCH_MODE_VECTOR\x10\x01\x12\x17\n\x13SEARCH_MODE_KEYWORD\x10\x02\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13protos/common.proto\x12\x0c\x63odeindex.v1\"\xa4\x03\n\x05\x43hunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x10\n\x08language\x18\x03 \x01(\t\x12%\n\x04kind\x18\x04 \x01(\x0e\x32\x17.codeindex.v1.ChunkKind\x12\x0e\n\x06symbol\x18\x05 \x01(\t\x12\x16\n\x0equalified_name\x18\x06 \x01(\t\x12\x11\n\tparent_id\x18\x07 \x01(\t\x12\x12\n\nstart_line\x18\x08 \x01(\r\x12\x10\n\x08\x65nd_line\x18\t \x01(\r\x12\x12\n\nstart_byte\x18\n \x01(\r\x12\x10\n\x08\x65nd_byte\x18\x0b \x01(\r\x12\x0c\n\x04text\x18\x0c \x01(\t\x12\x12\n\nembed_text\x18\r \x01(\t\x12\x14\n\x0c\x63ontent_hash\x18\x0e \x01(\t\x12\x11\n\tdocstring\x18\x0f \x01(\t\x12\x11\n\tsignature\x18\x10 \x01(\t\x12-\n\x0b\x64\x65\x66initions\x18\x11 \x03(\x0b\x32\x18.codeindex.v1.Definition\x12\x10\n\x08kw_names\x18\x12 \x01(\t\x12\x0f\n\x07kw_body\x18\x13 \x01(\t\x12\x11\n\tkw_format\x18\x14 \x01(\r\"\x81\x01\n\nDefinition\x12\x0e\n\x06symbol\x18\x01 \x01(\t\x12\x16\n\x0equalified_name\x18\x02 \x01(\t\x12%\n\x04kind\x18\x03 \x01(\x0e\x32\x17.codeindex.v1.ChunkKind\x12\x12\n\nstart_line\x18\x04 \x01(\r\x12\x10\n\x08\x65nd_line\x18\x05 \x01(\r\"c\n\x11\x46indSymbolRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x11\n\tpath_glob\x18\x04 \x01(\t\x12\r\n\x05limit\x18\x05 \x01(\r\"\x85\x01\n\x10SymbolDefinition\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12,\n\ndefinition\x18\x03 \x01(\x0b\x32\x18.codeindex.v1.Definition\x12\x11\n\tsignature\x18\x04 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x05 \x01(\t\"I\n\x12\x46indSymbolResponse\x12\x33\n\x0b\x64\x65\x66initions\x18\x01 \x03(\x0b\x32\x1e.codeindex.v1.SymbolDefinition*\xb2\x01\n\tChunkKind\x12\x1a\n\x16\x43HUNK_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HUNK_KIND_FUNCTION\x10\x01\x12\x15\n\x11\x43HUNK_KIND_METHOD\x10\x02\x12\x14\n\x10\x43HUNK_KIND_CLASS\x10\x03\x12\x15\n\x11\x43HUNK_KIND_MODULE\x10\x04\x12\x14\n\x10\x43HUNK_KIND_BLOCK\x10\x05\x12\x16\n\x12\x43HUNK_KIND_SECTION\x10\x06*r\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12SEARCH_MODE_VECTOR\x10\x01\x12\x17\n\x13SEARCH_MODE_KEYWORD\x10\x02\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHUNKKIND']._serialized_start=886
-  _globals['_CHUNKKIND']._serialized_end=1064
-  _globals['_SEARCHMODE']._serialized_start=1066
-  _globals['_SEARCHMODE']._serialized_end=1180
+  _globals['_CHUNKKIND']._serialized_start=905
+  _globals['_CHUNKKIND']._serialized_end=1083
+  _globals['_SEARCHMODE']._serialized_start=1085
+  _globals['_SEARCHMODE']._serialized_end=1199
   _globals['_CHUNK']._serialized_start=38
-  _globals['_CHUNK']._serialized_end=439
-  _globals['_DEFINITION']._serialized_start=442
-  _globals['_DEFINITION']._serialized_end=571
-  _globals['_FINDSYMBOLREQUEST']._serialized_start=573
-  _globals['_FINDSYMBOLREQUEST']._serialized_end=672
-  _globals['_SYMBOLDEFINITION']._serialized_start=675
-  _globals['_SYMBOLDEFINITION']._serialized_end=808
-  _globals['_FINDSYMBOLRESPONSE']._serialized_start=810
-  _globals['_FINDSYMBOLRESPONSE']._serialized_end=883
+  _globals['_CHUNK']._serialized_end=458
+  _globals['_DEFINITION']._serialized_start=461
+  _globals['_DEFINITION']._serialized_end=590
+  _globals['_FINDSYMBOLREQUEST']._serialized_start=592
+  _globals['_FINDSYMBOLREQUEST']._serialized_end=691
+  _globals['_SYMBOLDEFINITION']._serialized_start=694
+  _globals['_SYMBOLDEFINITION']._serialized_end=827
+  _globals['_FINDSYMBOLRESPONSE']._serialized_start=829
+  _globals['_FINDSYMBOLRESPONSE']._serialized_end=902
 # @@protoc_insertion_point(module_scope)

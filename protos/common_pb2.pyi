@@ -36,7 +36,7 @@ SEARCH_MODE_KEYWORD: SearchMode
 SEARCH_MODE_HYBRID: SearchMode
 
 class Chunk(_message.Message):
-    __slots__ = ("id", "path", "language", "kind", "symbol", "qualified_name", "parent_id", "start_line", "end_line", "start_byte", "end_byte", "text", "embed_text", "content_hash", "docstring", "signature", "definitions", "kw_names", "kw_body")
+    __slots__ = ("id", "path", "language", "kind", "symbol", "qualified_name", "parent_id", "start_line", "end_line", "start_byte", "end_byte", "text", "embed_text", "content_hash", "docstring", "signature", "definitions", "kw_names", "kw_body", "kw_format")
     ID_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     LANGUAGE_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,7 @@ class Chunk(_message.Message):
     DEFINITIONS_FIELD_NUMBER: _ClassVar[int]
     KW_NAMES_FIELD_NUMBER: _ClassVar[int]
     KW_BODY_FIELD_NUMBER: _ClassVar[int]
+    KW_FORMAT_FIELD_NUMBER: _ClassVar[int]
     id: str
     path: str
     language: str
@@ -75,7 +76,8 @@ class Chunk(_message.Message):
     definitions: _containers.RepeatedCompositeFieldContainer[Definition]
     kw_names: str
     kw_body: str
-    def __init__(self, id: _Optional[str] = ..., path: _Optional[str] = ..., language: _Optional[str] = ..., kind: _Optional[_Union[ChunkKind, str]] = ..., symbol: _Optional[str] = ..., qualified_name: _Optional[str] = ..., parent_id: _Optional[str] = ..., start_line: _Optional[int] = ..., end_line: _Optional[int] = ..., start_byte: _Optional[int] = ..., end_byte: _Optional[int] = ..., text: _Optional[str] = ..., embed_text: _Optional[str] = ..., content_hash: _Optional[str] = ..., docstring: _Optional[str] = ..., signature: _Optional[str] = ..., definitions: _Optional[_Iterable[_Union[Definition, _Mapping]]] = ..., kw_names: _Optional[str] = ..., kw_body: _Optional[str] = ...) -> None: ...
+    kw_format: int
+    def __init__(self, id: _Optional[str] = ..., path: _Optional[str] = ..., language: _Optional[str] = ..., kind: _Optional[_Union[ChunkKind, str]] = ..., symbol: _Optional[str] = ..., qualified_name: _Optional[str] = ..., parent_id: _Optional[str] = ..., start_line: _Optional[int] = ..., end_line: _Optional[int] = ..., start_byte: _Optional[int] = ..., end_byte: _Optional[int] = ..., text: _Optional[str] = ..., embed_text: _Optional[str] = ..., content_hash: _Optional[str] = ..., docstring: _Optional[str] = ..., signature: _Optional[str] = ..., definitions: _Optional[_Iterable[_Union[Definition, _Mapping]]] = ..., kw_names: _Optional[str] = ..., kw_body: _Optional[str] = ..., kw_format: _Optional[int] = ...) -> None: ...
 
 class Definition(_message.Message):
     __slots__ = ("symbol", "qualified_name", "kind", "start_line", "end_line")

@@ -11,7 +11,7 @@ from lancedb.index import Bitmap, BTree, LabelList
 
 from codeindex_common.model import DEFINITION_KINDS, Chunk, FileRecord, kind_from_pb
 
-from codeindex_common.keywords import body_field, names_field
+from codeindex_common.keywords import FORMAT as KEYWORDS_FORMAT, body_field, names_field
 
 CHUNKS, FILES = "chunks", "files"
 CHUNK_COLUMNS = ["id", "path", "language", "kind", "symbol", "qualified_name", "parent_id", "start_line",
@@ -71,9 +71,11 @@ def names_of(definitions: list[dict]) -> list[str]:
 def derived(c: Chunk) -> dict:
     defs = definitions_of(c)
     names = names_of(defs)
-    # a message from the parser brings its keyword fields; a Chunk (or a message without them) gets them here
-    return {"kw_names": getattr(c, "kw_names", "") or names_field(c),
-            "kw_body": getattr(c, "kw_body", "") or body_field(c),
+    # a message from the parser brings its keyword fields; a Chunk, a message without them or one whose
+    # fields were made by other rules (another version's parser) gets them here
+    sent = getattr(c, "kw_format", 0) == KEYWORDS_FORMAT
+    return {"kw_names": (sent and c.kw_names) or names_field(c),
+            "kw_body": (sent and c.kw_body) or body_field(c),
             "names": names,
             "names_folded": list(dict.fromkeys(n.lower() for n in names)),
             "definitions": json.dumps(defs, separators=(",", ":"))}

@@ -645,12 +645,17 @@ def test_keyword_fields_sent_by_the_parser_are_the_ones_the_store_would_compute(
     path = "store_svc/schema.py"
     result = chunk_file(path, (ROOT / path).read_bytes())
     sent = parser_pb2.ParseResponse.FromString(_response(result))
-    assert len(sent.chunks) > 5 and all(c.kw_names and c.kw_body for c in sent.chunks)
+    assert len(sent.chunks) > 5 and all(c.kw_names and c.kw_body and c.kw_format for c in sent.chunks)
     assert any("chunk rows chunkrows" in c.kw_names for c in sent.chunks)
     vecs = np.zeros((len(sent.chunks), 8), np.float32)
     computed = chunk_rows([FileRecord(path, "h", list(result.chunks), vecs)], 8)
     assert chunk_rows([FileRecord(path, "h", list(sent.chunks), vecs)], 8).equals(computed)
-    for c in sent.chunks:
+    for c in sent.chunks:  # fields made by other rules (another version's parser) are not used
+        c.kw_format += 1
+        c.kw_body = "stale words"
+    assert chunk_rows([FileRecord(path, "h", list(sent.chunks), vecs)], 8).equals(computed)
+    for c in sent.chunks:  # nor are missing ones (an older writer)
         c.ClearField("kw_names")
         c.ClearField("kw_body")
+        c.ClearField("kw_format")
     assert chunk_rows([FileRecord(path, "h", list(sent.chunks), vecs)], 8).equals(computed)
