@@ -11,9 +11,7 @@ import logging
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator
 
 import grpc
 import numpy as np
@@ -221,24 +219,13 @@ class _Client:
         except grpc.aio.AioRpcError as err:
             raise self.error(err, time.monotonic() - started if retryable(err) else 0.0) from err
 
-    def _resumable(self, method: str, items: AsyncIterator, item_key, to_pb, response_key,
-                   batch: Batching | None = None) -> AsyncIterator:
+    def _resumable(self, method: str, items: AsyncIterator, item_key, to_pb, response_key) -> AsyncIterator:
         """A bidirectional stream that survives the service restarting (see :class:`ResumableStream`)."""
-        return ResumableStream(self, method, items, item_key, to_pb, response_key, batch).responses()
+        return ResumableStream(self, method, items, item_key, to_pb, response_key).responses()
 
     async def close(self) -> None:
         for ch in self.channels:
             await ch.close()
-
-
-@dataclass(frozen=True)
-class Batching:
-    """Several items a message: those ready when a message is made, up to ``items`` of them and, past the
-    first, while their ``weight`` (summed) stays within ``max_weight``."""
-
-    items: int
-    weight: Callable[[Any], int]
-    max_weight: int
 
 
 class ResumableStream:
@@ -252,16 +239,11 @@ class ResumableStream:
     broken one; a stage still failing after ``retry_seconds`` is reported by
     name."""
 
-    def __init__(self, client: _Client, method: str, items: AsyncIterator, item_key, to_pb, response_key,
-                 batch: Batching | None = None):
+    def __init__(self, client: _Client, method: str, items: AsyncIterator, item_key, to_pb, response_key):
         self.client, self.method = client, method
         self.items, self.item_key, self.to_pb, self.response_key = items, item_key, to_pb, response_key
-        # batched: ``to_pb`` takes a list of items and ``response_key`` gives the keys an answer is for
-        self.batch = batch
-        # the source's next items, read ahead by one (by a batch's worth, batched)
-        self.outbox: asyncio.Queue = asyncio.Queue(maxsize=batch.items if batch else 1)
+        self.outbox: asyncio.Queue = asyncio.Queue(maxsize=1)  # the source's next item, read ahead by one
         self.pending: dict = {}  # sent and not yet answered, in order
-        self.held = None  # an item taken from the outbox that did not fit its message: the next one's first
         self.ended = False  # the source has no more items
         self.pumping: asyncio.Task | None = None
         self.failing_since: float | None = None
@@ -276,8 +258,7 @@ class ResumableStream:
                 try:
                     call = getattr(self.client.stub, self.method)(self._requests(list(self.pending.values())))
                     async for response in self._answers(call):
-                        for key in (self.response_key(response) if self.batch else (self.response_key(response),)):
-                            self.pending.pop(key, None)
+                        self.pending.pop(self.response_key(response), None)
                         self.failing_since, self.failures = None, 0
                         yield response
                     if self.ended and not self.pending:
@@ -299,9 +280,6 @@ class ResumableStream:
 
     async def _next_item(self):
         """The next item of the source; its error if it failed. Cancelled while waiting: nothing is lost."""
-        if self.held is not None:
-            item, self.held = self.held, None
-            return item
         if not self.outbox.empty():
             return self.outbox.get_nowait()  # the usual case while the source keeps ahead: no task, no wait
         getter = asyncio.ensure_future(self.outbox.get())
@@ -318,47 +296,17 @@ class ResumableStream:
     async def _requests(self, resend: list):
         """One stream's requests: the unanswered items of the last stream first, then new ones."""
         first = True
-        for group in self._groups(resend):
-            yield self._message(group, first)
+        for item in resend:
+            yield self.to_pb(item, first)
             first = False
         while not self.ended:
             item = await self._next_item()
             if item is _END:
                 self.ended = True
                 return
-            group, weight = [item], self.batch.weight(item) if self.batch else 0
-            while self.batch and len(group) < self.batch.items and not self.outbox.empty():
-                more = self.outbox.get_nowait()
-                if more is _END:
-                    self.ended = True
-                    break
-                if weight + self.batch.weight(more) > self.batch.max_weight:
-                    self.held = more  # the next message's first item
-                    break
-                group.append(more)
-                weight += self.batch.weight(more)
-            for it in group:
-                self.pending[self.item_key(it)] = it
-            yield self._message(group, first)
+            self.pending[self.item_key(item)] = item
+            yield self.to_pb(item, first)
             first = False
-
-    def _groups(self, items: list) -> list[list]:
-        """Items resent after a broken stream, as the messages to send them in."""
-        if not self.batch:
-            return [[it] for it in items]
-        groups: list[list] = []
-        weight = 0
-        for it in items:
-            w = self.batch.weight(it)
-            if not groups or len(groups[-1]) == self.batch.items or weight + w > self.batch.max_weight:
-                groups.append([])
-                weight = 0
-            groups[-1].append(it)
-            weight += w
-        return groups
-
-    def _message(self, group: list, first: bool):
-        return self.to_pb(group, first) if self.batch else self.to_pb(group[0], first)
 
     async def _answers(self, call):
         """One stream's answers; a stream that holds items and answers none of
@@ -452,22 +400,13 @@ class StoreClient(_Client):
     stage = "store"
     stub_class = store_pb2_grpc.StoreStub
 
-    # files a WriteMany message: as many as are ready, up to 32 or 512 chunks (about 2 MB)
-    WRITE_BATCH = Batching(items=32, weight=lambda r: len(r.chunks), max_weight=512)
-
     async def write(self, records: AsyncIterator[FileRecord]) -> AsyncIterator[tuple[str, int]]:
         """FileRecords in; (path, rows) acknowledgements out once committed. A
         record sent again after a broken stream is written again: the store
-        replaces a file's rows, so the result is the same. Several files go in
-        one message (WriteMany), as many as are ready: a message a file cost a
-        gRPC write and read each way."""
-        def to_pb(group: list[FileRecord], first: bool) -> store_pb2.FileRecords:
-            return store_pb2.FileRecords(records=[r.to_pb() for r in group])
-
-        async for answer in self._resumable("WriteMany", records, lambda r: r.path, to_pb,
-                                            lambda a: [ack.path for ack in a.acks], self.WRITE_BATCH):
-            for ack in answer.acks:
-                yield ack.path, ack.rows
+        replaces a file's rows, so the result is the same."""
+        async for ack in self._resumable("Write", records, lambda r: r.path, lambda r, first: r.to_pb(),
+                                         lambda a: a.path):
+            yield ack.path, ack.rows
 
     async def manifest(self) -> AsyncIterator[list[tuple[str, str]]]:
         """(path, content hash) of every indexed file ("" while its write is pending), in path order, a page

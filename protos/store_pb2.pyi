@@ -59,18 +59,6 @@ class WriteAck(_message.Message):
     rows: int
     def __init__(self, path: _Optional[str] = ..., rows: _Optional[int] = ...) -> None: ...
 
-class FileRecords(_message.Message):
-    __slots__ = ("records",)
-    RECORDS_FIELD_NUMBER: _ClassVar[int]
-    records: _containers.RepeatedCompositeFieldContainer[FileRecord]
-    def __init__(self, records: _Optional[_Iterable[_Union[FileRecord, _Mapping]]] = ...) -> None: ...
-
-class WriteAcks(_message.Message):
-    __slots__ = ("acks",)
-    ACKS_FIELD_NUMBER: _ClassVar[int]
-    acks: _containers.RepeatedCompositeFieldContainer[WriteAck]
-    def __init__(self, acks: _Optional[_Iterable[_Union[WriteAck, _Mapping]]] = ...) -> None: ...
-
 class DeleteRequest(_message.Message):
     __slots__ = ("paths",)
     PATHS_FIELD_NUMBER: _ClassVar[int]

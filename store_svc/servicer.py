@@ -69,27 +69,11 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
         """Files are coalesced into one commit per ``flush_rows`` rows or
         ``flush_ms``, whichever comes first; each file is acknowledged once
         its commit is durable."""
-        async for acks in self._coalesced(request_iterator):
-            for ack in acks:
-                yield ack
-
-    async def WriteMany(self, request_iterator, context):
-        """Write's, several files a message in and one message of acknowledgements a commit out."""
-        async def records():
-            async for pb in request_iterator:
-                for record in pb.records:
-                    yield record
-
-        async for acks in self._coalesced(records()):
-            yield store_pb2.WriteAcks(acks=acks)
-
-    async def _coalesced(self, records):
-        """The acknowledgements of each commit of the records (``store_pb2.FileRecord``) a stream brings."""
         incoming: asyncio.Queue = asyncio.Queue(maxsize=256)
         END = object()
 
         async def read() -> None:
-            async for pb in records:
+            async for pb in request_iterator:
                 await incoming.put(FileRecord.from_pb(pb, messages=True))
             await incoming.put(END)
 
@@ -115,7 +99,8 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
                         break
                     batch.append(item)
                     rows += len(item.chunks)
-                yield await self._commit(batch)
+                for ack in await self._commit(batch):
+                    yield ack
         finally:
             reader.cancel()
             metrics.ACTIVE_STREAMS.dec()

@@ -125,7 +125,6 @@ RAW = [("parser", "/codeindex.v1.Parser/Parse", True, b"\x0a\x02\xff\xfe"),
        ("embed", "/codeindex.v1.Embedder/EmbedOnce", False, b"\x12\x02\xc3\x28"),
        ("embed", "/codeindex.v1.Embedder/Info", False, None),
        ("store", "/codeindex.v1.Store/Write", True, b"\x0a\x02\xff\xfe"),
-       ("store", "/codeindex.v1.Store/WriteMany", True, b"\x0a\x04\x0a\x02\xff\xfe"),  # a record's path
        ("store", "/codeindex.v1.Store/Delete", False, b"\x0a\x03a\xffb"),
        ("store", "/codeindex.v1.Store/Manifest", False, None),
        ("store", "/codeindex.v1.Store/LookupVectors", False, b"\x0a\x01\x80"),

@@ -117,14 +117,5 @@ def test_store_write_search_manifest_delete(start_service, tmp_path):
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         stub.Delete(store_pb2.DeleteRequest(paths=["x.py"]), timeout=10)
         assert stub.Stats(store_pb2.StatsRequest(), timeout=10).chunks == 0
-        # WriteMany: several files a message, each acknowledged once, a commit's files in one answer
-        more = [store_pb2.FileRecord(path=p, file_hash=p, dim=dim, vectors=vectors.pack(vecs), model_id="m",
-                                     chunks=[c.to_pb() for c in chunk_file(p, FILES["a.py"]).chunks])
-                for p in ("y.py", "z.py")]
-        answers = list(stub.WriteMany(iter([store_pb2.FileRecords(records=[rec, empty]),
-                                            store_pb2.FileRecords(records=more)]), timeout=60))
-        assert sorted((a.path, a.rows) for w in answers for a in w.acks) == [
-            ("empty.py", 0), ("x.py", len(chunks)), ("y.py", len(chunks)), ("z.py", len(chunks))]
-        assert stub.Stats(store_pb2.StatsRequest(), timeout=10).chunks == 3 * len(chunks)
     assert "store_rows_written_total" in metrics_text(svc.metrics_port)
     assert svc.stop() == 0  # graceful shutdown exits 0
