@@ -107,6 +107,7 @@ def test_an_agent_searches_reads_and_sees_edits(tmp_path):
 
             async def found(query: str, path: str):
                 r = await call(session, "search_code", query=query, k=5)
+                assert not r.is_error, r.content[0].text  # a search while the watcher reindexes must answer
                 return path in [h["path"] for h in r.structured_content["hits"]][:1]
 
             assert await until(lambda: found("parseDurationString", "web/retry.ts"))
