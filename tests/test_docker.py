@@ -376,16 +376,26 @@ def test_prometheus_in_its_container_scrapes_every_service(stack):
     assert rules and all(r["health"] == "ok" for g in rules for r in g["rules"]), rules
     # the Grafana dashboard's panels (Grafana's image cannot be had offline): each query has data since the
     # stack started, the index runs and the searches above included
-    time.sleep(3)  # a few more scrapes
-    end = time.time()
-    empty = []
+    # a rate needs two scrapes after the searches: on a slow host a fixed wait was not always enough
+    deadline = time.monotonic() + 30
+    while True:
+        time.sleep(3)  # a few more scrapes
+        empty = _empty_panels(stack)
+        if not empty or time.monotonic() > deadline:
+            break
+    assert not empty, f"panel queries with no data: {empty}"
+
+
+def _empty_panels(stack) -> list[str]:
+    """The dashboard's queries that have no data since the stack started."""
+    end, empty = time.time(), []
     for expr in dashboard_exprs():
         q = expr.replace("$namespace", ".*").replace("$instance", ".*")
         data = _prometheus(stack, "/api/v1/query_range", query=q, start=str(stack.started), end=str(end),
                            step="2")["result"]
         if not any(series["values"] for series in data):
             empty.append(expr)
-    assert not empty, f"panel queries with no data: {empty}"
+    return empty
 
 
 def test_the_index_on_its_volume_survives_down_and_up(stack):
