@@ -26,9 +26,7 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -50,32 +48,27 @@ class Deadline:
         return self.end - time.monotonic()
 
 
-class Nvsmi:
-    """GPU utilisation (%) and memory (MB) sampled by nvidia-smi every 200 ms while the block runs; nothing
-    where there is no nvidia-smi."""
+def Nvsmi():
+    """bench.run's GpuSampler (nvidia-smi every 200 ms while the block runs), summarised over every sample
+    (busy or not, for 'GPU busy %'); nothing where there is no nvidia-smi."""
+    from bench.run import GpuSampler
 
-    def __enter__(self):
-        self.proc = None
-        if shutil.which("nvidia-smi"):
-            self.proc = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used",
-                                          "--format=csv,noheader,nounits", "-lms", "200", "-i", "0"],
-                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        return self
+    class AllSamples(GpuSampler):
+        def __enter__(self):
+            self.util, self.memory_mb = [], 0.0
+            return super().__enter__() if shutil.which("nvidia-smi") else self
 
-    def __exit__(self, *exc):
-        self.rows: list[tuple[float, float]] = []
-        if self.proc:
-            self.proc.terminate()
-            out, _ = self.proc.communicate(timeout=10)
-            self.rows = [(float(u), float(m)) for u, m in (ln.split(",") for ln in out.splitlines()
-                                                           if ln.count(",") == 1)]
+        def __exit__(self, *exc):
+            if hasattr(self, "proc"):
+                super().__exit__(*exc)
 
-    def summary(self) -> dict | None:
-        if not self.rows:
-            return None
-        util = [u for u, _ in self.rows]
-        return {"util_mean_pct": round(sum(util) / len(util), 1), "util_max_pct": max(util),
-                "memory_max_mb": max(m for _, m in self.rows), "samples": len(util)}
+        def summary(self) -> dict | None:
+            if not self.util:
+                return None
+            return {"util_mean_pct": round(sum(self.util) / len(self.util), 1), "util_max_pct": max(self.util),
+                    "memory_max_mb": self.memory_mb, "samples": len(self.util)}
+
+    return AllSamples()
 
 
 def facts(cuda: bool) -> dict:
@@ -168,30 +161,15 @@ def plain_encode(texts: list[str], device: str) -> dict:
 
 
 def pipeline(repo: Path, index_dir: Path, env: dict[str, str], timeout: float) -> dict:
-    from bench.common import index_command, summary_of
-    from bench.scale import PeakRss
+    from bench.scale import _index
 
     shutil.rmtree(index_dir, ignore_errors=True)
-    started = time.perf_counter()
-    proc = subprocess.Popen(index_command(repo, index_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, **env})
-    timer = threading.Timer(timeout, proc.kill)
-    timer.start()
-    with PeakRss(proc.pid) as rss, Nvsmi() as gpu:
-        out, err = proc.communicate()
-    timer.cancel()
-    if proc.returncode != 0:
-        raise RuntimeError(f"orchestrator index failed ({proc.returncode}; limit {timeout:.0f}s): {err[-3000:]}")
-    s = summary_of(out)
-    cpu = rss.cpu_by_stage
-    result = {"wall_s": round(time.perf_counter() - started, 2), "seconds": s["seconds"],
-              "files_indexed": s["files_indexed"], "chunks_total": s["chunks_total"],
-              "chunks_embedded": s["chunks_embedded"],
-              "chunks_per_s": round(s["chunks_embedded"] / max(s["seconds"], 1e-9), 1),
-              "peak_rss_mb": round(rss.total), "peak_rss_mb_by_stage": {k: round(v) for k, v in rss.by_stage.items()},
-              "cpu_s_by_stage": {k: round(v, 1) for k, v in sorted(cpu.items())},
-              "orchestrator_us_per_chunk": round(cpu.get("orchestrator", 0.0) * 1e6 / max(s["chunks_total"], 1), 1),
-              "gpu": gpu.summary()}
+    with Nvsmi() as gpu:
+        r = _index(repo, index_dir, env, timeout)
+    result = {k: r[k] for k in ("wall_s", "seconds", "files_indexed", "chunks_total", "chunks_embedded",
+                                "peak_rss_mb", "peak_rss_mb_by_stage", "cpu_s_by_stage",
+                                "orchestrator_us_per_chunk")}
+    result.update(chunks_per_s=round(r["chunks_embedded"] / max(r["seconds"], 1e-9), 1), gpu=gpu.summary())
     log(f"pipeline: {result}")
     return result
 

@@ -135,15 +135,20 @@ class PeakRss(TreeSampler):
         self._samples += 1
 
 
-def _index(repo: Path, index_dir: Path) -> dict:
-    """One ``orchestrator index`` run: its summary, wall time and peak RSS."""
+def _index(repo: Path, index_dir: Path, env: dict[str, str] = HASH, timeout: float | None = None) -> dict:
+    """One ``orchestrator index`` run (``env``: its settings, the hash backend by default; killed after
+    ``timeout`` seconds): its summary, wall time and peak RSS."""
     started = time.perf_counter()
     proc = subprocess.Popen(index_command(repo, index_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, **HASH})
+                            text=True, env={**os.environ, **env})
     with PeakRss(proc.pid) as rss:
-        out, err = proc.communicate()
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
     if proc.returncode != 0:
-        raise RuntimeError(f"orchestrator index {repo} failed: {err[-3000:]}")
+        raise RuntimeError(f"orchestrator index {repo} failed ({proc.returncode}): {err[-3000:]}")
     s = summary_of(out)
     return {"wall_s": round(time.perf_counter() - started, 2), "seconds": s["seconds"],
             "files_seen": s["files_seen"], "files_hashed": s.get("files_hashed", s["files_seen"]),
