@@ -184,15 +184,20 @@ class LocalServices:
         with self._lock:
             if stage in self.serving and stage in self.children:
                 return
-            if stage not in self.children:
-                self.children[stage] = self._spawn(stage)
-                self._deadline = max(self._deadline, time.monotonic() + self.timeout)
+            self.spawn(stage)
             child = self.children[stage]
             child.wait(max(1.0, self._deadline - time.monotonic()))
             self.serving.add(stage)
             if self.supervise and self._supervisor is None:
                 self._supervisor = threading.Thread(target=self._watch, name="codeindex-supervisor", daemon=True)
                 self._supervisor.start()
+
+    def spawn(self, stage: str) -> None:
+        """Start ``stage`` now unless it runs, without waiting for it (:meth:`ready` does); from any thread."""
+        with self._lock:
+            if stage not in self.children:
+                self.children[stage] = self._spawn(stage)
+                self._deadline = max(self._deadline, time.monotonic() + self.timeout)
 
     def release(self, stage: str, grace: float = 15.0) -> None:
         """Stop ``stage`` now (gracefully): the caller needs it no more; :meth:`ready` would start it again."""

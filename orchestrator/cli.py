@@ -208,7 +208,9 @@ def _index(cfg: OrchestratorConfig, root: str, reindex: bool, bar: _Bar) -> Inde
 def _own_run(cfg: OrchestratorConfig, root: str, reindex: bool, bar: _Bar) -> IndexSummary:
     async def run() -> IndexSummary:
         async with index_stages(cfg, root) as stages:
-            return await Pipeline(stages, settings(cfg), bar, stat_cache_path(cfg, root)).index(root, reindex=reindex)
+            every_stage_local = not any(cfg.given_addresses().values())  # the marker vouches for those alone
+            return await Pipeline(stages, settings(cfg), bar, stat_cache_path(cfg, root),
+                                  settle=every_stage_local).index(root, reindex=reindex)
 
     return asyncio.run(run())
 

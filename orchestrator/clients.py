@@ -483,6 +483,14 @@ class Stages:
         """Once each of ``stages`` ("parser", "embed", "store") that was started locally serves."""
         await self._local("ready", stages)
 
+    def spawn(self, *stages: str) -> None:
+        """Start those of ``stages`` that are local and not running yet, without waiting for them (from any
+        thread): :meth:`up` waits."""
+        if self.local is not None:
+            for stage in stages:
+                if stage in self.local.stages:
+                    self.local.spawn(stage)
+
     async def release(self, *stages: str) -> None:
         """Stop those of ``stages`` that were started locally (the run needs them no more)."""
         await self._local("release", stages)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Container, Iterable, Iterator, Mapping
 
 from .statcache import Record, StatCache, read_records, write_record
 from .walker import Entry
@@ -45,29 +45,50 @@ class Walked:
         self.files = 0  # every file walked, skipped ones too
         self.readable = 0  # those the run reads unless the cache knows them
         self.cached: set[str] = set()  # a selection's files the cache knew (paths runs: few)
+        self.skips: dict[str, int] = {}  # files not read, by reason
+        self.changed = False  # a file the cache cannot vouch for was found (Walked.fill)
 
-    def fill(self, entries: Iterable[Entry], keep_cached: bool = False) -> None:
+    def fill(self, entries: Iterable[Entry], keep_cached: bool = False,
+             on_change: Callable[[], None] | None = None, vouched: Container[str] = ()) -> None:
         """Write ``entries`` (in path order) with the cache's hash of each; ``keep_cached``: remember which
-        paths it knew (a selection's, for the cache's rewrite). In a thread."""
+        paths it knew (a selection's, for the cache's rewrite). ``on_change`` is called once, at the first
+        file the cache cannot vouch for (new, its stat changed, gone, skipped now; those in ``vouched``
+        excepted), so that a caller may start what a change needs while the walk goes on. In a thread."""
         recorded = self.cache.recorded()
         rec = next(recorded, None)
+        dropped = 0
         for e in entries:
             while rec is not None and rec[0] < e.path:
-                self.cache.dropped += not keep_cached  # a whole walk did not find it: gone
+                dropped += not keep_cached  # a whole walk did not find it: gone
                 rec = next(recorded, None)
             match = rec if rec is not None and rec[0] == e.path else None
             cached = self.cache.lookup(e, match) or ""
             if match is not None:
-                self.cache.dropped += not cached  # its stat changed
+                dropped += not cached  # its stat changed
                 rec = next(recorded, None)
             if cached and keep_cached:
                 self.cached.add(e.path)
             write_record(self._file, (e.path, e.size, e.mtime_ns, e.ctime_ns, e.ino, e.skip_reason, cached))
             self.files += 1
-            self.readable += not self.skip_reason(e.skip_reason, e.size)
+            reason = self.skip_reason(e.skip_reason, e.size)
+            if reason:
+                self.skips[reason] = self.skips.get(reason, 0) + 1
+            else:
+                self.readable += 1
+            if not self.changed and (dropped or (match is not None if reason else
+                                                 not cached and e.path not in vouched)):
+                self._changed(on_change)
         if not keep_cached:
-            self.cache.dropped += (rec is not None) + sum(1 for _ in recorded)  # past the last file: gone
+            dropped += (rec is not None) + sum(1 for _ in recorded)  # past the last file: gone
+        self.cache.dropped += dropped
+        if dropped and not self.changed:
+            self._changed(on_change)
         self._file.flush()
+
+    def _changed(self, on_change: Callable[[], None] | None) -> None:
+        self.changed = True
+        if on_change is not None:
+            on_change()
 
     def skip_reason(self, walker_reason: str, size: int) -> str:
         """Why the run does not read a file ("": it does): the walker's reason, or its size."""
@@ -104,9 +125,12 @@ class Diff:
     that is gone). ``skip(reason)`` counts a file not read, ``unchanged()`` one the cache vouches for."""
 
     def __init__(self, walked: Walked, manifest: AsyncIterator[list[tuple[str, str]]],
-                 removable: Callable[[str], bool], skip: Callable[[str], None], unchanged: Callable[[], None]):
+                 removable: Callable[[str], bool], skip: Callable[[str], None], unchanged: Callable[[], None],
+                 hashed: Mapping[str, str] | None = None):
+        """``hashed``: path -> content hash of files this run has already read (their cache hash otherwise)."""
         self.walked, self.removable = walked, removable
         self.skip, self.unchanged = skip, unchanged
+        self.hashed = hashed or {}
         self.removed: list[str] = []
         self._pages = aiter(manifest)
         self._page: list[tuple[str, str]] = []
@@ -128,7 +152,7 @@ class Diff:
     async def to_read(self) -> AsyncIterator[tuple[Entry, str | None]]:
         head = await self._fetch()
         for fields in self.walked.records():
-            path, cached = fields[0], fields[6]
+            path, cached = fields[0], fields[6] or self.hashed.get(fields[0], "")
             while head is not None and head[0] < path:
                 self._not_walked(head[0])
                 head = self._step()

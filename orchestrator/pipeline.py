@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
+import functools
 import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Container
+from typing import Any
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,7 +37,7 @@ from codeindex_common.model import (PARSER_FAILURES, EmbedInfo, FileRecord, Hit,
                                     ProgressUpdate, Query, SymbolHit, SymbolQuery, embedding_text)
 from codeindex_common.pb import parser_pb2
 
-from . import metrics
+from . import metrics, settled
 from .config import RunSettings
 from .diff import Diff, Walked
 from .statcache import StatCache
@@ -223,6 +226,7 @@ class IndexRun:
         self.requests: dict[str, list[str]] = {}  # embed request id -> its texts' hashes
         self._ids = itertools.count()
         self._published = 0.0  # when the progress gauges were last set
+        self.hashed_before: Container[str] = ()  # files this run hashed before it streamed (counted once)
 
     def skip(self, reason: str) -> None:
         self.summary.skip(reason)
@@ -283,7 +287,7 @@ class IndexRun:
                 if old is not None:
                     self.unreadable.append(entry.path)
                 continue
-            self.summary.files_hashed += 1
+            self.summary.files_hashed += entry.path not in self.hashed_before
             self.stat_cache.record(entry, fhash, hashed_at)
             if fhash == old:
                 self.unchanged()
@@ -439,13 +443,17 @@ class Pipeline:
     """Index runs and searches over the three stages."""
 
     def __init__(self, stages, settings: Settings = Settings(),
-                 on_progress: Callable[[Progress], None] | None = None, stat_cache: str = ""):
+                 on_progress: Callable[[Progress], None] | None = None, stat_cache: str = "",
+                 settle: bool = False):
         """``stat_cache``: the file that keeps each file's stat and hash between runs (orchestrator.statcache;
-        "": none, every file is read and hashed)."""
+        "": none, every file is read and hashed). ``settle``: a whole walk that changes nothing may be
+        answered by the last complete run's marker, and a complete one writes it (orchestrator.settled;
+        only where every stage is local, its embedder started here)."""
         self.stages = stages
         self.settings = settings
         self.on_progress = on_progress or (lambda p: None)
         self.stat_cache = stat_cache
+        self.settle = settle and bool(stat_cache)
 
     async def index(self, root: str, reindex: bool = False, paths: set[str] | None = None,
                     maintain: bool = True, ignores: IgnoreCache | None = None) -> IndexSummary:
@@ -459,10 +467,19 @@ class Pipeline:
         started = time.perf_counter()
         summary = IndexSummary()
         cache = StatCache(self.stat_cache, root)
-        walked = Walked(root, cache, self.settings.max_file_bytes, os.path.dirname(self.stat_cache) or None)
+        where = os.path.dirname(self.stat_cache)
+        walked = Walked(root, cache, self.settings.max_file_bytes, where or None)
+        settle = self.settle and paths is None and not reindex
+        fingerprint = settled.embedder_fingerprint() if settle else ""
+        marker = self._marker(where, fingerprint) if settle else None
+        hashed: dict[str, str] = {}  # files read while the marker was asked (a normal run does not read them again)
         try:
-            # the walk needs no stage: it overlaps the start of local ones
-            looking = asyncio.ensure_future(asyncio.to_thread(self._look, walked, root, paths, ignores))
+            found, looking = await self._walk(walked, root, paths, ignores, marker, hashed)
+            if found is not None:
+                return self._answered(summary, walked, marker, found, started)
+            if where:
+                settled.clear(where)  # the index may change from here on
+            summary.files_hashed = len(hashed)
             try:
                 await self.stages.up("embed", "store")
                 info = await self._embedder_for(reindex)
@@ -473,7 +490,8 @@ class Pipeline:
             progress = Progress()
             progress.files_total = walked.readable
             run = IndexRun(self.stages, self.settings, info, summary, progress, self.on_progress, cache)
-            diff = Diff(walked, self.stages.store.manifest(), removable, run.skip, run.unchanged)
+            run.hashed_before = hashed
+            diff = Diff(walked, self.stages.store.manifest(), removable, run.skip, run.unchanged, hashed)
             run.report()
             try:
                 await run.run(diff.to_read())
@@ -486,28 +504,84 @@ class Pipeline:
         # (the store's peak of memory) rather than after it
         await self.stages.release("parser", "embed")
         progress.publish()
-        # removed files go last, so that a moved file reuses their vectors: those the walk did not find (a
-        # selection: those looked at that are gone, and what lay under a gone directory), those skipped
-        # now, those that could not be read
-        removed = sorted(diff.removed + run.unreadable)
-        if removed:
-            await self.stages.store.delete(removed)
-        summary.files_removed = len(removed)
-        metrics.FILES_REMOVED.inc(len(removed))
-        if maintain and (run.sent or removed):
-            await self.stages.store.optimize()  # compaction, index refresh, old versions removed
-        after = await self.stages.store.stats()
-        summary.index_chunks, summary.index_files = after.chunks, after.files
+        await self._remove_and_upkeep(sorted(diff.removed + run.unreadable), maintain, run.sent > 0, summary)
+        if settle:
+            await self._settle(where, cache, fingerprint, summary)
         summary.seconds = time.perf_counter() - started
         metrics.RUN_SECONDS.observe(summary.seconds)
         return summary
 
+    async def _remove_and_upkeep(self, removed: list[str], maintain: bool, wrote: bool,
+                                 summary: IndexSummary) -> None:
+        """Removed files go last, so that a moved file reuses their vectors: those the walk did not find (a
+        selection: those looked at that are gone, and what lay under a gone directory), those skipped now,
+        those that could not be read. Then the upkeep (``maintain``, if the run wrote or removed something)
+        and the index's counts."""
+        if removed:
+            await self.stages.store.delete(removed)
+        summary.files_removed = len(removed)
+        metrics.FILES_REMOVED.inc(len(removed))
+        if maintain and (wrote or removed):
+            await self.stages.store.optimize()  # compaction, index refresh, old versions removed
+        after = await self.stages.store.stats()
+        summary.index_chunks, summary.index_files = after.chunks, after.files
+
+    def _marker(self, where: str, fingerprint: str) -> settled.Settled | None:
+        """The last complete run's marker, if it still holds."""
+        marker = settled.Settled.read(where)
+        return marker if marker is not None and marker.holds(where, self.stat_cache, fingerprint) else None
+
+    async def _walk(self, walked: Walked, root: str, paths: set[str] | None, ignores: IgnoreCache | None,
+                    marker: settled.Settled | None, hashed: dict[str, str]) -> tuple[settled.Answer | None, Any]:
+        """Start the walk: (what the ``marker`` answers, or None: a normal run; an awaitable of _look's
+        result). The local embedder and store are spawned at once, or with a marker once the walk finds
+        what the stat cache cannot vouch for."""
+        if marker is None:
+            self.stages.spawn("embed", "store")
+            # the walk needs no stage: it overlaps the start of local ones
+            return None, asyncio.ensure_future(asyncio.to_thread(self._look, walked, root, paths, ignores))
+        spawn = functools.partial(self.stages.spawn, "embed", "store")
+        looked = await asyncio.to_thread(self._look, walked, root, paths, ignores, spawn, marker.racy)
+        return await settled.answer(walked, marker, hashed), asyncio.ensure_future(asyncio.sleep(0, looked))
+
+    def _answered(self, summary: IndexSummary, walked: Walked, marker: settled.Settled, found: settled.Answer,
+                  started: float) -> IndexSummary:
+        """The summary of a run the marker answered; the stat cache keeps what it hashed, and the marker
+        says so (nothing else changed)."""
+        summary.files_seen, summary.files_unchanged, summary.files_hashed = walked.files, found.unchanged, found.hashed
+        for reason, n in sorted(found.skipped.items()):
+            summary.files_skipped[reason] = n
+            metrics.FILES_SKIPPED.labels(reason).inc(n)
+        summary.index_chunks, summary.index_files, summary.model_id = marker.chunks, marker.files, marker.model_id
+        cache, where = walked.cache, os.path.dirname(self.stat_cache)
+        if cache.updates or cache.dropped:
+            cache.save(walked.kept())
+            dataclasses.replace(marker, stat_cache=settled.file_identity(cache.path), racy=dict(cache.racy)
+                                ).write(where)
+        summary.seconds = time.perf_counter() - started
+        metrics.RUN_SECONDS.observe(summary.seconds)
+        return summary
+
+    async def _settle(self, where: str, cache: StatCache, fingerprint: str, summary: IndexSummary) -> None:
+        """Write the marker if the store's manifest is exactly what the stat cache and this run's racy files
+        say it is (orchestrator.settled)."""
+        if not fingerprint or len(cache.racy) > settled.MAX_RACY:
+            return
+        if await settled.manifest_is(self.stages.store.manifest(), cache, cache.racy):
+            settled.Settled(fingerprint, settled.table_versions(where), settled.file_identity(cache.path),
+                            summary.index_chunks, summary.index_files, summary.model_id, dict(cache.racy)
+                            ).write(where)
+        else:
+            log.info("the index's manifest is not the stat cache's: no marker (the next run asks the store)")
+
     @staticmethod
-    def _look(walked: Walked, root: str, paths: set[str] | None, ignores: IgnoreCache | None):
-        """Fill ``walked`` (in a thread). Returns ``removable(path)``, whether a path the manifest has and
-        the walk has not is to be removed, and ``kept()``, the stat cache's records that still hold."""
+    def _look(walked: Walked, root: str, paths: set[str] | None, ignores: IgnoreCache | None,
+              on_change: Callable[[], None] | None = None, vouched: Container[str] = ()):
+        """Fill ``walked`` (in a thread; ``on_change``, ``vouched``: see Walked.fill). Returns
+        ``removable(path)``, whether a path the manifest has and the walk has not is to be removed, and
+        ``kept()``, the stat cache's records that still hold."""
         if paths is None:
-            walked.fill(walk(root))
+            walked.fill(walk(root), on_change=on_change, vouched=vouched)
             return (lambda path: True), walked.kept
         entries, gone = select(root, paths, ignores or IgnoreCache(root))
         walked.fill(entries, keep_cached=True)

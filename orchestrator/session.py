@@ -87,12 +87,13 @@ def make_stages(cfg: OrchestratorConfig, addresses: dict[str, str], local: Local
 @contextlib.asynccontextmanager
 async def index_stages(cfg: OrchestratorConfig, repo: str) -> AsyncIterator[Stages]:
     """The stages of one ``orchestrator index`` run of its own. Those not given by address are local child
-    processes: the embedder and the store spawned at once, the parser only when a file needs parsing (a run
-    that changes nothing never starts it). The run waits for each when it first needs it, so that its walk
-    overlaps their start, and stops the parser and embedder once its stream is over (Pipeline.index)."""
+    processes, none started yet: the run spawns the embedder and the store as soon as it knows it needs them
+    (at once, unless the last run's marker may answer for it: orchestrator.settled) and the parser when a
+    file needs parsing. It waits for each when it first needs it, so that its walk overlaps their start, and
+    stops the parser and embedder once its stream is over (Pipeline.index)."""
     addresses = cfg.given_addresses()
     missing = [stage for stage, addr in addresses.items() if not addr]
-    local = LocalServices(missing, index_dir(cfg, repo), cfg.start_timeout, lazy=["parser"]) if missing else None
+    local = LocalServices(missing, index_dir(cfg, repo), cfg.start_timeout, lazy=missing) if missing else None
     try:
         if local is not None:
             await asyncio.to_thread(local.start, False)

