@@ -19,10 +19,12 @@ SERVICE_NAME = embed_pb2.DESCRIPTOR.services_by_name["Embedder"].full_name
 log = logging.getLogger("codeindex.embed")
 
 
-def warm_up(backend: EmbeddingBackend, batch_size: int) -> None:
-    """Before SERVING: a small batch and a full long one (kernels compiled, memory allocated)."""
+def warm_up(backend: EmbeddingBackend, batch_size: int, batch_tokens: int) -> None:
+    """Before SERVING: a small batch and a full long one, within the batcher's caps (kernels compiled,
+    memory allocated as a run will need it, no more)."""
     backend.encode(["def warm_up(): return 1", "warm up " * 64])
-    backend.encode(["def warm_up(x):\n    return x * 2\n" * 40] * min(batch_size, 32))
+    longest = min(batch_size, 32, max(1, batch_tokens // max(1, backend.max_tokens)))
+    backend.encode(["def warm_up(x):\n    return x * 2\n" * 40] * longest)
 
 
 def build(cfg: EmbedConfig) -> server.Service:
@@ -35,9 +37,9 @@ def build(cfg: EmbedConfig) -> server.Service:
             make_backend, cfg.backend, cfg.model, cfg.device, cfg.threads, cfg.dtype, quantize=cfg.onnx_quantize,
             cache_dir=cfg.onnx_cache, url=cfg.triton_url, model_name=cfg.triton_model, in_flight=cfg.in_flight)
         size = cfg.max_batch_size or backend.preferred_batch
-        await asyncio.to_thread(warm_up, backend, size)
-        batcher = Batcher(backend, size, cfg.max_batch_tokens or size * backend.max_tokens, cfg.max_wait_ms,
-                          cfg.max_queue, cfg.in_flight, cfg.cache_size)
+        tokens = cfg.max_batch_tokens or getattr(backend, "preferred_batch_tokens", 0) or size * backend.max_tokens
+        await asyncio.to_thread(warm_up, backend, size, tokens)
+        batcher = Batcher(backend, size, tokens, cfg.max_wait_ms, cfg.max_queue, cfg.in_flight, cfg.cache_size)
         batcher.start()
         servicer.backend, servicer.batcher = backend, batcher
         metrics.INFO.labels(backend.model_id, backend.name, backend.device).set(1)

@@ -41,8 +41,9 @@ class EmbedConfig(ServerSettings):
     """Most texts in one model call; 0 = the backend's best (torch and onnx on CPU: 16, where batches of
     16 ran 37% faster than 128 on this corpus; on CUDA: 256; triton: 64)."""
     max_batch_tokens: int = 0
-    """Most tokens in one model call, padding included (texts x longest, estimated); 0 = max_batch_size x
-    the model's window."""
+    """Most tokens in one model call, padding included (texts x longest, estimated); 0 = the backend's
+    choice: onnx 1,024 (the memory a batch leaves in ONNX Runtime's arena grows with it, the speed did not:
+    docs/EMBEDDING.md), the others max_batch_size x the model's window."""
     max_wait_ms: float = 5.0
     """How long a batch may wait to fill once it has one text."""
     in_flight: int = 2

@@ -77,3 +77,20 @@ def test_identical_texts_are_embedded_once_and_metrics_carry_backend_and_device(
     assert 'embed_cache_texts_total{result="joined"} 1.0' in m  # the licence's second copy in one request
     assert metric(m, "embed_tokens_total") > 3 * 5
     assert 'embed_padding_ratio_count{backend="onnx",device="cpu"}' in m
+
+
+def test_long_texts_are_batched_within_the_default_token_budget(start_service):
+    """The onnx default caps a model call at 1,024 tokens (padding counted), the warm-up's batch too: what a
+    batch allocates stays in ONNX Runtime's arena for the life of the process (docs/EMBEDDING.md)."""
+    svc = start_service("embed")
+    texts = [f"def long_function_{i}(value):\n" + f"    value = value * {i} + 1  # step\n" * 60 for i in range(24)]
+    with grpc.insecure_channel(svc.address) as ch:
+        stub = embed_pb2_grpc.EmbedderStub(ch)
+        replies = list(stub.Embed(iter([embed_pb2.EmbedRequest(request_id="long", texts=texts)]), timeout=120))
+    assert sum(r.count for r in replies) == 24
+    m = metrics_text(svc.metrics_port)
+    labels = '{backend="onnx",device="cpu"'
+    calls = metric(m, "embed_batch_tokens_count")
+    within = next(float(line.rsplit(" ", 1)[1]) for line in m.splitlines()
+                  if line.startswith("embed_batch_tokens_bucket" + labels) and 'le="1024.0"' in line)
+    assert calls >= 24 / 4 and within == calls  # 256-token texts, four at a time at most

@@ -40,6 +40,7 @@ class EmbeddingBackend(Protocol):
     name: str
     tokenizer_json: bytes  # the model's Hugging Face fast tokenizer, serialized; b"" if none
     preferred_batch: int  # texts per model call where it runs fastest (the max_batch_size default)
+    preferred_batch_tokens: int  # tokens per model call, padding included (the max_batch_tokens default; 0: none)
 
     def tokenize(self, texts: list[str]) -> Tokenized:
         """Runs on the tokenizer thread: CPU only, never the model."""

@@ -17,6 +17,7 @@ class HashBackend(Steps):
 
     name = "hash"
     preferred_batch = 128
+    preferred_batch_tokens = 0
 
     def __init__(self, dim: int = 384):
         self.model_id = f"hash-{dim}"

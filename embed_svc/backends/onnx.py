@@ -356,6 +356,10 @@ class OnnxBackend(Steps):
     name = "onnx"
     device = "cpu"
     preferred_batch = 16  # 2 CPU threads, length-sorted code chunks: 16 ran 5-8% faster than 32 (fp32 and int8)
+    # a batch's activations (attention grows with texts x length^2) stay in ONNX Runtime's arena at their
+    # peak: 1,024 tokens (4 texts of 256) held the process at about 305 MB where 4,096 held it at 490,
+    # at the same texts/s within the host's noise (docs/EMBEDDING.md)
+    preferred_batch_tokens = 1024
 
     def __init__(self, model: str = "", threads: int = 0, dtype: str = "auto", cache_dir: str = "",
                  quantize: bool = False):

@@ -45,6 +45,7 @@ class TorchBackend(Steps):
         self._preprocess = FastPreprocess.checked(self.model, fast, self.max_tokens) or self.model.preprocess
         # see max_batch_size; on an H200, 256-text batches (65,536 tokens) embedded 49% more per second than 128
         self.preferred_batch = 256 if self.device.startswith("cuda") else 16
+        self.preferred_batch_tokens = 0  # max_batch_size x the window
         self._torch = torch
         self._stream = torch.cuda.Stream(device=self.device) if self.device.startswith("cuda") else None
 

@@ -131,6 +131,7 @@ class TritonBackend(Steps):
             raise TritonError(f"{self._where} has max_batch_size 0: the triton backend sends batches of texts "
                               "(TEXT [n, 1]) and needs a model config with max_batch_size > 0")
         self.preferred_batch = min(64, self.max_request)
+        self.preferred_batch_tokens = 0  # max_batch_size x the window
         from tokenizers import Tokenizer
 
         self._counter = Tokenizer.from_str(self._tokenizer.to_str())  # a copy that truncates, for counting
