@@ -185,6 +185,8 @@ class LocalServices:
             if stage in self.serving and stage in self.children:
                 return
             self.spawn(stage)
+            if stage not in self.children:
+                raise Unavailable(f"the local {stage} service was not started: the services are stopping")
             child = self.children[stage]
             child.wait(max(1.0, self._deadline - time.monotonic()))
             self.serving.add(stage)
@@ -195,7 +197,7 @@ class LocalServices:
     def spawn(self, stage: str) -> None:
         """Start ``stage`` now unless it runs, without waiting for it (:meth:`ready` does); from any thread."""
         with self._lock:
-            if stage not in self.children:
+            if stage not in self.children and not self._stopping.is_set():
                 self.children[stage] = self._spawn(stage)
                 self._deadline = max(self._deadline, time.monotonic() + self.timeout)
 

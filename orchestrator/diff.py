@@ -52,14 +52,16 @@ class Walked:
              on_change: Callable[[], None] | None = None, vouched: Container[str] = ()) -> None:
         """Write ``entries`` (in path order) with the cache's hash of each; ``keep_cached``: remember which
         paths it knew (a selection's, for the cache's rewrite). ``on_change`` is called once, at the first
-        file the cache cannot vouch for (new, its stat changed, gone, skipped now; those in ``vouched``
-        excepted), so that a caller may start what a change needs while the walk goes on. In a thread."""
+        file that is surely a change to the index (new, and not in ``vouched``; gone; skipped now), so that
+        a caller may start what a change needs while the walk goes on; a file whose stat changed is not
+        one yet (a ``touch``: it may hash the same). :attr:`changed`: any file the cache cannot vouch for.
+        In a thread."""
         recorded = self.cache.recorded()
         rec = next(recorded, None)
-        dropped = 0
+        dropped = gone = 0
         for e in entries:
             while rec is not None and rec[0] < e.path:
-                dropped += not keep_cached  # a whole walk did not find it: gone
+                gone += not keep_cached  # a whole walk did not find it
                 rec = next(recorded, None)
             match = rec if rec is not None and rec[0] == e.path else None
             cached = self.cache.lookup(e, match) or ""
@@ -75,20 +77,19 @@ class Walked:
                 self.skips[reason] = self.skips.get(reason, 0) + 1
             else:
                 self.readable += 1
-            if not self.changed and (dropped or (match is not None if reason else
-                                                 not cached and e.path not in vouched)):
-                self._changed(on_change)
+            self.changed = self.changed or bool(dropped or gone or (reason and match is not None)
+                                                or (not reason and not cached and e.path not in vouched))
+            if on_change is not None and (gone or (match is not None if reason else
+                                                   match is None and e.path not in vouched)):
+                on_change()
+                on_change = None
         if not keep_cached:
-            dropped += (rec is not None) + sum(1 for _ in recorded)  # past the last file: gone
-        self.cache.dropped += dropped
-        if dropped and not self.changed:
-            self._changed(on_change)
-        self._file.flush()
-
-    def _changed(self, on_change: Callable[[], None] | None) -> None:
-        self.changed = True
-        if on_change is not None:
+            gone += (rec is not None) + sum(1 for _ in recorded)  # past the last file: gone
+        self.cache.dropped += dropped + gone
+        self.changed = self.changed or bool(gone)
+        if gone and on_change is not None:
             on_change()
+        self._file.flush()
 
     def skip_reason(self, walker_reason: str, size: int) -> str:
         """Why the run does not read a file ("": it does): the walker's reason, or its size."""

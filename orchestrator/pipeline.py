@@ -471,7 +471,7 @@ class Pipeline:
         walked = Walked(root, cache, self.settings.max_file_bytes, where or None)
         settle = self.settle and paths is None and not reindex
         fingerprint = settled.embedder_fingerprint() if settle else ""
-        marker = self._marker(where, fingerprint) if settle else None
+        marker = self._marker(where, fingerprint, cache.root) if settle else None
         hashed: dict[str, str] = {}  # files read while the marker was asked (a normal run does not read them again)
         try:
             found, looking = await self._walk(walked, root, paths, ignores, marker, hashed)
@@ -526,10 +526,10 @@ class Pipeline:
         after = await self.stages.store.stats()
         summary.index_chunks, summary.index_files = after.chunks, after.files
 
-    def _marker(self, where: str, fingerprint: str) -> settled.Settled | None:
+    def _marker(self, where: str, fingerprint: str, root: str) -> settled.Settled | None:
         """The last complete run's marker, if it still holds."""
         marker = settled.Settled.read(where)
-        return marker if marker is not None and marker.holds(where, self.stat_cache, fingerprint) else None
+        return marker if marker is not None and marker.holds(where, self.stat_cache, fingerprint, root) else None
 
     async def _walk(self, walked: Walked, root: str, paths: set[str] | None, ignores: IgnoreCache | None,
                     marker: settled.Settled | None, hashed: dict[str, str]) -> tuple[settled.Answer | None, Any]:
@@ -542,7 +542,7 @@ class Pipeline:
             return None, asyncio.ensure_future(asyncio.to_thread(self._look, walked, root, paths, ignores))
         spawn = functools.partial(self.stages.spawn, "embed", "store")
         looked = await asyncio.to_thread(self._look, walked, root, paths, ignores, spawn, marker.racy)
-        return await settled.answer(walked, marker, hashed), asyncio.ensure_future(asyncio.sleep(0, looked))
+        return await settled.answer(walked, marker, hashed, spawn), asyncio.ensure_future(asyncio.sleep(0, looked))
 
     def _answered(self, summary: IndexSummary, walked: Walked, marker: settled.Settled, found: settled.Answer,
                   started: float) -> IndexSummary:
@@ -556,8 +556,11 @@ class Pipeline:
         cache, where = walked.cache, os.path.dirname(self.stat_cache)
         if cache.updates or cache.dropped:
             cache.save(walked.kept())
-            dataclasses.replace(marker, stat_cache=settled.file_identity(cache.path), racy=dict(cache.racy)
-                                ).write(where)
+            if len(cache.racy) > settled.MAX_RACY:
+                settled.clear(where)
+            else:
+                dataclasses.replace(marker, stat_cache=settled.file_identity(cache.path), racy=dict(cache.racy)
+                                    ).write(where)
         summary.seconds = time.perf_counter() - started
         metrics.RUN_SECONDS.observe(summary.seconds)
         return summary
@@ -567,10 +570,13 @@ class Pipeline:
         say it is (orchestrator.settled)."""
         if not fingerprint or len(cache.racy) > settled.MAX_RACY:
             return
-        if await settled.manifest_is(self.stages.store.manifest(), cache, cache.racy):
-            settled.Settled(fingerprint, settled.table_versions(where), settled.file_identity(cache.path),
-                            summary.index_chunks, summary.index_files, summary.model_id, dict(cache.racy)
-                            ).write(where)
+        # what the marker will say is read before the manifest (which the store reads at its latest commit)
+        # and checked after it: a commit or a cache written meanwhile leaves no marker
+        versions, identity = settled.table_versions(where), settled.file_identity(cache.path)
+        same = await settled.manifest_is(self.stages.store.manifest(), cache, cache.racy)
+        if same and (versions, identity) == (settled.table_versions(where), settled.file_identity(cache.path)):
+            settled.Settled(fingerprint, cache.root, versions, identity, summary.index_chunks, summary.index_files,
+                            summary.model_id, dict(cache.racy)).write(where)
         else:
             log.info("the index's manifest is not the stat cache's: no marker (the next run asks the store)")
 

