@@ -54,7 +54,7 @@ from .walker import Entry, file_hash, read
 log = logging.getLogger(__name__)
 
 MARKER = "settled.json"
-FORMAT = 1
+FORMAT = 2  # 1 (46ba2d4 only): without the repository's path
 MAX_RACY = 10_000  # more files hashed "racy" than this at a run's end: no marker (the next run hashes them)
 _ENV_PREFIXES = ("CODEINDEX_EMBED_", "HF_", "TRANSFORMERS_", "SENTENCE_TRANSFORMERS_")
 _ENV_NAMES = ("CUDA_VISIBLE_DEVICES", "HOME", "XDG_CACHE_HOME", "CODEINDEX_ONNX_CACHE")
@@ -148,13 +148,15 @@ class Settled:
         try:
             with open(marker_path(index_dir), encoding="utf-8") as fh:
                 d = json.load(fh)
+            if d.get("format") != FORMAT:  # another version's: a normal run writes this one's
+                return None
             settled = cls(**d)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
             log.warning("the marker %s is unusable (%s): a normal run", marker_path(index_dir), exc)
             return None
-        return settled if settled.format == FORMAT else None
+        return settled
 
     def holds(self, index_dir: str, stat_cache: str, fingerprint: str, root: str) -> bool:
         """Whether nothing it vouches for has changed since it was written."""

@@ -149,7 +149,8 @@ def test_the_marker_holds_only_while_the_index_the_cache_and_the_embedder_are_as
     cache.write_text("y")  # the stat cache rewritten
     assert not marker.holds(str(where), str(cache), fingerprint, "/repo")
 
-    (where / settled.MARKER).write_text("{not json")
-    assert settled.Settled.read(str(where)) is None
+    for unusable in ("{not json", "[]", json.dumps({**json.loads((where / settled.MARKER).read_text()), "format": 1})):
+        (where / settled.MARKER).write_text(unusable)
+        assert settled.Settled.read(str(where)) is None
     settled.clear(str(where))
     assert not (where / settled.MARKER).exists()
