@@ -37,7 +37,7 @@ def build(cfg: EmbedConfig) -> server.Service:
             make_backend, cfg.backend, cfg.model, cfg.device, cfg.threads, cfg.dtype, quantize=cfg.onnx_quantize,
             cache_dir=cfg.onnx_cache, url=cfg.triton_url, model_name=cfg.triton_model, in_flight=cfg.in_flight)
         size = cfg.max_batch_size or backend.preferred_batch
-        tokens = cfg.max_batch_tokens or getattr(backend, "preferred_batch_tokens", 0) or size * backend.max_tokens
+        tokens = cfg.max_batch_tokens or backend.preferred_batch_tokens or size * backend.max_tokens
         await asyncio.to_thread(warm_up, backend, size, tokens)
         batcher = Batcher(backend, size, tokens, cfg.max_wait_ms, cfg.max_queue, cfg.in_flight, cfg.cache_size)
         batcher.start()

@@ -41,7 +41,7 @@ from . import metrics, settled
 from .config import RunSettings
 from .diff import Diff, Walked
 from .statcache import StatCache
-from .walker import Entry, IgnoreCache, file_hash, read, select, walk
+from .walker import Entry, IgnoreCache, read_batch, select, walk
 
 log = logging.getLogger("codeindex.orchestrator")
 
@@ -279,7 +279,7 @@ class IndexRun:
             await self.files_q.put(None)
 
     async def _read(self, batch: list[tuple[Entry, str | None]]) -> None:
-        read_back = await asyncio.to_thread(_read_batch, [e for e, _ in batch])
+        read_back = await asyncio.to_thread(read_batch, [e for e, _ in batch])
         for (entry, fhash, data, hashed_at), (_, old) in zip(read_back, batch):
             if data is None:
                 self.skip("unreadable")
@@ -423,20 +423,6 @@ class IndexRun:
                 self.summary.files_indexed += 1
             metrics.STAGE_FILES.labels("write").inc()
             self.report()
-
-
-def _read_batch(batch: list[Entry]) -> list[tuple[Entry, str, bytes | None, int]]:
-    """(entry, content hash, bytes, when it was hashed) of each file, read once; bytes None when it cannot
-    be read. Runs in a thread: the caller keeps the bytes of changed files only."""
-    out: list[tuple[Entry, str, bytes | None, int]] = []
-    for e in batch:
-        try:
-            data = read(e)
-        except OSError:
-            out.append((e, "", None, 0))
-            continue
-        out.append((e, file_hash(data), data, time.time_ns()))
-    return out
 
 
 class Pipeline:

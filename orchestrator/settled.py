@@ -44,12 +44,11 @@ import json
 import logging
 import os
 import tempfile
-import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 
 from .diff import Diff, Walked
 from .statcache import StatCache
-from .walker import Entry, file_hash, read
+from .walker import Entry, read_batch
 
 log = logging.getLogger(__name__)
 
@@ -216,16 +215,6 @@ async def _pages(pairs: Iterable[tuple[str, str]]) -> AsyncIterator[list[tuple[s
         yield page
 
 
-def _hash_all(batch: list[Entry]) -> list[tuple[Entry, str | None, int]]:
-    out = []
-    for e in batch:
-        try:
-            out.append((e, file_hash(read(e)), time.time_ns()))
-        except OSError:
-            out.append((e, None, 0))
-    return out
-
-
 async def answer(walked: Walked, marker: Settled, hashed: dict[str, str],
                  on_change: Callable[[], None] = lambda: None) -> Answer | None:
     """The run, if nothing changed since the marker was written: ``walked`` (filled) diffed against what the
@@ -265,11 +254,11 @@ async def _answer(walked: Walked, marker: Settled, hashed: dict[str, str]) -> An
 
 async def _same(batch: list[tuple[Entry, str]], cache: StatCache, hashed: dict[str, str], found: Answer) -> bool:
     """Hash ``batch`` (its files and the hash each should have); whether every one has it. Empties it."""
-    read_back = await asyncio.to_thread(_hash_all, [e for e, _ in batch])
+    read_back = await asyncio.to_thread(read_batch, [e for e, _ in batch])
     olds = [old for _, old in batch]
     batch.clear()
-    for (entry, fhash, hashed_at), old in zip(read_back, olds):
-        if fhash is None:
+    for (entry, fhash, data, hashed_at), old in zip(read_back, olds):
+        if data is None:
             return False
         found.hashed += 1
         hashed[entry.path] = fhash

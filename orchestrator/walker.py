@@ -8,6 +8,7 @@ import dataclasses
 import hashlib
 import os
 import stat
+import time
 from dataclasses import dataclass
 from collections.abc import Iterator
 
@@ -178,3 +179,17 @@ def file_hash(data: bytes) -> str:
 def read(entry: Entry) -> bytes:
     with open(entry.abspath, "rb") as fh:
         return fh.read()
+
+
+def read_batch(batch: list[Entry]) -> list[tuple[Entry, str, bytes | None, int]]:
+    """(entry, content hash, bytes, when it was hashed) of each file, read once; bytes None when it cannot
+    be read. Runs in a thread: the caller keeps the bytes of changed files only."""
+    out: list[tuple[Entry, str, bytes | None, int]] = []
+    for e in batch:
+        try:
+            data = read(e)
+        except OSError:
+            out.append((e, "", None, 0))
+            continue
+        out.append((e, file_hash(data), data, time.time_ns()))
+    return out
