@@ -116,6 +116,8 @@ def node_name(node) -> str:
 
 
 _BODY_TYPES = ("block", "body", "compound_statement", "declaration_list", "statement_block")
+# a class field whose value is a function is a method (TypeScript's and JavaScript's grammars)
+_CLASS_FIELDS = ("public_field_definition", "field_definition")
 _STRING_QUOTES = re.compile(r"^[rRbBuUfF]*(\"\"\"|\'\'\'|\"|\')(.*)\1$", re.DOTALL)
 _COMMENT_MARKS = re.compile(r"^\s*(?:/\*+!?|\*+/|//+!?|#+|\*+(?!/)|--+)\s?")
 
@@ -182,6 +184,11 @@ class TreeChunker:
                 parent = node.parent
                 outer = parent if parent is not None and parent.named_child_count == 1 else node
                 return "function", outer, node_name(node)
+        if t in _CLASS_FIELDS and self.spec.assigned_functions:  # JS/TS `produce = (base, recipe) => {...}`
+            value = node.child_by_field_name("value")
+            if value is not None and value.type in self.spec.assigned_functions:
+                name = node.child_by_field_name("name") or node.child_by_field_name("property")
+                return "function", node, name.text.decode("utf-8", "replace") if name is not None else ""
         return None
 
     def items(self) -> list[Item]:
@@ -255,7 +262,7 @@ class TreeChunker:
 
     @staticmethod
     def _body(node):
-        if node.type == "variable_declarator":
+        if node.type == "variable_declarator" or node.type in _CLASS_FIELDS:
             node = node.child_by_field_name("value") or node
         body = node.child_by_field_name("body")
         if body is not None:

@@ -68,13 +68,16 @@ def test_python_functions_classes_methods_and_parents():
 
 CASES = {
     "web/app.js": (b"export function render(view) {\n  return view;\n}\n\nconst add = (a, b) => a + b;\n\n"
-                   b"class Cart {\n  total() {\n    return 0;\n  }\n}\n",
+                   b"class Cart {\n  total() {\n    return 0;\n  }\n  count = 0;\n  add = (item) => {\n"
+                   b"    return item;\n  };\n}\n",
                    "javascript", {"render": ("function", 1, 3), "add": ("function", 5, 5),
-                                  "Cart": ("class", 7, 11), "Cart.total": ("method", 8, 10)}),
+                                  "Cart": ("class", 7, 15), "Cart.total": ("method", 8, 10),
+                                  "Cart.add": ("method", 12, 14)}),
     "web/app.ts": (b"interface Shape {\n  area(): number;\n}\n\nexport class Circle implements Shape {\n"
-                   b"  area(): number {\n    return 3;\n  }\n}\n",
-                   "typescript", {"Shape": ("class", 1, 3), "Circle": ("class", 5, 9),
-                                  "Circle.area": ("method", 6, 8)}),
+                   b"  area(): number {\n    return 3;\n  }\n  scale: Scale = function (by: number) {\n"
+                   b"    return by;\n  };\n  radius: number = 1;\n}\n",
+                   "typescript", {"Shape": ("class", 1, 3), "Circle": ("class", 5, 13),
+                                  "Circle.area": ("method", 6, 8), "Circle.scale": ("method", 9, 11)}),
     "cmd/main.go": (b"package main\n\ntype Server struct {\n\taddr string\n}\n\nfunc (s *Server) Start() error {\n"
                     b"\treturn nil\n}\n\nfunc main() {\n}\n",
                     "go", {"Server": ("class", 3, 5), "Server.Start": ("method", 7, 9), "main": ("function", 11, 12)}),
@@ -301,3 +304,13 @@ def test_top_level_code_keeps_its_first_line_and_non_ascii_text():
     r = chunk_file("m.py", data, limits=NO_MERGE)
     assert [(c.kind, c.start_line, c.end_line) for c in r.chunks] == [
         ("module", 1, 3), ("function", 4, 5), ("module", 6, 8)]
+
+
+def test_class_fields_holding_functions_are_methods():
+    """JS/TS: `produce = (base, recipe) => {...}` in a class body is a method, found by its name; a field
+    holding a value is not a definition."""
+    data = (b"export class Immer {\n  autoFreeze_: boolean = true\n  produce: IProduce = (base: any) => {\n"
+            b"    return base\n  }\n}\n")
+    names = by_name(chunk_file("src/immer.ts", data, limits=NO_MERGE))
+    assert names["Immer.produce"].kind == "method" and names["Immer.produce"].start_line == 3
+    assert "Immer.autoFreeze_" not in names
