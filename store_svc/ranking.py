@@ -151,6 +151,34 @@ def _words(name: str) -> frozenset[str]:
     return frozenset(words(name))
 
 
+def _names_match(wanted: str, name: str) -> bool:
+    """Whether a definition's ``name`` is the one asked for: the same name, or, for a qualified query
+    (``Request.POST``, typed as ``Request#POST`` or ``Request::POST``), a qualified name that ends with its
+    last part and holds its other parts in order (``Rack.Request.Helpers.POST``)."""
+    if wanted == name:
+        return True
+    if "." not in wanted or "." not in name:
+        return False
+    *scopes, last = wanted.split(".")
+    *outer, own = name.split(".")
+    if own != last:
+        return False
+    it = iter(outer)
+    return all(any(part == scope for part in it) for scope in scopes)
+
+
+def name_match(identifiers: tuple[str, ...], names: set[str]) -> int:
+    """2: a definition named as the query names it, letter case included; 1: in another case (``reaction``
+    for ``Reaction``); 0: none."""
+    if not identifiers:
+        return 0
+    names = {n for n in names if n}
+    if any(_names_match(w, n) for w in identifiers for n in names):
+        return 2
+    folded = {n.lower() for n in names}
+    return int(any(_names_match(w.lower(), n) for w in identifiers for n in folded))
+
+
 # ---------------------------------------------------------------- candidates and their features
 
 
@@ -217,11 +245,8 @@ def features(c: Candidate, q: QueryInfo, ctx: Context, options: RankingOptions) 
     if c.keyword_rank is not None:
         f["keyword_rr"] = 10.0 / (10 + c.keyword_rank)
     names = set(c.names) | {c.chunk.symbol, c.chunk.qualified_name}
-    wanted = set(q.identifiers)
-    if wanted & names or (c.exact and wanted):
-        f["exact"] = f["exact_case"] = 1.0
-    elif {n.lower() for n in wanted} & {n.lower() for n in names}:
-        f["exact"] = 1.0
+    match = name_match(q.identifiers, names)
+    f["exact"], f["exact_case"] = float(match > 0), float(match > 1)
     name_words = {w for n in names for w in _words(n)}
     if q.terms:
         f["name_cover"] = len(q.terms & name_words) / len(q.terms)

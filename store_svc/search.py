@@ -173,7 +173,10 @@ class ChunkSearch:
         """Chunks holding a definition named as one of the query's identifiers (any case), with ``_rowid``."""
         if not info.identifiers:
             return []
-        folded = ", ".join(sql_str(n.lower()) for n in info.identifiers)
+        # a qualified name (``Request.POST``) also by its last part: the ranking keeps the definitions whose
+        # qualified names hold the rest (``Rack.Request.Helpers.POST``)
+        wanted = dict.fromkeys(x.lower() for n in info.identifiers for x in (n, n.rsplit(".", 1)[-1]))
+        folded = ", ".join(sql_str(n) for n in wanted)
         match = f"array_has_any(names_folded, [{folded}])"
         q = self.table.search().where(f"({match}) AND ({where})" if where else match)
         return _rows(q.with_row_id(True).select(columns).limit(k))

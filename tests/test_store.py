@@ -102,6 +102,25 @@ def test_keyword_and_hybrid_modes_find_identifiers(tmp_path):
         store.search(None, Query("x", 5, "fuzzy"))
 
 
+
+def test_a_name_is_matched_in_its_own_case_and_a_qualified_name_by_its_parts(tmp_path):
+    from store_svc.ranking import name_match
+
+    assert name_match(("Request.POST",), {"POST", "Rack.Request.Helpers.POST"}) == 2
+    assert name_match(("Request.POST",), {"post", "Rack.MockRequest.post"}) == 0  # another class's
+    assert name_match(("Reaction",), {"reaction"}) == 1 and name_match(("Reaction",), {"Reaction"}) == 2
+    store = VectorStore(str(tmp_path / "db"))
+    rec = record("lib/request.py", "class Request:\n    def POST(self):\n        return self.form\n\n"
+                                   "class MockRequest:\n    def post(self):\n        return 1\n\n"
+                                   "def reaction(fn):\n    return fn\n\nclass Reaction:\n    pass\n")
+    store.write([rec])
+    names = [c.qualified_name for c in rec.chunks]
+    near = rec.vectors[names.index("MockRequest.post")]  # the vector ranking prefers the other case
+    assert store.search(near, Query("Request#POST", 3, "hybrid"))[0].chunk.qualified_name == "Request.POST"
+    near = rec.vectors[names.index("reaction")]
+    assert store.search(near, Query("Reaction", 3, "hybrid"))[0].chunk.qualified_name == "Reaction"
+
+
 # ----------------------------------------------------------------------------- filters and injection
 
 SOURCES = {
