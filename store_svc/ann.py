@@ -58,6 +58,10 @@ def sub_vectors(dim: int) -> int:
 
 
 PQ_PARTITION_ROWS = 4096  # rows per IVF_PQ partition
+# LanceDB's optimize folds new rows into the ANN index as one more segment (a delta) each time, and a search
+# probes its partitions in every segment: at 400,000 rows, 11 segments of a few rows each took a query from
+# 9.6 to 22 ms (docs/STORE.md, "Index maintenance"). Past this many, the quiet upkeep trains the index again as one.
+MAX_ANN_DELTAS = 4
 
 
 def derive_ann(rows: int, dim: int, kind: str = "auto", partitions: int = 0) -> Ann | None:
@@ -125,8 +129,15 @@ class AnnIndex:
         wanted = derive_ann(rows, dim, self.kind)
         return current is None or current.kind != wanted.kind or wanted.partitions >= 2 * current.partitions
 
-    def refresh(self, table, dim: int) -> None:
-        """After new rows (which the table's optimize folds into an existing index)."""
+    def deltas(self, table) -> int:
+        """How many segments the table's ANN index has (0: none)."""
+        current = built_ann(table) if table is not None else None
+        return table.index_stats(current.name).num_indices if current is not None else 0
+
+    def refresh(self, table, dim: int, merge: bool = False) -> None:
+        """After new rows (which the table's optimize folds into an existing index). ``merge`` (the quiet
+        upkeep): an index of more than ``MAX_ANN_DELTAS`` segments is trained again as one, in place: searches
+        use the old one until the new one is committed."""
         rows = table.count_rows()
         current = built_ann(table)
         if rows < self.min_rows or self.kind == "none":
@@ -137,6 +148,12 @@ class AnnIndex:
         wanted = derive_ann(rows, dim, self.kind)
         if current is not None and current.kind == wanted.kind and wanted.partitions < 2 * current.partitions:
             self.current = current  # new rows were folded in by optimize
+            if merge and (deltas := self.deltas(table)) > MAX_ANN_DELTAS:
+                started = time.perf_counter()
+                table.create_index("vector", config=current.config(dim), name=current.name, replace=True)
+                metrics.MAINTENANCE_SECONDS.labels("vector_index").observe(time.perf_counter() - started)
+                log.info("trained %s again over its %d segments (%d rows) in %.1fs", current.name, deltas, rows,
+                         time.perf_counter() - started)
             return
         self._rebuild(table, dim, current, wanted, rows)
 

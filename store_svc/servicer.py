@@ -38,7 +38,8 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
     async def upkeep_when_idle(self, idle_s: float) -> None:
         """Runs until cancelled: once nothing has been written for ``idle_s`` while some rows are not in
         the indexes yet (a run deferred its upkeep, or the store opened on such a table), the quiet upkeep
-        (``optimize(quiet=True)``), which folds them in; checked again only after the next write."""
+        (``optimize(quiet=True)``), which folds them in (and makes an ANN index of more than
+        ``MAX_ANN_DELTAS`` segments one again); checked again only after the next write."""
         checked = None
         while True:
             await asyncio.sleep(max(0.05, min(idle_s / 4, 5.0)))
@@ -47,8 +48,9 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
                 continue
             checked = since
             try:
-                if rows := await asyncio.to_thread(self.store.unindexed_rows):
-                    log.info("idle for %.0fs with %d rows not in the indexes: the upkeep", idle_s, rows)
+                if await asyncio.to_thread(self.store.quiet_upkeep_wanted):
+                    log.info("idle for %.0fs with rows not in the indexes or an ANN index of several segments: "
+                             "the upkeep", idle_s)
                     await asyncio.to_thread(self.store.optimize, True)
             except Exception as exc:  # noqa: BLE001 - tried again after the next write
                 log.warning("the idle upkeep failed: %s", exc)

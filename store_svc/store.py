@@ -46,7 +46,7 @@ from codeindex_common.errors import FailedPrecondition, InvalidArgument
 from codeindex_common.model import FileRecord, Hit, ManifestEntry, Query, Stats, SymbolHit, SymbolQuery
 
 from . import metrics
-from .ann import AnnIndex
+from .ann import MAX_ANN_DELTAS, AnnIndex
 from .ranking import DEFAULT, RankingOptions
 from .schema import (CHUNK_COLUMNS, CHUNKS, DERIVED, DERIVED_FIELDS, FILES, FILES_SCHEMA, FTS_COLUMNS, IS_TOMBSTONE,
                      SCALAR_INDEXES, chunk_rows, chunks_schema, derived_rows, file_rows, missing_columns,
@@ -463,21 +463,23 @@ class VectorStore:
 
     def optimize(self, quiet: bool = False) -> Stats:
         """After a run, when the upkeep is due (``upkeep_due``), or (``quiet``: the
-        repository has gone quiet) when some rows are not in the indexes yet:
+        repository has gone quiet) when some rows are not in the indexes yet or
+        the ANN index has more than ``MAX_ANN_DELTAS`` segments:
         create the scalar and full-text indexes if missing; build the ANN index
         once the table has ``ann_min_rows`` rows, and train it again once the
-        table has grown enough to want twice the partitions; then compact both
+        table has grown enough to want twice the partitions (or, quiet, to make
+        its segments one again); then compact both
         tables (which folds new rows into every index) and remove versions
         older than ``keep_versions_seconds``."""
         with self._replace_lock:
             if (self._chunks is None or not self._chunks.count_rows() or self.upkeep_due()
-                    or (quiet and self.unindexed_rows())):
+                    or (quiet and self.quiet_upkeep_wanted())):
                 log.info("upkeep: indexes, compaction and old versions (%d rows)",
                          self._chunks.count_rows() if self._chunks is not None else 0)
                 if self._chunks is not None and self._chunks.count_rows():
                     with metrics.MAINTENANCE_SECONDS.labels("scalar_indexes").time():
                         self._ensure_indexes()
-                    self._ann.refresh(self._chunks, self.dim)
+                    self._ann.refresh(self._chunks, self.dim, merge=quiet)
                 self._compact(timedelta(seconds=self.settings.keep_versions_seconds))
             else:
                 metrics.UPKEEP_DEFERRED.inc()
@@ -501,6 +503,11 @@ class VectorStore:
         if len(table.list_versions()) >= s.upkeep_max_versions:
             return True
         return self.unindexed_rows(indices) >= s.upkeep_unindexed_share * rows
+
+    def quiet_upkeep_wanted(self) -> bool:
+        """Whether a quiet upkeep has work: rows outside the indexes, or an ANN index of more segments than
+        ``MAX_ANN_DELTAS``."""
+        return bool(self.unindexed_rows()) or self._ann.deltas(self._chunks) > MAX_ANN_DELTAS
 
     def unindexed_rows(self, indices=None) -> int:
         """The most rows any of the chunks table's indexes (``indices``: listed already) does not hold yet."""

@@ -420,6 +420,31 @@ def test_a_quiet_upkeep_brings_the_indexes_over_every_row_before_it_is_due(tmp_p
     assert store.search(None, Query(text="edited_function", k=3, mode="keyword"))[0].chunk.path == "edit.py"
 
 
+
+def test_a_quiet_upkeep_makes_the_ann_index_one_segment_again(tmp_path):
+    """Each upkeep that folds new rows into the ANN index adds a segment that every search then probes; the
+    quiet upkeep trains the index again as one once it has more than MAX_ANN_DELTAS, and search still
+    finds every row."""
+    from store_svc.ann import MAX_ANN_DELTAS
+    from store_svc.store import StoreSettings
+
+    dim = 16
+    store = VectorStore(str(tmp_path / "db"), settings=StoreSettings(ann_min_rows=500, keep_versions_seconds=0))
+    store.write(_bulk(1000, dim)[0])
+    assert store.optimize().vector_index and store._ann.deltas(store._chunks) == 1
+    edits = [record(f"edit{i}.py", f"def edited_{i}(x):\n    return x + {i}\n", seed=i, dim=dim, model="m")
+             for i in range(MAX_ANN_DELTAS + 1)]
+    for rec in edits:  # a run's upkeep each time (a table this small is always due)
+        store.write([rec])
+        store.optimize()
+    assert store._ann.deltas(store._chunks) == MAX_ANN_DELTAS + 2 and store.unindexed_rows() == 0
+    assert store.quiet_upkeep_wanted()
+    store.optimize(quiet=True)
+    assert store._ann.deltas(store._chunks) == 1 and not store.quiet_upkeep_wanted()
+    for rec in edits:
+        assert store.search(rec.vectors[0], Query(k=1, mode="vector"))[0].chunk.path == rec.path
+
+
 def test_a_store_left_idle_with_rows_outside_its_indexes_folds_them_in_itself(tmp_path, start_service):
     """A run's deferred upkeep leaves an edit's rows outside the indexes; the store that serves searches
     next (here a real store service opened on that table) runs the upkeep itself once idle, and says
