@@ -546,7 +546,7 @@ def test_the_ann_index_is_derived_from_the_row_count():
     assert derive_ann(100_000, 384) == derive_ann(100_000, 384, "ivf_flat")
     assert (derive_ann(100_000, 384).partitions, derive_ann(100_000, 384).nprobes) == (316, 19)
     big = derive_ann(1_118_230, 384)  # the scale benchmark's table
-    assert (big.kind, big.partitions, big.nprobes, big.refine) == ("ivf_pq", 273, 13, 10)
+    assert (big.kind, big.partitions, big.nprobes, big.refine) == ("ivf_pq", 273, 8, 10)
     assert derive_ann(40_000_000, 384).partitions == 4096
     assert derive_ann(10, 384, "none") is None
 
