@@ -150,7 +150,7 @@ class AnnIndex:
         wanted = derive_ann(rows, dim, self.kind)
         if current is not None and current.kind == wanted.kind and wanted.partitions < 2 * current.partitions:
             self.current = current  # new rows were folded in by optimize
-            if merge and (deltas := self.deltas(table)) > MAX_ANN_DELTAS:
+            if merge and (deltas := table.index_stats(current.name).num_indices) > MAX_ANN_DELTAS:
                 started = time.perf_counter()
                 table.create_index("vector", config=current.config(dim), name=current.name, replace=True)
                 metrics.MAINTENANCE_SECONDS.labels("vector_index").observe(time.perf_counter() - started)

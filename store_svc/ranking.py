@@ -193,7 +193,6 @@ class Candidate:
     vector_rank: int | None = None
     keyword_score: float | None = None
     keyword_rank: int | None = None
-    exact: bool = False  # the symbol retrieval found it: a definition named as the query says
     score: float = 0.0
     features: dict[str, float] = field(default_factory=dict)
 

@@ -135,8 +135,8 @@ class ChunkSearch:
         for r, row in enumerate(found.get("keyword", ()), start=1):
             c = get(row)
             c.keyword_score, c.keyword_rank = float(row["_score"]), r
-        for row in found.get("exact", ()):
-            get(row).exact = True
+        for row in found.get("exact", ()):  # its name match is the ranking's to judge (ranking.name_match)
+            get(row)
         return list(by_id.values())
 
     def vector(self, vector: np.ndarray, k: int, where: str, min_score: float | None = None,
