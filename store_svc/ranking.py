@@ -189,6 +189,7 @@ class Candidate:
     chunk: Chunk  # what the ranking reads of it (store_svc.search.RANK_COLUMNS) until it is a hit
     names: tuple[str, ...] = ()  # the names of the definitions it holds (symbols and qualified names)
     row_id: int | None = None  # where the retrieval found its row, to read the rest of it from
+    whole: bool = False  # its whole row was read (ROW_COLUMNS): nothing more to read for it
     cosine: float | None = None
     vector_rank: int | None = None
     keyword_score: float | None = None

@@ -65,10 +65,10 @@ class ChunkSearch:
         """Top-k chunks by ``q.mode`` within the filter ``where``: "vector", "keyword" or "hybrid"."""
         info, candidates = self.candidates(vector, q, where, options)
         hits = ranking.rank(candidates, info, q.k, options, q.mode)
-        rows = {c.chunk.id: c.row_id for c in candidates}
-        full = self.complete([(h.chunk.id, rows.get(h.chunk.id)) for h in hits])
+        rows = {c.chunk.id: c.row_id for c in candidates if not c.whole}
+        full = self.complete([(h.chunk.id, rows[h.chunk.id]) for h in hits if h.chunk.id in rows])
         for h in hits:
-            h.chunk = full[h.chunk.id]
+            h.chunk = full.get(h.chunk.id, h.chunk)
         return ranking.with_snippets(hits, q.text)
 
     def candidates(self, vector: np.ndarray | None, q: Query, where: str,
@@ -81,7 +81,9 @@ class ChunkSearch:
         info = ranking.analyze(q.text)
         depth = max(DEPTH, 5 * q.k) if q.mode == "hybrid" else q.k
         jobs = {}
-        if q.mode in ("vector", "hybrid"):
+        if q.mode == "vector":  # its k candidates are the hits: their whole rows at once, one read fewer
+            jobs["vector"] = self._pool.submit(self.vector, vector, depth, where, q.min_score, ROW_COLUMNS)
+        elif q.mode == "hybrid":
             jobs["vector"] = self._pool.submit(self.vector, vector, depth, where, q.min_score)
         if q.mode in ("keyword", "hybrid"):
             jobs["keyword"] = self._pool.submit(self.keyword, q.text, depth, where, options.identifiers)
@@ -90,11 +92,11 @@ class ChunkSearch:
         candidates = self._merge({name: job.result() for name, job in jobs.items()}, vector)
         if q.min_score is not None:  # a cosine floor, in the modes that have one
             candidates = [c for c in candidates if c.cosine is not None and c.cosine >= q.min_score]
-        texts = [c for c in candidates if ranking.reads_text(c.chunk)]
+        texts = [c for c in candidates if not c.whole and ranking.reads_text(c.chunk)]
         if texts:  # the few the ranking reads the text of
             full = self.complete([(c.chunk.id, c.row_id) for c in texts])
             for c in texts:
-                c.chunk = full[c.chunk.id]
+                c.chunk, c.whole = full[c.chunk.id], True
         return info, candidates
 
     def complete(self, found: list[tuple[str, int | None]]) -> dict[str, Chunk]:
@@ -123,7 +125,7 @@ class ChunkSearch:
             c = by_id.get(row["id"])
             if c is None:
                 c = by_id[row["id"]] = Candidate(chunk_from_row(row), names=tuple(row.get("names") or ()),
-                                                 row_id=row.get("_rowid"))
+                                                 row_id=row.get("_rowid"), whole="text" in row)
                 if vector is not None and row.get("vector") is not None:
                     c.cosine = float(np.dot(row["vector"], vector))
             return c
