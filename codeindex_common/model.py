@@ -15,7 +15,7 @@ from protos import common_pb2, embed_pb2, orchestrator_pb2, parser_pb2, store_pb
 from . import vectors
 from .errors import InvalidArgument
 
-KINDS = ("function", "method", "class", "module", "block", "section")
+KINDS = ("function", "method", "class", "impl", "module", "block", "section")
 _KIND_TO_PB = {k: getattr(common_pb2, f"CHUNK_KIND_{k.upper()}") for k in KINDS}
 _PB_TO_KIND = {v: k for k, v in _KIND_TO_PB.items()}
 
@@ -72,9 +72,10 @@ PARSER_FAILURES = frozenset({"worker_died", "timeout", "parse_failed"})
 # Bumped whenever the parser's chunks change (what a chunk spans, holds or embeds). File hashes are salted
 # with it, so the first run after an upgrade parses every file again; a chunk whose text did not change keeps
 # its vector. 2: names said in words in the embedded header, doc comments after a blank line, definitions.
-CHUNKING_VERSION = 2
+# 3: Rust impl blocks and Swift extensions are of kind "impl", named as their type without its arguments.
+CHUNKING_VERSION = 3
 
-DEFINITION_KINDS = ("function", "method", "class")
+DEFINITION_KINDS = ("function", "method", "class", "impl")
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ log = logging.getLogger("codeindex.orchestrator")
 
 MAX_READ_LINES = 400
 Mode = Literal["hybrid", "vector", "keyword"]
-Kind = Literal["", "function", "method", "class", "module", "block", "section"]
+Kind = Literal["", "function", "method", "class", "impl", "module", "block", "section"]
 
 
 # ---------------------------------------------------------------- what the tools return

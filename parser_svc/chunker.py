@@ -10,7 +10,7 @@ from functools import cache
 from codeindex_common.model import FileResult
 
 from .languages import SPECS, Spec, detect, generated
-from .sizing import Item, Limits, Sizer, Unit
+from .sizing import CONTAINERS, Item, Limits, Sizer, Unit
 
 __all__ = ["Limits", "chunk_file", "decode", "get_parser"]
 
@@ -115,6 +115,12 @@ def node_name(node) -> str:
     return ""
 
 
+def _swift_extension(node) -> bool:
+    """Whether a Swift ``class_declaration`` is an ``extension`` of a type declared elsewhere."""
+    kind = node.child_by_field_name("declaration_kind")
+    return kind is not None and kind.type == "extension"
+
+
 _BODY_TYPES = ("block", "body", "compound_statement", "declaration_list", "statement_block")
 # a class field whose value is a function is a method (TypeScript's and JavaScript's grammars)
 _CLASS_FIELDS = ("public_field_definition", "field_definition")
@@ -173,11 +179,14 @@ class TreeChunker:
             if t in ("struct_specifier", "enum_specifier", "union_specifier", "class_specifier") and \
                     node.child_by_field_name("body") is None:
                 return None  # a C/C++ type used, not defined
-            name = node_name(node)
-            if t == "impl_item":
+            if t == "impl_item":  # Rust `impl [Trait for] Type<T>`: named as its type, without its arguments
                 ty = node.child_by_field_name("type")
-                name = ty.text.decode("utf-8", "replace") if ty is not None else name
-            return "class", node, name
+                if ty is not None and ty.type == "generic_type":
+                    ty = ty.child_by_field_name("type") or ty
+                return "impl", node, ty.text.decode("utf-8", "replace") if ty is not None else node_name(node)
+            if t == "class_declaration" and _swift_extension(node):
+                return "impl", node, node_name(node)
+            return "class", node, node_name(node)
         if t == "variable_declarator" and self.spec.assigned_functions:
             value = node.child_by_field_name("value")
             if value is not None and value.type in self.spec.assigned_functions:
@@ -212,7 +221,7 @@ class TreeChunker:
                 index = self._add(node, outer, kind, name, qualified, parent)
                 if parent < 0:
                     top_ranges.append((outer.start_byte, outer.end_byte))
-                in_def = (True, False) if group == "class" else (False, True)
+                in_def = (True, False) if group in CONTAINERS else (False, True)
                 stack.extend(reversed([(c, index, qualified, *in_def) for c in node.children]))
                 continue
             stack.extend(reversed([(c, parent, prefix, in_class, in_function) for c in node.children]))
@@ -310,7 +319,7 @@ class TreeChunker:
     def _contexts(self) -> None:
         """A method's header names the signature of its class."""
         for it in self.out:
-            if it.parent >= 0 and self.out[it.parent].kind == "class":
+            if it.parent >= 0 and self.out[it.parent].kind in CONTAINERS:
                 it.context = [self.out[it.parent].signature, *it.context]
 
     def _class_skeletons(self) -> None:
@@ -320,7 +329,7 @@ class TreeChunker:
         for i, it in enumerate(self.out):
             owner = self.out[it.parent] if it.parent >= 0 else None
             # members inside the class's range (a Go method is declared outside its type)
-            if owner is not None and owner.kind == "class" and owner.start <= it.start and it.end <= owner.end:
+            if owner is not None and owner.kind in CONTAINERS and owner.start <= it.start and it.end <= owner.end:
                 cut = self.data.find(b"\n", self.sig_end[i], it.end)
                 if cut != -1 and cut + 1 < it.end:
                     end = self.data.find(b"\n", it.end)

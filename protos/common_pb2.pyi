@@ -16,6 +16,7 @@ class ChunkKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHUNK_KIND_MODULE: _ClassVar[ChunkKind]
     CHUNK_KIND_BLOCK: _ClassVar[ChunkKind]
     CHUNK_KIND_SECTION: _ClassVar[ChunkKind]
+    CHUNK_KIND_IMPL: _ClassVar[ChunkKind]
 
 class SearchMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -30,6 +31,7 @@ CHUNK_KIND_CLASS: ChunkKind
 CHUNK_KIND_MODULE: ChunkKind
 CHUNK_KIND_BLOCK: ChunkKind
 CHUNK_KIND_SECTION: ChunkKind
+CHUNK_KIND_IMPL: ChunkKind
 SEARCH_MODE_UNSPECIFIED: SearchMode
 SEARCH_MODE_VECTOR: SearchMode
 SEARCH_MODE_KEYWORD: SearchMode

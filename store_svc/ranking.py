@@ -254,7 +254,7 @@ def features(c: Candidate, q: QueryInfo, ctx: Context, options: RankingOptions) 
         for path_class in path_classes(c.chunk) - q.wants:
             f[_PRIOR_FEATURES[path_class]] = 1.0
     f["module"] = float(c.chunk.kind in ("module", "block", "section"))
-    f["class"] = float(c.chunk.kind == "class")
+    f["class"] = float(c.chunk.kind in ("class", "impl"))  # a type, or an impl block of one
     f["lines"] = math.log1p(max(0, c.chunk.end_line - c.chunk.start_line)) / 5
     f["file_cosine"] = ctx.file_cosine.get(c.chunk.path, 0.0)
     f["file_share"] = ctx.file_count.get(c.chunk.path, 0) / max(1, ctx.total) * 10
@@ -307,9 +307,10 @@ def rank(candidates: list[Candidate], q: QueryInfo, k: int, options: RankingOpti
 
 def choose(scored: list[Candidate], k: int, spread: bool = True, named: bool = False) -> list[Candidate]:
     """The k hits from scored candidates: by score, spread over files (``spread``). A query that is a name
-    (``named``) asks for that definition: its exact definitions come first, among themselves by score."""
-    ordered = sorted(scored, key=lambda c: (-(named and bool(c.features.get("exact_case"))), -c.score,
-                                            c.chunk.path, c.chunk.start_line))
+    (``named``) asks for that definition: its exact definitions come first, a type's own before its impl
+    blocks (Rust's ``impl Display for Comparator`` is named ``Comparator`` too), then by score."""
+    ordered = sorted(scored, key=lambda c: (*(-x for x in precedence(c, named)), -c.score, c.chunk.path,
+                                            c.chunk.start_line))
     return diversify(ordered, k, first=named) if spread else ordered[:k]
 
 
@@ -339,10 +340,17 @@ def _rrf(c: Candidate, options: RankingOptions) -> float:
     return score
 
 
+def precedence(c: Candidate, named: bool) -> tuple[bool, bool]:
+    """What puts a candidate ahead whatever its score, for a query that is a name (``named``): being an exact
+    definition of it, and then a type's own definition rather than an impl block of it."""
+    exact = named and bool(c.features.get("exact_case"))
+    return exact, exact and c.chunk.kind != "impl"
+
+
 def diversify(ordered: list[Candidate], k: int, first: bool = False) -> list[Candidate]:
     """Greedy: each next hit is the best one after its discount for the hits already chosen (another piece
     of the same definition, or another chunk of the same file); its score becomes the discounted one.
-    ``first``: exact definitions of the query's name stay ahead of the rest."""
+    ``first``: exact definitions of the query's name stay ahead of the rest (:func:`precedence`)."""
     pool = list(ordered)
     chosen: list[Candidate] = []
     per_file: dict[str, int] = {}
@@ -354,8 +362,7 @@ def diversify(ordered: list[Candidate], k: int, first: bool = False) -> list[Can
                 factor *= DUPLICATE_PIECE
             return c.score * factor
 
-        best = max(range(len(pool)), key=lambda i: (first and bool(pool[i].features.get("exact_case")),
-                                                    discounted(pool[i]), -i))
+        best = max(range(len(pool)), key=lambda i: (*precedence(pool[i], first), discounted(pool[i]), -i))
         c = pool.pop(best)
         c.score = discounted(c)
         chosen.append(c)

@@ -314,3 +314,20 @@ def test_class_fields_holding_functions_are_methods():
     names = by_name(chunk_file("src/immer.ts", data, limits=NO_MERGE))
     assert names["Immer.produce"].kind == "method" and names["Immer.produce"].start_line == 3
     assert "Immer.autoFreeze_" not in names
+
+
+def test_impl_blocks_and_extensions_are_their_own_kind_named_as_their_type():
+    """Rust `impl [Trait for] Type<T>` and Swift `extension Type`: kind "impl", named as the type without its
+    arguments, so that a search for the type can tell its definition from them; their methods are methods."""
+    data = (b"pub struct Wrapper<T> {\n    inner: T,\n}\n\nimpl<T: Display> Display for Wrapper<T> {\n"
+            b"    fn fmt(&self, f: &mut Formatter) -> Result {\n        write!(f, \"{}\", self.inner)\n    }\n}\n")
+    r = chunk_file("src/wrap.rs", data, limits=NO_MERGE)
+    kinds = sorted((c.kind, c.qualified_name, c.start_line) for c in r.chunks if c.kind != "module")
+    assert kinds == [("class", "Wrapper", 1), ("impl", "Wrapper", 5), ("method", "Wrapper.fmt", 6)]
+    method = next(c for c in r.chunks if c.kind == "method")
+    assert "impl<T: Display> Display for Wrapper<T>" in method.embed_text  # its header names the impl
+    assert [d.kind for c in r.chunks for d in c.definitions if d.symbol == "Wrapper"] == ["class", "impl"]
+    data = b"struct Point {\n  var x = 0\n}\n\nextension Point {\n  func norm() -> Int {\n    return x\n  }\n}\n"
+    kinds = sorted((c.kind, c.qualified_name) for c in chunk_file("Point.swift", data, limits=NO_MERGE).chunks
+                   if c.kind != "module")
+    assert kinds == [("class", "Point"), ("impl", "Point"), ("method", "Point.norm")]

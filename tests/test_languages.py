@@ -52,9 +52,9 @@ def test_definitions_have_their_names_kinds_lines_and_parents(name):
         assert head in lines[first.start_line - 1] or head in first.text, (q, head)
         if "." in q and want["kind"] == "method":
             parent = ids.get(first.parent_id)
-            assert parent is not None and parent.kind == "class", f"{q} has no class parent"
+            assert parent is not None and parent.kind in ("class", "impl"), f"{q} has no class or impl parent"
             assert q.startswith(parent.qualified_name + "."), (q, parent.qualified_name)
-    top = [c for c in r.chunks if c.kind in ("class", "function") and "." not in c.qualified_name]
+    top = [c for c in r.chunks if c.kind in ("class", "impl", "function") and "." not in c.qualified_name]
     modules = {c.id for c in r.chunks if c.kind == "module"}
     if modules:  # top-level definitions hang off the module chunk...
         assert all(c.parent_id in modules for c in top), [(c.qualified_name, c.parent_id) for c in top]

@@ -121,6 +121,25 @@ def test_a_name_is_matched_in_its_own_case_and_a_qualified_name_by_its_parts(tmp
     assert store.search(near, Query("Reaction", 3, "hybrid"))[0].chunk.qualified_name == "Reaction"
 
 
+
+def test_a_types_own_definition_comes_before_its_impl_blocks(tmp_path):
+    """Rust impl blocks are named as their type: a search for the type's name lists its definition first
+    (here the vector ranking prefers an impl block), the impls after; FindSymbol lists them all, by kind."""
+    store = VectorStore(str(tmp_path / "db"))
+    rec = record("src/lib.rs", "pub struct Comparator {\n    pub op: Op,\n}\n\nimpl Comparator {\n"
+                               "    pub fn parse(text: &str) -> Self {\n        todo!()\n    }\n}\n\n"
+                               "impl Display for Comparator {\n    fn fmt(&self, f: &mut Formatter) -> Result {\n"
+                               "        Ok(())\n    }\n}\n")
+    store.write([rec])
+    kinds = [c.kind for c in rec.chunks]
+    near = rec.vectors[kinds.index("impl")]
+    hits = store.search(near, Query("Comparator", 3, "hybrid"))
+    assert [(h.chunk.kind, h.chunk.start_line) for h in hits][:3] in ([("class", 1), ("impl", 5), ("impl", 11)],
+                                                                      [("class", 1), ("impl", 11), ("impl", 5)])
+    found = store.find_symbol(SymbolQuery("Comparator"))
+    assert [(d.definition.kind, d.definition.start_line) for d in found] == [("class", 1), ("impl", 5), ("impl", 11)]
+
+
 # ----------------------------------------------------------------------------- filters and injection
 
 SOURCES = {
