@@ -73,7 +73,8 @@ PARSER_FAILURES = frozenset({"worker_died", "timeout", "parse_failed"})
 # with it, so the first run after an upgrade parses every file again; a chunk whose text did not change keeps
 # its vector. 2: names said in words in the embedded header, doc comments after a blank line, definitions.
 # 3: Rust impl blocks and Swift extensions are of kind "impl", named as their type without its arguments.
-CHUNKING_VERSION = 3
+# 4: the functions in a function longer than its window are chunks of their own; the function, a skeleton.
+CHUNKING_VERSION = 4
 
 DEFINITION_KINDS = ("function", "method", "class", "impl")
 

@@ -143,6 +143,9 @@ class TreeChunker:
     MAX_DOC_CONTEXT = 600  # characters of a doc comment repeated in the header
     MAX_DOCSTRING = 4000  # characters kept in the docstring field
     MAX_DOC_COMMENTS = 64  # comment nodes walked back from a definition (each step scans siblings)
+    # a function longer than this many bytes a token of the model's window (surely more than one window) has
+    # the functions defined in it as chunks of their own, and is embedded as a skeleton, as a class is
+    NESTED_BYTES_PER_TOKEN = 4
 
     def __init__(self, spec: Spec, language: str, data: bytes, sizer: Sizer):
         self.spec, self.language, self.data, self.sizer = spec, language, data, sizer
@@ -221,7 +224,7 @@ class TreeChunker:
                 index = self._add(node, outer, kind, name, qualified, parent)
                 if parent < 0:
                     top_ranges.append((outer.start_byte, outer.end_byte))
-                in_def = (True, False) if group in CONTAINERS else (False, True)
+                in_def = (True, False) if group in CONTAINERS else (False, not self._holds_functions(outer))
                 stack.extend(reversed([(c, index, qualified, *in_def) for c in node.children]))
                 continue
             stack.extend(reversed([(c, parent, prefix, in_class, in_function) for c in node.children]))
@@ -230,6 +233,12 @@ class TreeChunker:
         self._class_skeletons()
         self._module_items(top_ranges)
         return self.out
+
+    def _holds_functions(self, outer) -> bool:
+        """Whether the functions defined in this function are chunks of their own: only in one too long for a
+        window (JS's `enablePatches`, hundreds of lines of inner functions), not in a closure or decorator."""
+        window = self.sizer.limits.max_tokens
+        return bool(window) and outer.end_byte - outer.start_byte > self.NESTED_BYTES_PER_TOKEN * window
 
     def _go_receiver(self, node) -> str:
         recv = node.child_by_field_name("receiver")
@@ -317,9 +326,9 @@ class TreeChunker:
                 it.parent = types.get(it.qualified.split(".", 1)[0], -1)
 
     def _contexts(self) -> None:
-        """A method's header names the signature of its class."""
+        """A method's header names the signature of its class (a nested definition's, of its function)."""
         for it in self.out:
-            if it.parent >= 0 and self.out[it.parent].kind in CONTAINERS:
+            if it.parent >= 0:
                 it.context = [self.out[it.parent].signature, *it.context]
 
     def _class_skeletons(self) -> None:
@@ -328,8 +337,8 @@ class TreeChunker:
         elided: dict[int, list[tuple[int, int]]] = {}
         for i, it in enumerate(self.out):
             owner = self.out[it.parent] if it.parent >= 0 else None
-            # members inside the class's range (a Go method is declared outside its type)
-            if owner is not None and owner.kind in CONTAINERS and owner.start <= it.start and it.end <= owner.end:
+            # members inside the class's (or function's) range (a Go method is declared outside its type)
+            if owner is not None and owner.start <= it.start and it.end <= owner.end:
                 cut = self.data.find(b"\n", self.sig_end[i], it.end)
                 if cut != -1 and cut + 1 < it.end:
                     end = self.data.find(b"\n", it.end)

@@ -42,7 +42,7 @@ class Limits:
     window_lines: int = 40         # line windows when max_tokens is 0
 
 
-# the kinds that hold methods: a method's header names their signature, and they are embedded as a skeleton
+# the kinds whose functions are methods (Rust impl blocks too)
 CONTAINERS = ("class", "impl")
 Unit = tuple[int, int, str]  # (start byte, end byte, text to embed): a line, an elision, or part of a long line
 
@@ -206,7 +206,7 @@ class Sizer:
                 first.qualified = ", ".join(items[i].qualified for i in run)
                 first.end, first.signature, first.docstring = last.end, "", ""
                 owner = items[first.parent] if first.parent >= 0 else None
-                first.context = [owner.signature] if owner is not None and owner.kind in CONTAINERS else []
+                first.context = [owner.signature] if owner is not None else []
                 for i in run[1:]:
                     merged_into[i] = run[0]
             run.clear()

@@ -331,3 +331,22 @@ def test_impl_blocks_and_extensions_are_their_own_kind_named_as_their_type():
     kinds = sorted((c.kind, c.qualified_name) for c in chunk_file("Point.swift", data, limits=NO_MERGE).chunks
                    if c.kind != "module")
     assert kinds == [("class", "Point"), ("impl", "Point"), ("method", "Point.norm")]
+
+
+def test_functions_in_a_function_longer_than_a_window_are_chunks_of_their_own():
+    """A function too long for one window (JS plugins like immer's `enablePatches`: hundreds of lines of inner
+    functions) has its inner functions as chunks named `outer.inner`, and is itself embedded as a skeleton;
+    a short function keeps its closures."""
+    inner = "".join(f"    total += {i}\n" for i in range(60))
+    data = (f"export function enablePatches() {{\n  const ready = true\n  function applyPatches_(draft, patches) {{\n"
+            f"    let total = 0\n{inner}    return total\n  }}\n  return {{ applyPatches_ }}\n}}\n\n"
+            "function memo(fn) {\n  function cached(x) {\n    return fn(x)\n  }\n  return cached\n}\n").encode()
+    r = chunk_file("src/patches.js", data, limits=Limits(max_tokens=256))
+    names = {c.qualified_name for c in r.chunks}
+    assert "enablePatches.applyPatches_" in names and "memo.cached" not in names and "memo" in names
+    nested = [c for c in r.chunks if c.qualified_name == "enablePatches.applyPatches_"]
+    assert nested[0].kind == "function" and nested[0].start_line == 3
+    assert "function enablePatches()" in nested[0].embed_text  # its header names the function it is in
+    outer = next(c for c in r.chunks if c.qualified_name == "enablePatches")
+    assert "total += 5\n" not in outer.embed_text and "const ready = true" in outer.embed_text  # a skeleton
+    assert "total += 5\n" in outer.text  # whose stored text is the exact source
