@@ -77,6 +77,7 @@ PARSER_FAILURES = frozenset({"worker_died", "timeout", "parse_failed"})
 CHUNKING_VERSION = 4
 
 DEFINITION_KINDS = ("function", "method", "class", "impl")
+TYPE_KINDS = ("class", "impl")  # a type's definition, or a block implementing one: the functions in them are methods
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ import inspect
 import re
 from functools import cache
 
-from codeindex_common.model import FileResult
+from codeindex_common.model import TYPE_KINDS, FileResult
 
 from .languages import SPECS, Spec, detect, generated
-from .sizing import CONTAINERS, Item, Limits, Sizer, Unit
+from .sizing import Item, Limits, Sizer, Unit
 
 __all__ = ["Limits", "chunk_file", "decode", "get_parser"]
 
@@ -224,7 +224,7 @@ class TreeChunker:
                 index = self._add(node, outer, kind, name, qualified, parent)
                 if parent < 0:
                     top_ranges.append((outer.start_byte, outer.end_byte))
-                in_def = (True, False) if group in CONTAINERS else (False, not self._holds_functions(outer))
+                in_def = (True, False) if group in TYPE_KINDS else (False, not self._holds_functions(outer))
                 stack.extend(reversed([(c, index, qualified, *in_def) for c in node.children]))
                 continue
             stack.extend(reversed([(c, parent, prefix, in_class, in_function) for c in node.children]))

@@ -42,8 +42,6 @@ class Limits:
     window_lines: int = 40         # line windows when max_tokens is 0
 
 
-# the kinds whose functions are methods (Rust impl blocks too)
-CONTAINERS = ("class", "impl")
 Unit = tuple[int, int, str]  # (start byte, end byte, text to embed): a line, an elision, or part of a long line
 
 

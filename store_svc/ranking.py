@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
-from codeindex_common.model import Chunk, Hit
+from codeindex_common.model import TYPE_KINDS, Chunk, Hit
 
 from codeindex_common.keywords import words
 
@@ -254,7 +254,7 @@ def features(c: Candidate, q: QueryInfo, ctx: Context, options: RankingOptions) 
         for path_class in path_classes(c.chunk) - q.wants:
             f[_PRIOR_FEATURES[path_class]] = 1.0
     f["module"] = float(c.chunk.kind in ("module", "block", "section"))
-    f["class"] = float(c.chunk.kind in ("class", "impl"))  # a type, or an impl block of one
+    f["class"] = float(c.chunk.kind in TYPE_KINDS)
     f["lines"] = math.log1p(max(0, c.chunk.end_line - c.chunk.start_line)) / 5
     f["file_cosine"] = ctx.file_cosine.get(c.chunk.path, 0.0)
     f["file_share"] = ctx.file_count.get(c.chunk.path, 0) / max(1, ctx.total) * 10

@@ -68,7 +68,8 @@ class ChunkSearch:
         rows = {c.chunk.id: c.row_id for c in candidates if not c.whole}
         full = self.complete([(h.chunk.id, rows[h.chunk.id]) for h in hits if h.chunk.id in rows])
         for h in hits:
-            h.chunk = full.get(h.chunk.id, h.chunk)
+            if h.chunk.id in rows:
+                h.chunk = full[h.chunk.id]
         return ranking.with_snippets(hits, q.text)
 
     def candidates(self, vector: np.ndarray | None, q: Query, where: str,

@@ -121,7 +121,6 @@ def test_a_name_is_matched_in_its_own_case_and_a_qualified_name_by_its_parts(tmp
     assert store.search(near, Query("Reaction", 3, "hybrid"))[0].chunk.qualified_name == "Reaction"
 
 
-
 def test_a_types_own_definition_comes_before_its_impl_blocks(tmp_path):
     """Rust impl blocks are named as their type: a search for the type's name lists its definition first
     (here the vector ranking prefers an impl block), the impls after; FindSymbol lists them all, by kind."""
@@ -437,7 +436,6 @@ def test_a_quiet_upkeep_brings_the_indexes_over_every_row_before_it_is_due(tmp_p
     store.optimize(quiet=True)
     assert store.unindexed_rows() == 0
     assert store.search(None, Query(text="edited_function", k=3, mode="keyword"))[0].chunk.path == "edit.py"
-
 
 
 def test_a_quiet_upkeep_makes_the_ann_index_one_segment_again(tmp_path):
