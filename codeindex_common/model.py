@@ -12,7 +12,7 @@ import numpy as np
 
 from protos import common_pb2, embed_pb2, orchestrator_pb2, parser_pb2, store_pb2
 
-from . import vectors
+from . import vectors, wire
 from .errors import InvalidArgument
 
 KINDS = ("function", "method", "class", "impl", "module", "block", "section")
@@ -161,30 +161,55 @@ class FileResult:
 @dataclass
 class FileRecord:
     """One file as the store writes it: all its chunks and their vectors. ``chunks`` are ``Chunk``s, or the
-    parser's ``common_pb2.Chunk`` messages as the orchestrator passes them on (sent as they are)."""
+    parser's ``common_pb2.Chunk`` messages as the store reads them; or (what the orchestrator sends)
+    ``parsed``: the parser's serialized answer for the file, whose chunks they are, passed on as it came."""
 
     path: str
     file_hash: str
     chunks: list[Chunk]
-    vectors: np.ndarray  # (len(chunks), dim) float32
+    vectors: np.ndarray  # (number of chunks, dim) float32
     skip_reason: str = ""
     model_id: str = ""
+    parsed: bytes | memoryview = b""  # a serialized parser_pb2.ParseResponse, when ``chunks`` is empty
+
+    @property
+    def rows(self) -> int:
+        return len(self.vectors) if self.vectors.ndim == 2 else len(self.chunks)
 
     @classmethod
     def from_pb(cls, pb: store_pb2.FileRecord, messages: bool = False) -> FileRecord:
         """``messages``: keep the chunks as the ``common_pb2.Chunk`` messages they came as (what the store
         writes reads their fields by name, as a ``Chunk``'s; the kinds are enums), instead of 35 µs a chunk
-        of making ``Chunk`` objects of them."""
-        chunks = list(pb.chunks) if messages else [Chunk.from_pb(c) for c in pb.chunks]
+        of making ``Chunk`` objects of them. The chunks are ``parsed``'s when the record has none itself."""
+        given = pb.chunks if pb.chunks else pb.parsed.chunks
+        chunks = list(given) if messages else [Chunk.from_pb(c) for c in given]
         vecs = (vectors.unpack(pb.vectors, pb.dim, len(chunks)) if chunks
                 else np.empty((0, pb.dim or 1), np.float32))
         return cls(pb.path, pb.file_hash, chunks, vecs, pb.skip_reason, pb.model_id)
 
     def to_pb(self) -> store_pb2.FileRecord:
-        return store_pb2.FileRecord(
+        pb = store_pb2.FileRecord(
             path=self.path, file_hash=self.file_hash, chunks=_chunks_pb(self.chunks),
             dim=self.vectors.shape[1] if self.vectors.ndim == 2 else 0, vectors=vectors.pack(self.vectors),
             skip_reason=self.skip_reason, model_id=self.model_id)
+        if self.parsed:
+            pb.parsed.MergeFromString(bytes(self.parsed))
+        return pb
+
+    def serialized(self) -> list:
+        """``to_pb().SerializeToString()`` in pieces to join (bytes-like), with ``parsed`` as it is rather
+        than decoded and encoded again (the orchestrator's way: 8 µs a chunk less)."""
+        if not self.parsed:
+            return [self.to_pb().SerializeToString()]
+        head = store_pb2.FileRecord(path=self.path, file_hash=self.file_hash, dim=self.vectors.shape[1],
+                                    skip_reason=self.skip_reason, model_id=self.model_id)
+        # the vectors' own memory, not a copy (the fields of a message may come in any order)
+        return [head.SerializeToString(), *wire.framed(_VECTORS, [vectors.packed_view(self.vectors)]),
+                *wire.framed(_PARSED, [self.parsed])]
+
+
+_VECTORS = store_pb2.FileRecord.DESCRIPTOR.fields_by_name["vectors"].number
+_PARSED = store_pb2.FileRecord.DESCRIPTOR.fields_by_name["parsed"].number
 
 
 def _chunks_pb(chunks) -> list:

@@ -13,6 +13,11 @@ def pack(vectors: np.ndarray) -> bytes:
     return np.ascontiguousarray(vectors, dtype=F32).tobytes()
 
 
+def packed_view(vectors: np.ndarray) -> memoryview:
+    """:func:`pack`'s bytes as a view of the array's memory where it is laid out so already (no copy)."""
+    return memoryview(np.ascontiguousarray(vectors, dtype=F32)).cast("B")
+
+
 def unpack(data: bytes, dim: int, count: int | None = None) -> np.ndarray:
     """Read ``data`` as a (count, dim) float32 matrix, checking its size."""
     if dim <= 0:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos import common_pb2 as protos_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13protos/parser.proto\x12\x0c\x63odeindex.v1\x1a\x13protos/common.proto\"l\n\x0cParseRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12\x10\n\x08language\x18\x03 \x01(\t\x12+\n\x07options\x18\x04 \x01(\x0b\x32\x1a.codeindex.v1.ChunkOptions\":\n\x0c\x43hunkOptions\x12\x12\n\nmax_tokens\x18\x01 \x01(\r\x12\x16\n\x0etokenizer_json\x18\x02 \x01(\x0c\"y\n\rParseResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12#\n\x06\x63hunks\x18\x03 \x03(\x0b\x32\x13.codeindex.v1.Chunk\x12\x13\n\x0bskip_reason\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t2N\n\x06Parser\x12\x44\n\x05Parse\x12\x1a.codeindex.v1.ParseRequest\x1a\x1b.codeindex.v1.ParseResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13protos/parser.proto\x12\x0c\x63odeindex.v1\x1a\x13protos/common.proto\"l\n\x0cParseRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12\x10\n\x08language\x18\x03 \x01(\t\x12+\n\x07options\x18\x04 \x01(\x0b\x32\x1a.codeindex.v1.ChunkOptions\"d\n\nParseBatch\x12)\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x1a.codeindex.v1.ParseRequest\x12+\n\x07options\x18\x02 \x01(\x0b\x32\x1a.codeindex.v1.ChunkOptions\"9\n\x0bParsedBatch\x12*\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x1b.codeindex.v1.ParseResponse\":\n\x0c\x43hunkOptions\x12\x12\n\nmax_tokens\x18\x01 \x01(\r\x12\x16\n\x0etokenizer_json\x18\x02 \x01(\x0c\"y\n\rParseResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12#\n\x06\x63hunks\x18\x03 \x03(\x0b\x32\x13.codeindex.v1.Chunk\x12\x13\n\x0bskip_reason\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t2\x94\x01\n\x06Parser\x12\x44\n\x05Parse\x12\x1a.codeindex.v1.ParseRequest\x1a\x1b.codeindex.v1.ParseResponse(\x01\x30\x01\x12\x44\n\tParseMany\x12\x18.codeindex.v1.ParseBatch\x1a\x19.codeindex.v1.ParsedBatch(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PARSEREQUEST']._serialized_start=58
   _globals['_PARSEREQUEST']._serialized_end=166
-  _globals['_CHUNKOPTIONS']._serialized_start=168
-  _globals['_CHUNKOPTIONS']._serialized_end=226
-  _globals['_PARSERESPONSE']._serialized_start=228
-  _globals['_PARSERESPONSE']._serialized_end=349
-  _globals['_PARSER']._serialized_start=351
-  _globals['_PARSER']._serialized_end=429
+  _globals['_PARSEBATCH']._serialized_start=168
+  _globals['_PARSEBATCH']._serialized_end=268
+  _globals['_PARSEDBATCH']._serialized_start=270
+  _globals['_PARSEDBATCH']._serialized_end=327
+  _globals['_CHUNKOPTIONS']._serialized_start=329
+  _globals['_CHUNKOPTIONS']._serialized_end=387
+  _globals['_PARSERESPONSE']._serialized_start=389
+  _globals['_PARSERESPONSE']._serialized_end=510
+  _globals['_PARSER']._serialized_start=513
+  _globals['_PARSER']._serialized_end=661
 # @@protoc_insertion_point(module_scope)

@@ -19,6 +19,20 @@ class ParseRequest(_message.Message):
     options: ChunkOptions
     def __init__(self, path: _Optional[str] = ..., content: _Optional[bytes] = ..., language: _Optional[str] = ..., options: _Optional[_Union[ChunkOptions, _Mapping]] = ...) -> None: ...
 
+class ParseBatch(_message.Message):
+    __slots__ = ("files", "options")
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    files: _containers.RepeatedCompositeFieldContainer[ParseRequest]
+    options: ChunkOptions
+    def __init__(self, files: _Optional[_Iterable[_Union[ParseRequest, _Mapping]]] = ..., options: _Optional[_Union[ChunkOptions, _Mapping]] = ...) -> None: ...
+
+class ParsedBatch(_message.Message):
+    __slots__ = ("files",)
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    files: _containers.RepeatedCompositeFieldContainer[ParseResponse]
+    def __init__(self, files: _Optional[_Iterable[_Union[ParseResponse, _Mapping]]] = ...) -> None: ...
+
 class ChunkOptions(_message.Message):
     __slots__ = ("max_tokens", "tokenizer_json")
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]

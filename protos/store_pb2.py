@@ -23,49 +23,54 @@ _sym_db = _symbol_database.Default()
 
 
 from protos import common_pb2 as protos_dot_common__pb2
+from protos import parser_pb2 as protos_dot_parser__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/store.proto\x12\x0c\x63odeindex.v1\x1a\x13protos/common.proto\"\x0e\n\x0cResetRequest\"\'\n\rResetResponse\x12\x16\n\x0e\x63hunks_dropped\x18\x01 \x01(\x04\" \n\x0fOptimizeRequest\x12\r\n\x05quiet\x18\x01 \x01(\x08\"K\n\x10OptimizeResponse\x12\x0f\n\x07seconds\x18\x01 \x01(\x01\x12\x14\n\x0cvector_index\x18\x02 \x01(\t\x12\x10\n\x08versions\x18\x03 \x01(\x04\"\x97\x01\n\nFileRecord\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\tfile_hash\x18\x02 \x01(\t\x12#\n\x06\x63hunks\x18\x03 \x03(\x0b\x32\x13.codeindex.v1.Chunk\x12\x0b\n\x03\x64im\x18\x04 \x01(\r\x12\x0f\n\x07vectors\x18\x05 \x01(\x0c\x12\x13\n\x0bskip_reason\x18\x06 \x01(\t\x12\x10\n\x08model_id\x18\x07 \x01(\t\"&\n\x08WriteAck\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\r\"\x1e\n\rDeleteRequest\x12\r\n\x05paths\x18\x01 \x03(\t\"\'\n\x0e\x44\x65leteResponse\x12\x15\n\rfiles_deleted\x18\x01 \x01(\r\" \n\x0fManifestRequest\x12\r\n\x05\x61\x66ter\x18\x01 \x01(\t\"<\n\x10ManifestResponse\x12\r\n\x05paths\x18\x02 \x03(\t\x12\x13\n\x0b\x66ile_hashes\x18\x03 \x03(\tJ\x04\x08\x01\x10\x02\".\n\x14LookupVectorsRequest\x12\x16\n\x0e\x63ontent_hashes\x18\x01 \x03(\t\"M\n\x15LookupVectorsResponse\x12\x16\n\x0e\x63ontent_hashes\x18\x01 \x03(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x0f\n\x07vectors\x18\x03 \x01(\x0c\"\xd5\x01\n\rSearchRequest\x12\x14\n\x0cquery_vector\x18\x01 \x01(\x0c\x12\t\n\x01k\x18\x02 \x01(\r\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x12\n\nquery_text\x18\x04 \x01(\t\x12&\n\x04mode\x18\x05 \x01(\x0e\x32\x18.codeindex.v1.SearchMode\x12\x11\n\tpath_glob\x18\x06 \x01(\t\x12\x0c\n\x04kind\x18\x07 \x01(\t\x12\x0e\n\x06symbol\x18\x08 \x01(\t\x12\x16\n\tmin_score\x18\t \x01(\x02H\x00\x88\x01\x01\x42\x0c\n\n_min_score\"\x8d\x01\n\tSearchHit\x12\"\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x13.codeindex.v1.Chunk\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0f\n\x07snippet\x18\x03 \x01(\t\x12\x17\n\nsimilarity\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x14\n\x0csnippet_line\x18\x05 \x01(\rB\r\n\x0b_similarity\"7\n\x0eSearchResponse\x12%\n\x04hits\x18\x01 \x03(\x0b\x32\x17.codeindex.v1.SearchHit\"\x0e\n\x0cStatsRequest\"\x9a\x01\n\rStatsResponse\x12\x0e\n\x06\x63hunks\x18\x01 \x01(\x04\x12\r\n\x05\x66iles\x18\x02 \x01(\x04\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x0b\n\x03uri\x18\x05 \x01(\t\x12\x10\n\x08versions\x18\x06 \x01(\x04\x12\x14\n\x0cvector_index\x18\x07 \x01(\t\x12\x16\n\x0eunindexed_rows\x18\x08 \x01(\x04\x32\x97\x05\n\x05Store\x12=\n\x05Write\x12\x18.codeindex.v1.FileRecord\x1a\x16.codeindex.v1.WriteAck(\x01\x30\x01\x12\x43\n\x06\x44\x65lete\x12\x1b.codeindex.v1.DeleteRequest\x1a\x1c.codeindex.v1.DeleteResponse\x12K\n\x08Manifest\x12\x1d.codeindex.v1.ManifestRequest\x1a\x1e.codeindex.v1.ManifestResponse0\x01\x12X\n\rLookupVectors\x12\".codeindex.v1.LookupVectorsRequest\x1a#.codeindex.v1.LookupVectorsResponse\x12\x43\n\x06Search\x12\x1b.codeindex.v1.SearchRequest\x1a\x1c.codeindex.v1.SearchResponse\x12O\n\nFindSymbol\x12\x1f.codeindex.v1.FindSymbolRequest\x1a .codeindex.v1.FindSymbolResponse\x12@\n\x05Stats\x12\x1a.codeindex.v1.StatsRequest\x1a\x1b.codeindex.v1.StatsResponse\x12I\n\x08Optimize\x12\x1d.codeindex.v1.OptimizeRequest\x1a\x1e.codeindex.v1.OptimizeResponse\x12@\n\x05Reset\x12\x1a.codeindex.v1.ResetRequest\x1a\x1b.codeindex.v1.ResetResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/store.proto\x12\x0c\x63odeindex.v1\x1a\x13protos/common.proto\x1a\x13protos/parser.proto\"\x0e\n\x0cResetRequest\"\'\n\rResetResponse\x12\x16\n\x0e\x63hunks_dropped\x18\x01 \x01(\x04\" \n\x0fOptimizeRequest\x12\r\n\x05quiet\x18\x01 \x01(\x08\"K\n\x10OptimizeResponse\x12\x0f\n\x07seconds\x18\x01 \x01(\x01\x12\x14\n\x0cvector_index\x18\x02 \x01(\t\x12\x10\n\x08versions\x18\x03 \x01(\x04\"\xc4\x01\n\nFileRecord\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x11\n\tfile_hash\x18\x02 \x01(\t\x12#\n\x06\x63hunks\x18\x03 \x03(\x0b\x32\x13.codeindex.v1.Chunk\x12\x0b\n\x03\x64im\x18\x04 \x01(\r\x12\x0f\n\x07vectors\x18\x05 \x01(\x0c\x12\x13\n\x0bskip_reason\x18\x06 \x01(\t\x12\x10\n\x08model_id\x18\x07 \x01(\t\x12+\n\x06parsed\x18\x08 \x01(\x0b\x32\x1b.codeindex.v1.ParseResponse\"&\n\x08WriteAck\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\r\"8\n\x0b\x46ileRecords\x12)\n\x07records\x18\x01 \x03(\x0b\x32\x18.codeindex.v1.FileRecord\"1\n\tWriteAcks\x12$\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x16.codeindex.v1.WriteAck\"\x1e\n\rDeleteRequest\x12\r\n\x05paths\x18\x01 \x03(\t\"\'\n\x0e\x44\x65leteResponse\x12\x15\n\rfiles_deleted\x18\x01 \x01(\r\" \n\x0fManifestRequest\x12\r\n\x05\x61\x66ter\x18\x01 \x01(\t\"<\n\x10ManifestResponse\x12\r\n\x05paths\x18\x02 \x03(\t\x12\x13\n\x0b\x66ile_hashes\x18\x03 \x03(\tJ\x04\x08\x01\x10\x02\".\n\x14LookupVectorsRequest\x12\x16\n\x0e\x63ontent_hashes\x18\x01 \x03(\t\"M\n\x15LookupVectorsResponse\x12\x16\n\x0e\x63ontent_hashes\x18\x01 \x03(\t\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x0f\n\x07vectors\x18\x03 \x01(\x0c\"\xd5\x01\n\rSearchRequest\x12\x14\n\x0cquery_vector\x18\x01 \x01(\x0c\x12\t\n\x01k\x18\x02 \x01(\r\x12\x10\n\x08language\x18\x03 \x01(\t\x12\x12\n\nquery_text\x18\x04 \x01(\t\x12&\n\x04mode\x18\x05 \x01(\x0e\x32\x18.codeindex.v1.SearchMode\x12\x11\n\tpath_glob\x18\x06 \x01(\t\x12\x0c\n\x04kind\x18\x07 \x01(\t\x12\x0e\n\x06symbol\x18\x08 \x01(\t\x12\x16\n\tmin_score\x18\t \x01(\x02H\x00\x88\x01\x01\x42\x0c\n\n_min_score\"\x8d\x01\n\tSearchHit\x12\"\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x13.codeindex.v1.Chunk\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0f\n\x07snippet\x18\x03 \x01(\t\x12\x17\n\nsimilarity\x18\x04 \x01(\x02H\x00\x88\x01\x01\x12\x14\n\x0csnippet_line\x18\x05 \x01(\rB\r\n\x0b_similarity\"7\n\x0eSearchResponse\x12%\n\x04hits\x18\x01 \x03(\x0b\x32\x17.codeindex.v1.SearchHit\"\x0e\n\x0cStatsRequest\"\x9a\x01\n\rStatsResponse\x12\x0e\n\x06\x63hunks\x18\x01 \x01(\x04\x12\r\n\x05\x66iles\x18\x02 \x01(\x04\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x0b\n\x03uri\x18\x05 \x01(\t\x12\x10\n\x08versions\x18\x06 \x01(\x04\x12\x14\n\x0cvector_index\x18\x07 \x01(\t\x12\x16\n\x0eunindexed_rows\x18\x08 \x01(\x04\x32\xdc\x05\n\x05Store\x12=\n\x05Write\x12\x18.codeindex.v1.FileRecord\x1a\x16.codeindex.v1.WriteAck(\x01\x30\x01\x12\x43\n\tWriteMany\x12\x19.codeindex.v1.FileRecords\x1a\x17.codeindex.v1.WriteAcks(\x01\x30\x01\x12\x43\n\x06\x44\x65lete\x12\x1b.codeindex.v1.DeleteRequest\x1a\x1c.codeindex.v1.DeleteResponse\x12K\n\x08Manifest\x12\x1d.codeindex.v1.ManifestRequest\x1a\x1e.codeindex.v1.ManifestResponse0\x01\x12X\n\rLookupVectors\x12\".codeindex.v1.LookupVectorsRequest\x1a#.codeindex.v1.LookupVectorsResponse\x12\x43\n\x06Search\x12\x1b.codeindex.v1.SearchRequest\x1a\x1c.codeindex.v1.SearchResponse\x12O\n\nFindSymbol\x12\x1f.codeindex.v1.FindSymbolRequest\x1a .codeindex.v1.FindSymbolResponse\x12@\n\x05Stats\x12\x1a.codeindex.v1.StatsRequest\x1a\x1b.codeindex.v1.StatsResponse\x12I\n\x08Optimize\x12\x1d.codeindex.v1.OptimizeRequest\x1a\x1e.codeindex.v1.OptimizeResponse\x12@\n\x05Reset\x12\x1a.codeindex.v1.ResetRequest\x1a\x1b.codeindex.v1.ResetResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.store_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RESETREQUEST']._serialized_start=57
-  _globals['_RESETREQUEST']._serialized_end=71
-  _globals['_RESETRESPONSE']._serialized_start=73
-  _globals['_RESETRESPONSE']._serialized_end=112
-  _globals['_OPTIMIZEREQUEST']._serialized_start=114
-  _globals['_OPTIMIZEREQUEST']._serialized_end=146
-  _globals['_OPTIMIZERESPONSE']._serialized_start=148
-  _globals['_OPTIMIZERESPONSE']._serialized_end=223
-  _globals['_FILERECORD']._serialized_start=226
-  _globals['_FILERECORD']._serialized_end=377
-  _globals['_WRITEACK']._serialized_start=379
-  _globals['_WRITEACK']._serialized_end=417
-  _globals['_DELETEREQUEST']._serialized_start=419
-  _globals['_DELETEREQUEST']._serialized_end=449
-  _globals['_DELETERESPONSE']._serialized_start=451
-  _globals['_DELETERESPONSE']._serialized_end=490
-  _globals['_MANIFESTREQUEST']._serialized_start=492
-  _globals['_MANIFESTREQUEST']._serialized_end=524
-  _globals['_MANIFESTRESPONSE']._serialized_start=526
-  _globals['_MANIFESTRESPONSE']._serialized_end=586
-  _globals['_LOOKUPVECTORSREQUEST']._serialized_start=588
-  _globals['_LOOKUPVECTORSREQUEST']._serialized_end=634
-  _globals['_LOOKUPVECTORSRESPONSE']._serialized_start=636
-  _globals['_LOOKUPVECTORSRESPONSE']._serialized_end=713
-  _globals['_SEARCHREQUEST']._serialized_start=716
-  _globals['_SEARCHREQUEST']._serialized_end=929
-  _globals['_SEARCHHIT']._serialized_start=932
-  _globals['_SEARCHHIT']._serialized_end=1073
-  _globals['_SEARCHRESPONSE']._serialized_start=1075
-  _globals['_SEARCHRESPONSE']._serialized_end=1130
-  _globals['_STATSREQUEST']._serialized_start=1132
-  _globals['_STATSREQUEST']._serialized_end=1146
-  _globals['_STATSRESPONSE']._serialized_start=1149
-  _globals['_STATSRESPONSE']._serialized_end=1303
-  _globals['_STORE']._serialized_start=1306
-  _globals['_STORE']._serialized_end=1969
+  _globals['_RESETREQUEST']._serialized_start=78
+  _globals['_RESETREQUEST']._serialized_end=92
+  _globals['_RESETRESPONSE']._serialized_start=94
+  _globals['_RESETRESPONSE']._serialized_end=133
+  _globals['_OPTIMIZEREQUEST']._serialized_start=135
+  _globals['_OPTIMIZEREQUEST']._serialized_end=167
+  _globals['_OPTIMIZERESPONSE']._serialized_start=169
+  _globals['_OPTIMIZERESPONSE']._serialized_end=244
+  _globals['_FILERECORD']._serialized_start=247
+  _globals['_FILERECORD']._serialized_end=443
+  _globals['_WRITEACK']._serialized_start=445
+  _globals['_WRITEACK']._serialized_end=483
+  _globals['_FILERECORDS']._serialized_start=485
+  _globals['_FILERECORDS']._serialized_end=541
+  _globals['_WRITEACKS']._serialized_start=543
+  _globals['_WRITEACKS']._serialized_end=592
+  _globals['_DELETEREQUEST']._serialized_start=594
+  _globals['_DELETEREQUEST']._serialized_end=624
+  _globals['_DELETERESPONSE']._serialized_start=626
+  _globals['_DELETERESPONSE']._serialized_end=665
+  _globals['_MANIFESTREQUEST']._serialized_start=667
+  _globals['_MANIFESTREQUEST']._serialized_end=699
+  _globals['_MANIFESTRESPONSE']._serialized_start=701
+  _globals['_MANIFESTRESPONSE']._serialized_end=761
+  _globals['_LOOKUPVECTORSREQUEST']._serialized_start=763
+  _globals['_LOOKUPVECTORSREQUEST']._serialized_end=809
+  _globals['_LOOKUPVECTORSRESPONSE']._serialized_start=811
+  _globals['_LOOKUPVECTORSRESPONSE']._serialized_end=888
+  _globals['_SEARCHREQUEST']._serialized_start=891
+  _globals['_SEARCHREQUEST']._serialized_end=1104
+  _globals['_SEARCHHIT']._serialized_start=1107
+  _globals['_SEARCHHIT']._serialized_end=1248
+  _globals['_SEARCHRESPONSE']._serialized_start=1250
+  _globals['_SEARCHRESPONSE']._serialized_end=1305
+  _globals['_STATSREQUEST']._serialized_start=1307
+  _globals['_STATSREQUEST']._serialized_end=1321
+  _globals['_STATSRESPONSE']._serialized_start=1324
+  _globals['_STATSRESPONSE']._serialized_end=1478
+  _globals['_STORE']._serialized_start=1481
+  _globals['_STORE']._serialized_end=2213
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,5 @@
 from protos import common_pb2 as _common_pb2
+from protos import parser_pb2 as _parser_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -34,7 +35,7 @@ class OptimizeResponse(_message.Message):
     def __init__(self, seconds: _Optional[float] = ..., vector_index: _Optional[str] = ..., versions: _Optional[int] = ...) -> None: ...
 
 class FileRecord(_message.Message):
-    __slots__ = ("path", "file_hash", "chunks", "dim", "vectors", "skip_reason", "model_id")
+    __slots__ = ("path", "file_hash", "chunks", "dim", "vectors", "skip_reason", "model_id", "parsed")
     PATH_FIELD_NUMBER: _ClassVar[int]
     FILE_HASH_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +43,7 @@ class FileRecord(_message.Message):
     VECTORS_FIELD_NUMBER: _ClassVar[int]
     SKIP_REASON_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    PARSED_FIELD_NUMBER: _ClassVar[int]
     path: str
     file_hash: str
     chunks: _containers.RepeatedCompositeFieldContainer[_common_pb2.Chunk]
@@ -49,7 +51,8 @@ class FileRecord(_message.Message):
     vectors: bytes
     skip_reason: str
     model_id: str
-    def __init__(self, path: _Optional[str] = ..., file_hash: _Optional[str] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.Chunk, _Mapping]]] = ..., dim: _Optional[int] = ..., vectors: _Optional[bytes] = ..., skip_reason: _Optional[str] = ..., model_id: _Optional[str] = ...) -> None: ...
+    parsed: _parser_pb2.ParseResponse
+    def __init__(self, path: _Optional[str] = ..., file_hash: _Optional[str] = ..., chunks: _Optional[_Iterable[_Union[_common_pb2.Chunk, _Mapping]]] = ..., dim: _Optional[int] = ..., vectors: _Optional[bytes] = ..., skip_reason: _Optional[str] = ..., model_id: _Optional[str] = ..., parsed: _Optional[_Union[_parser_pb2.ParseResponse, _Mapping]] = ...) -> None: ...
 
 class WriteAck(_message.Message):
     __slots__ = ("path", "rows")
@@ -58,6 +61,18 @@ class WriteAck(_message.Message):
     path: str
     rows: int
     def __init__(self, path: _Optional[str] = ..., rows: _Optional[int] = ...) -> None: ...
+
+class FileRecords(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[FileRecord]
+    def __init__(self, records: _Optional[_Iterable[_Union[FileRecord, _Mapping]]] = ...) -> None: ...
+
+class WriteAcks(_message.Message):
+    __slots__ = ("acks",)
+    ACKS_FIELD_NUMBER: _ClassVar[int]
+    acks: _containers.RepeatedCompositeFieldContainer[WriteAck]
+    def __init__(self, acks: _Optional[_Iterable[_Union[WriteAck, _Mapping]]] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
     __slots__ = ("paths",)

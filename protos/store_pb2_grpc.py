@@ -40,6 +40,11 @@ class StoreStub:
                 request_serializer=protos_dot_store__pb2.FileRecord.SerializeToString,
                 response_deserializer=protos_dot_store__pb2.WriteAck.FromString,
                 _registered_method=True)
+        self.WriteMany = channel.stream_stream(
+                '/codeindex.v1.Store/WriteMany',
+                request_serializer=protos_dot_store__pb2.FileRecords.SerializeToString,
+                response_deserializer=protos_dot_store__pb2.WriteAcks.FromString,
+                _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/codeindex.v1.Store/Delete',
                 request_serializer=protos_dot_store__pb2.DeleteRequest.SerializeToString,
@@ -88,6 +93,15 @@ class StoreServicer:
     def Write(self, request_iterator, context):
         """Bidirectional stream: one FileRecord per file, replacing all of that
         file's rows in one transaction; one WriteAck per file once committed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WriteMany(self, request_iterator, context):
+        """The same, several files a message, and the acknowledgements of a commit
+        in one answer: what the orchestrator uses (a message a file cost it a
+        gRPC write and read each way).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -158,6 +172,11 @@ def add_StoreServicer_to_server(servicer, server):
                     request_deserializer=protos_dot_store__pb2.FileRecord.FromString,
                     response_serializer=protos_dot_store__pb2.WriteAck.SerializeToString,
             ),
+            'WriteMany': grpc.stream_stream_rpc_method_handler(
+                    servicer.WriteMany,
+                    request_deserializer=protos_dot_store__pb2.FileRecords.FromString,
+                    response_serializer=protos_dot_store__pb2.WriteAcks.SerializeToString,
+            ),
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
                     request_deserializer=protos_dot_store__pb2.DeleteRequest.FromString,
@@ -226,6 +245,33 @@ class Store:
             '/codeindex.v1.Store/Write',
             protos_dot_store__pb2.FileRecord.SerializeToString,
             protos_dot_store__pb2.WriteAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteMany(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/codeindex.v1.Store/WriteMany',
+            protos_dot_store__pb2.FileRecords.SerializeToString,
+            protos_dot_store__pb2.WriteAcks.FromString,
             options,
             channel_credentials,
             insecure,

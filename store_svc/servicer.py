@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 
 from codeindex_common import vectors
 from codeindex_common.errors import Unavailable
@@ -71,11 +72,28 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
         """Files are coalesced into one commit per ``flush_rows`` rows or
         ``flush_ms``, whichever comes first; each file is acknowledged once
         its commit is durable."""
+        async for acks in self._coalesced(request_iterator):
+            for ack in acks:
+                yield ack
+
+    async def WriteMany(self, request_iterator, context):
+        """Write's, several files a message in, and a commit's acknowledgements in one message out."""
+        async def records():
+            async for pb in request_iterator:
+                for record in pb.records:
+                    yield record
+
+        async for acks in self._coalesced(records()):
+            yield store_pb2.WriteAcks(acks=acks)
+
+    async def _coalesced(self, records) -> AsyncIterator[list[store_pb2.WriteAck]]:
+        """The records (``store_pb2.FileRecord``) a stream brings, coalesced into commits: each commit's
+        acknowledgements once it is durable."""
         incoming: asyncio.Queue = asyncio.Queue(maxsize=256)
         END = object()
 
         async def read() -> None:
-            async for pb in request_iterator:
+            async for pb in records:
                 await incoming.put(FileRecord.from_pb(pb, messages=True))
             await incoming.put(END)
 
@@ -101,8 +119,7 @@ class StoreServicer(store_pb2_grpc.StoreServicer):
                         break
                     batch.append(item)
                     rows += len(item.chunks)
-                for ack in await self._commit(batch):
-                    yield ack
+                yield await self._commit(batch)
         finally:
             reader.cancel()
             metrics.ACTIVE_STREAMS.dec()

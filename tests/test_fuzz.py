@@ -74,6 +74,10 @@ def test_parse(services, files):
         result = call(lambda timeout: list(stub.Parse(requests(), timeout=timeout)))
         if not isinstance(result, grpc.StatusCode):
             assert len(result) == len(files)
+        batches = [parser_pb2.ParseBatch(files=list(requests())[i:i + 2]) for i in range(0, len(files), 2)]
+        answers = call(lambda timeout: list(stub.ParseMany(iter(batches), timeout=timeout)))
+        if not isinstance(answers, grpc.StatusCode):
+            assert sum(len(a.files) for a in answers) == len(files)
 
 
 @FUZZ
@@ -102,6 +106,10 @@ def test_store_writes(services, records, deletes, hashes):
                                                              content_hash="ab") for i in range(n)])
                for path, fh, n, dim, vecs, model in records]
         call(lambda timeout: list(stub.Write(iter(pbs), timeout=timeout)))
+        for pb in pbs[::2]:  # as the orchestrator sends them: the chunks in the parser's answer
+            pb.parsed.chunks.extend(pb.chunks)
+            del pb.chunks[:]
+        call(lambda timeout: list(stub.WriteMany(iter([store_pb2.FileRecords(records=pbs)]), timeout=timeout)))
         call(stub.Delete, store_pb2.DeleteRequest(paths=deletes))
         call(stub.LookupVectors, store_pb2.LookupVectorsRequest(content_hashes=hashes))
         call(stub.Manifest, store_pb2.ManifestRequest())
@@ -121,10 +129,12 @@ def test_store_search(services, query, vector, k, mode, language, glob, kind, sy
 # every RPC but Reset (a valid request drops the index) and Optimize (minutes on a large table), as raw
 # bytes: (service, method, streaming request, a message whose string field is not UTF-8)
 RAW = [("parser", "/codeindex.v1.Parser/Parse", True, b"\x0a\x02\xff\xfe"),
+       ("parser", "/codeindex.v1.Parser/ParseMany", True, b"\x0a\x04\x0a\x02\xff\xfe"),
        ("embed", "/codeindex.v1.Embedder/Embed", True, b"\x12\x02\xc3\x28"),
        ("embed", "/codeindex.v1.Embedder/EmbedOnce", False, b"\x12\x02\xc3\x28"),
        ("embed", "/codeindex.v1.Embedder/Info", False, None),
        ("store", "/codeindex.v1.Store/Write", True, b"\x0a\x02\xff\xfe"),
+       ("store", "/codeindex.v1.Store/WriteMany", True, b"\x0a\x04\x0a\x02\xff\xfe"),
        ("store", "/codeindex.v1.Store/Delete", False, b"\x0a\x03a\xffb"),
        ("store", "/codeindex.v1.Store/Manifest", False, None),
        ("store", "/codeindex.v1.Store/LookupVectors", False, b"\x0a\x01\x80"),

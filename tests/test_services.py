@@ -71,6 +71,25 @@ def test_parser_streams_every_file_back(start_service):
     assert 'parser_files_total{result="binary"} 1.0' in m
 
 
+def test_parse_many_answers_each_file_once_and_groups_those_done_together(start_service):
+    svc = start_service("parser", "--workers", "2")
+    files = {**FILES, **{f"m{i}.py": f"def f{i}(x):\n    return x + {i}\n".encode() for i in range(40)}}
+    items = list(files.items())
+    options = parser_pb2.ChunkOptions(max_tokens=64)  # the first message's options apply to the whole stream
+    batches = [parser_pb2.ParseBatch(files=[parser_pb2.ParseRequest(path=p, content=c) for p, c in items[i:i + 16]],
+                                     options=options if i == 0 else None) for i in range(0, len(items), 16)]
+    with grpc.insecure_channel(svc.address) as ch:
+        answers = list(parser_pb2_grpc.ParserStub(ch).ParseMany(iter(batches), timeout=60))
+    out = [f for a in answers for f in a.files]
+    assert sorted(f.path for f in out) == sorted(files)  # each file once
+    assert len(answers) < len(files)  # the 16 small files of a message are parsed and answered together
+    by_path = {f.path: f for f in out}
+    assert {c.qualified_name for c in by_path["a.py"].chunks} >= {"alpha", "Beta", "Beta.gamma"}
+    assert by_path["c.bin"].skip_reason == "binary"
+    assert [c.qualified_name for c in by_path["m7.py"].chunks] == ["f7"]
+    assert all(c.kw_names for f in out for c in f.chunks)  # the workers' answers, framed as they are
+
+
 def test_embedder_matches_sentence_transformers(embed_service, model):
     check_health_and_reflection(embed_service.address, "codeindex.v1.Embedder")
     texts = [f"def function_{i}(x):\n    return x * {i}" for i in range(50)]
@@ -119,3 +138,35 @@ def test_store_write_search_manifest_delete(start_service, tmp_path):
         assert stub.Stats(store_pb2.StatsRequest(), timeout=10).chunks == 0
     assert "store_rows_written_total" in metrics_text(svc.metrics_port)
     assert svc.stop() == 0  # graceful shutdown exits 0
+
+
+def test_store_write_many_takes_the_parsers_answers_as_they_came(start_service, tmp_path):
+    """WriteMany: several files a message, each file's chunks as the parser's serialized answer
+    (FileRecord.parsed, what the orchestrator sends), the acknowledgements of a commit in one answer."""
+    from codeindex_common import wire
+    from codeindex_common.model import FileRecord
+    from parser_svc.chunker import chunk_file
+    from parser_svc.parser import _response
+
+    svc = start_service("store", "--uri", str(tmp_path / "db"))
+    dim, records, rows = 4, [], {}
+    for path in ("a.py", "b.go"):
+        result = chunk_file(path, FILES[path])
+        rows[path] = len(result.chunks)
+        vecs = np.eye(len(result.chunks), dim, dtype=np.float32)
+        records.append(FileRecord(path, "h-" + path, [], vecs, "", "m", parsed=memoryview(_response(result))))
+    records.append(FileRecord("c.bin", "h-c", [], np.empty((0, dim), np.float32), "binary", "m"))
+    message = b"".join(piece for r in records for piece in wire.framed(1, r.serialized()))
+    with grpc.insecure_channel(svc.address) as ch:
+        write_many = ch.stream_stream("/codeindex.v1.Store/WriteMany", request_serializer=None,
+                                      response_deserializer=store_pb2.WriteAcks.FromString)
+        answers = list(write_many(iter([message]), timeout=60))
+        stub = store_pb2_grpc.StoreStub(ch)
+        acks = [(a.path, a.rows) for answer in answers for a in answer.acks]
+        assert sorted(acks) == [("a.py", 3), ("b.go", rows["b.go"]), ("c.bin", 0)]
+        assert len(answers) == 1  # one commit, one answer
+        hits = stub.Search(store_pb2.SearchRequest(query_vector=vectors.pack(np.eye(1, dim, 2, dtype=np.float32)[0]),
+                                                   k=1, mode=1), timeout=10).hits
+        assert (hits[0].chunk.path, hits[0].chunk.qualified_name) == ("a.py", "Beta.gamma")
+        assert hits[0].chunk.text == "def gamma(self):\n        return 2"
+        assert stub.Stats(store_pb2.StatsRequest(), timeout=10).files == 3
