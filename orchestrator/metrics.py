@@ -11,7 +11,8 @@ STAGE_WAIT = Counter("orchestrator_stage_wait_seconds_total",
                      "Time a stage waited: starved (for input) or blocked (handing output on)", ["stage", "kind"])
 STAGE_RETRIES = Counter("orchestrator_stage_retries_total",
                         "Calls repeated and streams resumed after a transient failure, by stage", ["stage"])
-QUEUE_DEPTH = Gauge("orchestrator_queue_depth", "Items in each queue between stages", ["queue"])
+QUEUE_DEPTH = Gauge("orchestrator_queue_depth", "Files in each queue between stages (the embed queue: requests)",
+                    ["queue"])
 RUN_FILES = Gauge("orchestrator_run_files", "Files of the current run: total, done, remaining", ["state"])
 RUN_CHUNKS = Gauge("orchestrator_run_chunks", "Chunks of the current run: done, embedded, remaining", ["state"])
 RUN_CHUNKS_PER_SECOND = Gauge("orchestrator_run_chunks_per_second", "Chunks written per second in the current run")

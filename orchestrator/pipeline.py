@@ -46,20 +46,9 @@ from .walker import Entry, IgnoreCache, read_batch, select, walk
 log = logging.getLogger("codeindex.orchestrator")
 
 
-Parsed = parser_pb2.ParseResponse  # one file as the parser sent it, passed on as it is (ParserClient.parse)
+# one file as the parser sent it: its message, read, and its bytes, passed on to the store (ParserClient.parse)
+Parsed = tuple[parser_pb2.ParseResponse, bytes]
 Settings = RunSettings  # how a run streams: stream counts, request and queue sizes, the file size limit
-
-
-class _Children(dict):
-    """A labelled metric's children by label values, each looked up once."""
-
-    def __init__(self, metric):
-        super().__init__()
-        self.metric = metric
-
-    def __missing__(self, labels: tuple[str, ...]):
-        child = self[labels] = self.metric.labels(*labels)
-        return child
 
 
 PUBLISH_EVERY_S = 0.25  # the run's progress gauges, at most this often (and once at the end)
@@ -67,36 +56,37 @@ PUBLISH_EVERY_S = 0.25  # the run's progress gauges, at most this often (and onc
 
 class Waits:
     """Time each stage spends starved (waiting for input) and blocked
-    (waiting to hand its output on): what shows the bottleneck."""
+    (waiting to hand its output on): what shows the bottleneck. Also what
+    each queue holds (files; the embed queue: requests). Both reach the
+    metrics in :meth:`publish`, not at every step."""
 
     def __init__(self) -> None:
         self.seconds: dict[tuple[str, str], float] = {}
         self.started = time.perf_counter()
         self.finished: dict[str, float] = {}  # stage -> seconds into the run when it had no more work
-        # the metrics' children, looked up once: prometheus_client's labels() costs about 10 µs a call,
-        # and these are touched several times for every file
-        self._waited = _Children(metrics.STAGE_WAIT)
-        self._depth = _Children(metrics.QUEUE_DEPTH)
+        self.held: dict[str, int] = {}  # queue -> files (requests) in it
+        self._published: dict[tuple[str, str], float] = {}  # the seconds the metrics have
 
     def finish(self, stage: str) -> None:
         self.finished[stage] = time.perf_counter() - self.started
 
     def add(self, stage: str, kind: str, seconds: float) -> None:
         self.seconds[(stage, kind)] = self.seconds.get((stage, kind), 0.0) + seconds
-        self._waited[stage, kind].inc(seconds)
 
     async def get(self, queue: asyncio.Queue, name: str, stage: str):
         started = time.perf_counter()
         item = await queue.get()
         self.add(stage, "starved", time.perf_counter() - started)
-        self._depth[name,].set(queue.qsize())
+        if item is not None:
+            self.held[name] = self.held.get(name, 0) - (len(item) if isinstance(item, list) else 1)
         return item
 
     async def put(self, queue: asyncio.Queue, name: str, stage: str, item) -> None:
+        """Put ``item`` (a list counts as its files) on ``queue``, waiting while it is full."""
         started = time.perf_counter()
         await queue.put(item)
         self.add(stage, "blocked", time.perf_counter() - started)
-        self._depth[name,].set(queue.qsize())
+        self.held[name] = self.held.get(name, 0) + (len(item) if isinstance(item, list) else 1)
 
     async def drain(self, queue: asyncio.Queue, name: str, stage: str, first=None):
         """Yield ``first`` (when given), then queue items until the None sentinel."""
@@ -104,6 +94,15 @@ class Waits:
             yield first
         while (item := await self.get(queue, name, stage)) is not None:
             yield item
+
+    def publish(self) -> None:
+        """The waits and the queues' contents as metrics."""
+        for key, seconds in self.seconds.items():
+            if seconds > self._published.get(key, 0.0):
+                metrics.STAGE_WAIT.labels(*key).inc(seconds - self._published.get(key, 0.0))
+                self._published[key] = seconds
+        for name, n in self.held.items():
+            metrics.QUEUE_DEPTH.labels(name).set(n)
 
     def bottleneck(self, elapsed: float) -> str:
         """The stage that waited least: busy the longest (a finished stage stops counting)."""
@@ -131,7 +130,8 @@ class Progress:
         return ProgressUpdate(self.files_done, self.files_total, self.chunks_done)
 
     def publish(self) -> None:
-        """The run's progress as gauges: done, remaining, rate, time left."""
+        """The run's progress as gauges: done, remaining, rate, time left; the stages' waits."""
+        self.waits.publish()
         rate = self.chunks_done / max(self.elapsed, 1e-9)
         remaining_files = max(self.files_total - self.files_done, 0)
         metrics.RUN_FILES.labels("total").set(self.files_total)
@@ -148,19 +148,20 @@ class Progress:
 class _Job:
     """One parsed file waiting for its vectors."""
 
-    def __init__(self, result: Parsed, fhash: str, dim: int):
-        self.result = result
+    def __init__(self, result: parser_pb2.ParseResponse, raw: bytes, fhash: str, dim: int):
+        self.path, self.raw = result.path, raw
         self.hash = fhash
         self.vectors = np.empty((len(result.chunks), dim), np.float32)
         self.missing = len(result.chunks)
 
     def fill(self, index: int, vector: np.ndarray) -> bool:
+        """The vector of chunk ``index``; whether the file is complete now."""
         self.vectors[index] = vector
         self.missing -= 1
         return self.missing == 0
 
     def record(self, model_id: str) -> FileRecord:
-        return FileRecord(self.result.path, self.hash, list(self.result.chunks), self.vectors, "", model_id)
+        return FileRecord(self.path, self.hash, [], self.vectors, "", model_id, parsed=self.raw)
 
 
 def _first_error(exc: BaseException) -> BaseException:
@@ -197,6 +198,7 @@ async def _supervise(tasks: dict[str, asyncio.Task]) -> None:
 
 
 READ_BATCH_FILES = 64
+PARSE_LIST_FILES = 16  # the files of a read batch go to the parse streams in lists of this many
 READ_BATCH_BYTES = 4 * 1024 * 1024
 
 
@@ -213,11 +215,16 @@ class IndexRun:
         self.summary, self.progress = summary, progress
         self.on_progress = on_progress
         self.waits = progress.waits
+        # files travel between the stages a list at a time (a read batch, a parser's answer, the records that
+        # became complete together): a step a file cost about as much as the file's own work
         size = settings.queue_size
-        self.files_q: asyncio.Queue = asyncio.Queue(size)  # read -> parse: (path, bytes)
-        self.parsed_q: asyncio.Queue = asyncio.Queue(size)  # parse -> reuse: the parser's ParseResponse
+        lists = max(4, size // 16)
+        self.files_q: asyncio.Queue = asyncio.Queue(max(4, size // PARSE_LIST_FILES))  # read -> parse: [(path, bytes)]
+        self.parsed_q: asyncio.Queue = asyncio.Queue(lists)  # parse -> reuse: [Parsed]
         self.embed_q: asyncio.Queue = asyncio.Queue(size)  # reuse -> embed: (request id, texts)
-        self.write_q: asyncio.Queue = asyncio.Queue(size)  # reuse, embed -> write: FileRecord
+        self.write_q: asyncio.Queue = asyncio.Queue(lists)  # reuse, embed -> write: [FileRecord]
+        self._parsed_files = metrics.STAGE_FILES.labels("parse")
+        self._written_files = metrics.STAGE_FILES.labels("write")
         self.unreadable: list[str] = []  # indexed files that could not be read now (their rows go)
         self.sent = 0  # files sent to the parser
         self.hashes: dict[str, str] = {}  # path -> content hash, of files between read and reuse
@@ -280,6 +287,7 @@ class IndexRun:
 
     async def _read(self, batch: list[tuple[Entry, str | None]]) -> None:
         read_back = await asyncio.to_thread(read_batch, [e for e, _ in batch])
+        changed: list[tuple[str, bytes]] = []
         for (entry, fhash, data, hashed_at), (_, old) in zip(read_back, batch):
             if data is None:
                 self.skip("unreadable")
@@ -293,8 +301,10 @@ class IndexRun:
                 self.unchanged()
                 continue
             self.hashes[entry.path] = fhash
-            self.sent += 1
-            await self.waits.put(self.files_q, "files", "read", (entry.path, data))
+            changed.append((entry.path, data))
+        self.sent += len(changed)
+        for start in range(0, len(changed), PARSE_LIST_FILES):  # lists every parse stream gets some of
+            await self.waits.put(self.files_q, "files", "read", changed[start:start + PARSE_LIST_FILES])
         self.report()
 
     # ------------------------------------------------------------------ parse
@@ -311,11 +321,11 @@ class IndexRun:
             return
         await self.stages.up("parser")  # a local parser starts when the first file needs it
         files = self.waits.drain(self.files_q, "files", "parse", first)
-        async for result in self.stages.parser.parse(files, self.info.max_tokens, self.info.tokenizer_json):
-            metrics.STAGE_FILES.labels("parse").inc()
-            self.progress.files_parsed += 1
-            self.progress.chunks_total += len(result.chunks)
-            await self.waits.put(self.parsed_q, "parsed", "parse", result)
+        async for done in self.stages.parser.parse(files, self.info.max_tokens, self.info.tokenizer_json):
+            self._parsed_files.inc(len(done))
+            self.progress.files_parsed += len(done)
+            self.progress.chunks_total += sum(len(pb.chunks) for pb, _ in done)
+            await self.waits.put(self.parsed_q, "parsed", "parse", done)
 
     # ------------------------------------------------------------------ reuse
 
@@ -325,31 +335,37 @@ class IndexRun:
         done = False
         while not done:
             batch, done = await self._take_parsed()
-            unknown = {c.content_hash for r in batch for c in r.chunks} - self.cache.keys() - self.waiting.keys()
+            hashed = [(result, raw, [c.content_hash for c in result.chunks]) for result, raw in batch]
+            cache, waiting = self.cache, self.waiting  # (a set minus a dict's keys walks the whole dict)
+            unknown = {h for _, _, hashes in hashed for h in hashes if h not in cache and h not in waiting}
             found = await self.stages.store.lookup_vectors(sorted(unknown))
             new_texts: list[tuple[str, str]] = []
-            for result in batch:
-                record = self._assign(result, found, new_texts)
-                if record is not None:
-                    await self.waits.put(self.write_q, "write", "reuse", record)
+            records = [r for r in (self._assign(*file, found, new_texts) for file in hashed) if r is not None]
+            if records:
+                await self.waits.put(self.write_q, "write", "reuse", records)
             await self._request_embeddings(new_texts)
         for _ in range(self.settings.embed_streams):
             await self.embed_q.put(None)
 
     async def _take_parsed(self) -> tuple[list[Parsed], bool]:
-        """The next parsed file and up to 63 more already waiting (one vector lookup for all);
-        whether the parser is done."""
-        batch = [await self.waits.get(self.parsed_q, "parsed", "reuse")]
-        while not self.parsed_q.empty() and len(batch) < 64 and batch[-1] is not None:
-            batch.append(self.parsed_q.get_nowait())
-        if batch[-1] is None:
-            return batch[:-1], True
+        """The next parsed files and more already waiting, up to about 64 files (one vector lookup for
+        all); whether the parser is done."""
+        first = await self.waits.get(self.parsed_q, "parsed", "reuse")
+        if first is None:
+            return [], True
+        batch = list(first)
+        while len(batch) < 64 and not self.parsed_q.empty():
+            more = await self.waits.get(self.parsed_q, "parsed", "reuse")
+            if more is None:
+                return batch, True
+            batch.extend(more)
         return batch, False
 
-    def _assign(self, result: Parsed, found: dict[str, np.ndarray],
+    def _assign(self, result: parser_pb2.ParseResponse, raw: bytes, hashes: list[str], found: dict[str, np.ndarray],
                 new_texts: list[tuple[str, str]]) -> FileRecord | None:
-        """Give each chunk of ``result`` its vector, or a place in line for one (``new_texts`` gets the
-        texts nobody embeds yet); the file's record when it is complete already."""
+        """Give each chunk of ``result`` (whose content hashes are ``hashes``) its vector, or a place in line
+        for one (``new_texts`` gets the texts nobody embeds yet); the file's record when it is complete
+        already."""
         fhash, dim, model_id = self.hashes.pop(result.path), self.info.dim, self.info.model_id
         if result.skip_reason in PARSER_FAILURES:
             self.skip(result.skip_reason)  # not recorded: the next run tries the file again
@@ -358,23 +374,28 @@ class IndexRun:
         if result.skip_reason:
             self.skip(result.skip_reason)
             return FileRecord(result.path, fhash, [], np.empty((0, dim), np.float32), result.skip_reason, model_id)
-        self.summary.chunks_total += len(result.chunks)
-        job = _Job(result, fhash, dim)
-        complete = not result.chunks
-        for i, c in enumerate(result.chunks):
-            vec = self.cache.get(c.content_hash)
-            if vec is None and c.content_hash in found:
-                vec = self.cache[c.content_hash] = found[c.content_hash]
+        self.summary.chunks_total += len(hashes)
+        job = _Job(result, raw, fhash, dim)
+        cache, waiting = self.cache, self.waiting
+        filled = queued = 0
+        for i, h in enumerate(hashes):  # the loop of every chunk of the run: kept lean
+            vec = cache.get(h)
+            if vec is None:
+                vec = found.get(h)
+                if vec is not None:
+                    cache[h] = vec
             if vec is not None:
-                self.summary.chunks_reused += 1
-                complete = job.fill(i, vec)
+                job.vectors[i] = vec
+                filled += 1
                 continue
-            if c.content_hash in self.waiting:
-                self.summary.chunks_reused += 1  # the same text is already being embedded
+            if h in waiting:
+                queued += 1  # the same text is already being embedded
             else:
-                new_texts.append((c.content_hash, c.embed_text))
-            self.waiting[c.content_hash].append((job, i))
-        return job.record(model_id) if complete else None
+                new_texts.append((h, result.chunks[i].embed_text))
+            waiting[h].append((job, i))
+        self.summary.chunks_reused += filled + queued
+        job.missing -= filled
+        return job.record(model_id) if job.missing == 0 else None
 
     async def _request_embeddings(self, texts: list[tuple[str, str]]) -> None:
         step = self.settings.embed_request_texts
@@ -400,11 +421,14 @@ class IndexRun:
             self.summary.chunks_embedded += len(hashes)
             self.progress.chunks_embedded += len(hashes)
             metrics.CHUNKS_EMBEDDED.inc(len(hashes))
+            complete = []
             for h, v in zip(hashes, vecs):
                 self.cache[h] = v
                 for job, i in self.waiting.pop(h):
                     if job.fill(i, v):
-                        await self.waits.put(self.write_q, "write", "embed", job.record(self.info.model_id))
+                        complete.append(job.record(self.info.model_id))
+            if complete:
+                await self.waits.put(self.write_q, "write", "embed", complete)
 
     # ------------------------------------------------------------------ write
 
@@ -416,12 +440,12 @@ class IndexRun:
         first = await self.waits.get(self.write_q, "write", "write")
         if first is None:
             return
-        async for _path, rows in self.stages.store.write(self.waits.drain(self.write_q, "write", "write", first)):
-            self.progress.files_done += 1
-            self.progress.chunks_done += rows
-            if rows:
-                self.summary.files_indexed += 1
-            metrics.STAGE_FILES.labels("write").inc()
+        async for acks in self.stages.store.write(self.waits.drain(self.write_q, "write", "write", first)):
+            for _path, rows in acks:
+                self.progress.chunks_done += rows
+                self.summary.files_indexed += rows > 0
+            self.progress.files_done += len(acks)
+            self._written_files.inc(len(acks))
             self.report()
 
 

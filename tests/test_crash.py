@@ -148,10 +148,11 @@ def parsed_chunks(repo: Path, parser_addr: str, embed_addr: str) -> dict[str, tu
             async def files():
                 for e in walk(str(repo)):
                     if not e.skip_reason:
-                        yield e.path, read(e)
+                        yield [(e.path, read(e))]
 
             return {r.path: tuple(sorted(c.content_hash for c in r.chunks))
-                    async for r in parser.parse(files(), info.max_tokens, info.tokenizer_json) if r.chunks}
+                    async for done in parser.parse(files(), info.max_tokens, info.tokenizer_json)
+                    for r, _ in done if r.chunks}
         finally:
             await embedder.close()
             await parser.close()
