@@ -303,8 +303,10 @@ class IndexRun:
             self.hashes[entry.path] = fhash
             changed.append((entry.path, data))
         self.sent += len(changed)
-        for start in range(0, len(changed), PARSE_LIST_FILES):  # lists every parse stream gets some of
-            await self.waits.put(self.files_q, "files", "read", changed[start:start + PARSE_LIST_FILES])
+        # lists that every parse stream (and so every parser replica) gets some of, however few the files
+        step = max(1, min(PARSE_LIST_FILES, -(-len(changed) // self.settings.parse_streams)))
+        for start in range(0, len(changed), step):
+            await self.waits.put(self.files_q, "files", "read", changed[start:start + step])
         self.report()
 
     # ------------------------------------------------------------------ parse
