@@ -539,10 +539,28 @@ class VectorStore:
 
     def stats(self) -> Stats:
         chunks = self._chunks.count_rows() - self._tombstones() if self._chunks is not None else 0
-        versions = len(self._chunks.list_versions()) if self._chunks is not None else 0
+        versions = table_versions(self._chunks) if self._chunks is not None else 0
         metrics.TABLE_ROWS.set(chunks)
         metrics.TABLE_VERSIONS.set(versions)
         ann = self._ann.current
         return Stats(chunks=chunks, files=self._files.count_rows() if self._files is not None else 0,
                      dim=self.dim, model_id=self._model_id, uri=self.uri, versions=versions,
                      vector_index=ann.name if ann else "", unindexed_rows=self.unindexed_rows())
+
+
+def table_versions(table, attempts: int = 5) -> int:
+    """How many versions ``table`` has. LanceDB lists the version files and then reads each, so a listing
+    taken while the upkeep's cleanup removes old versions (the idle upkeep runs beside Stats) can name a
+    file gone by the time it is read ("Not found: .../_versions/N.manifest"): it is listed again."""
+    for attempt in range(attempts):
+        try:
+            return len(table.list_versions())
+        except RuntimeError as exc:
+            if attempt == attempts - 1 or not _version_gone(exc):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _version_gone(exc: Exception) -> bool:
+    message = str(exc)
+    return "Not found" in message and "_versions/" in message

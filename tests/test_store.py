@@ -720,3 +720,30 @@ def test_keyword_fields_sent_by_the_parser_are_the_ones_the_store_would_compute(
         c.ClearField("kw_body")
         c.ClearField("kw_format")
     assert chunk_rows([FileRecord(path, "h", list(sent.chunks), vecs)], 8).equals(computed)
+
+
+def test_versions_listed_while_the_cleanup_removes_one_are_listed_again():
+    """LanceDB lists a table's version files, then reads each: the idle upkeep's cleanup, beside a Stats
+    call, can remove one in between (seen in the scale benchmark: "Not found: .../_versions/N.manifest").
+    The listing is taken again; any other error is not retried."""
+    from store_svc.store import table_versions
+
+    class Listing:
+        def __init__(self, errors):
+            self.errors, self.calls = list(errors), 0
+
+        def list_versions(self):
+            self.calls += 1
+            if self.errors:
+                raise self.errors.pop(0)
+            return [1, 2, 3]
+
+    gone = RuntimeError("lance error: Not found: /x/chunks.lance/_versions/18446744073709551556.manifest, manifest.rs")
+    table = Listing([gone, gone])
+    assert table_versions(table) == 3 and table.calls == 3
+    with pytest.raises(RuntimeError, match="Not found"):
+        table_versions(Listing([gone] * 5))
+    other = Listing([RuntimeError("lance error: IO error: disk full")])
+    with pytest.raises(RuntimeError, match="disk full"):
+        table_versions(other)
+    assert other.calls == 1
