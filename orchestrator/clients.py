@@ -453,7 +453,7 @@ class ParserClient(_Client):
     PARSE_BATCH = Batching(items=64, weight=lambda f: len(f[1]), max_weight=4 << 20)
 
     async def parse(self, files: AsyncIterator[list[tuple[str, bytes]]], max_tokens: int = 0,
-                    tokenizer_json: bytes = b"") -> AsyncIterator[list[tuple[parser_pb2.ParseResponse, bytes]]]:
+                    tokenizer_json: bytes = b"") -> AsyncIterator[list[tuple[parser_pb2.ParseResponse, memoryview]]]:
         """Lists of (path, content) in; chunks of each file out, the files
         done together in a list, as they are done; chunks are sized for a model
         window of ``max_tokens`` counted with ``tokenizer_json`` (both from the
@@ -471,7 +471,7 @@ class ParserClient(_Client):
             return parser_pb2.ParseBatch(files=[parser_pb2.ParseRequest(path=path, content=content)
                                                 for path, content in group], options=options if first else None)
 
-        def split(answer: bytes) -> list[tuple[parser_pb2.ParseResponse, bytes]]:
+        def split(answer: bytes) -> list[tuple[parser_pb2.ParseResponse, memoryview]]:
             return [(parser_pb2.ParseResponse.FromString(raw), raw) for raw in wire.repeated(answer, 1)]
 
         async for done in self._resumable("ParseManyBytes", files, lambda item: item[0], to_pb,

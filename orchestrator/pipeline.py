@@ -47,7 +47,7 @@ log = logging.getLogger("codeindex.orchestrator")
 
 
 # one file as the parser sent it: its message, read, and its bytes, passed on to the store (ParserClient.parse)
-Parsed = tuple[parser_pb2.ParseResponse, bytes]
+Parsed = tuple[parser_pb2.ParseResponse, memoryview]
 Settings = RunSettings  # how a run streams: stream counts, request and queue sizes, the file size limit
 
 
@@ -148,7 +148,7 @@ class Progress:
 class _Job:
     """One parsed file waiting for its vectors."""
 
-    def __init__(self, result: parser_pb2.ParseResponse, raw: bytes, fhash: str, dim: int):
+    def __init__(self, result: parser_pb2.ParseResponse, raw: memoryview, fhash: str, dim: int):
         self.path, self.raw = result.path, raw
         self.hash = fhash
         self.vectors = np.empty((len(result.chunks), dim), np.float32)
@@ -218,7 +218,7 @@ class IndexRun:
         # files travel between the stages a list at a time (a read batch, a parser's answer, the records that
         # became complete together): a step a file cost about as much as the file's own work
         size = settings.queue_size
-        lists = max(4, size // 16)
+        lists = max(4, size // PARSE_LIST_FILES)
         self.files_q: asyncio.Queue = asyncio.Queue(max(4, size // PARSE_LIST_FILES))  # read -> parse: [(path, bytes)]
         self.parsed_q: asyncio.Queue = asyncio.Queue(lists)  # parse -> reuse: [Parsed]
         self.embed_q: asyncio.Queue = asyncio.Queue(size)  # reuse -> embed: (request id, texts)
@@ -363,8 +363,8 @@ class IndexRun:
             batch.extend(more)
         return batch, False
 
-    def _assign(self, result: parser_pb2.ParseResponse, raw: bytes, hashes: list[str], found: dict[str, np.ndarray],
-                new_texts: list[tuple[str, str]]) -> FileRecord | None:
+    def _assign(self, result: parser_pb2.ParseResponse, raw: memoryview, hashes: list[str],
+                found: dict[str, np.ndarray], new_texts: list[tuple[str, str]]) -> FileRecord | None:
         """Give each chunk of ``result`` (whose content hashes are ``hashes``) its vector, or a place in line
         for one (``new_texts`` gets the texts nobody embeds yet); the file's record when it is complete
         already."""
