@@ -2,7 +2,7 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
-COMMIT_OPS = ("pending", "append", "replace", "done", "delete", "optimize")
+COMMIT_OPS = ("pending", "append", "replace", "done", "delete", "optimize", "cleanup")
 
 ROWS_WRITTEN = Counter("store_rows_written_total", "Chunk rows written, by how: append (a new file) or replace",
                        ["how"])
@@ -35,3 +35,8 @@ UPKEEP_DEFERRED = Counter("store_upkeep_deferred_total",
                           "Runs whose upkeep was not due yet (a large table, few new rows)")
 ACTIVE_STREAMS = Gauge("store_active_streams", "Open Write streams")
 ACTIVE_WRITES = Gauge("store_active_writes", "Coalesced writes in progress (at most --write-concurrency)")
+CLEANUP_SKIPPED = Counter("store_upkeep_cleanup_skipped_total",
+                          "Upkeeps that left a table's old versions to the next one, by reason: written (the table "
+                          "was written after its compaction) or busy (operations in flight over 2 s)", ["reason"])
+for _reason in ("written", "busy"):
+    CLEANUP_SKIPPED.labels(_reason)

@@ -62,11 +62,20 @@ class ChunkSearch:
 
     def search(self, vector: np.ndarray | None, q: Query, where: str,
                options: RankingOptions = ranking.DEFAULT) -> list[Hit]:
-        """Top-k chunks by ``q.mode`` within the filter ``where``: "vector", "keyword" or "hybrid"."""
-        info, candidates = self.candidates(vector, q, where, options)
-        hits = ranking.rank(candidates, info, q.k, options, q.mode)
-        rows = {c.chunk.id: c.row_id for c in candidates if not c.whole}
-        full = self.complete([(h.chunk.id, rows[h.chunk.id]) for h in hits if h.chunk.id in rows])
+        """Top-k chunks by ``q.mode`` within the filter ``where``: "vector", "keyword" or "hybrid".
+
+        A file written while the search runs may take a top-k chunk away between its retrieval and the
+        read of its row (the file's new chunks are in a newer version than the one retrieved from): the
+        search is run once more, on the newer version, and a chunk that vanishes again is left out."""
+        for _ in range(2):
+            info, candidates = self.candidates(vector, q, where, options)
+            hits = ranking.rank(candidates, info, q.k, options, q.mode)
+            rows = {c.chunk.id: c.row_id for c in candidates if not c.whole}
+            full = self.complete([(h.chunk.id, rows[h.chunk.id]) for h in hits if h.chunk.id in rows])
+            gone = {h.chunk.id for h in hits if h.chunk.id in rows and h.chunk.id not in full}
+            if not gone:
+                break
+        hits = [h for h in hits if h.chunk.id not in gone]
         for h in hits:
             if h.chunk.id in rows:
                 h.chunk = full[h.chunk.id]
@@ -94,27 +103,32 @@ class ChunkSearch:
         if q.min_score is not None:  # a cosine floor, in the modes that have one
             candidates = [c for c in candidates if c.cosine is not None and c.cosine >= q.min_score]
         texts = [c for c in candidates if not c.whole and ranking.reads_text(c.chunk)]
-        if texts:  # the few the ranking reads the text of
+        if texts:  # the few the ranking reads the text of (one a write took away since is left out)
             full = self.complete([(c.chunk.id, c.row_id) for c in texts])
+            gone = {c.chunk.id for c in texts if c.chunk.id not in full}
+            candidates = [c for c in candidates if c.chunk.id not in gone]
             for c in texts:
-                c.chunk, c.whole = full[c.chunk.id], True
+                if c.chunk.id in full:
+                    c.chunk, c.whole = full[c.chunk.id], True
         return info, candidates
 
     def complete(self, found: list[tuple[str, int | None]]) -> dict[str, Chunk]:
         """The whole chunk of each (chunk id, row id the retrieval saw): read by row id, and by chunk id
         (through its index) for any whose row is gone since (compacted into another fragment: a row id
-        names a fragment and an offset, and LanceDB reads no row for one that is gone) or was not seen."""
+        names a fragment and an offset, and LanceDB reads no row for one that is gone) or was not seen.
+        A chunk that a write has taken away since (deleted, or a tombstone now) is not in the answer."""
         out: dict[str, Chunk] = {}
         by_row = [(cid, rid) for cid, rid in found if rid is not None]
         if by_row:
             rows = self.table.take_row_ids([rid for _, rid in by_row]).select(ROW_COLUMNS).to_list()
             wanted = {cid for cid, _ in by_row}
-            out = {row["id"]: chunk_from_row(row) for row in rows if row["id"] in wanted}
+            out = {row["id"]: chunk_from_row(row) for row in rows
+                   if row["id"] in wanted and row["kind"] != TOMBSTONE}
         missing = [cid for cid, _ in found if cid not in out]
         if missing:
             match = f"id IN ({', '.join(sql_str(cid) for cid in missing)})"
             rows = self.table.search().where(match).select(ROW_COLUMNS).limit(len(missing)).to_list()
-            out.update((row["id"], chunk_from_row(row)) for row in rows)
+            out.update((row["id"], chunk_from_row(row)) for row in rows if row["kind"] != TOMBSTONE)
         return out
 
     def _merge(self, found: dict[str, list[dict]], vector: np.ndarray | None) -> list[Candidate]:

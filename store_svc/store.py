@@ -25,6 +25,7 @@ retrieval (``search``) and the ranking stage (``ranking``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import threading
@@ -47,6 +48,7 @@ from codeindex_common.model import FileRecord, Hit, ManifestEntry, Query, Stats,
 
 from . import metrics
 from .ann import MAX_ANN_DELTAS, AnnIndex
+from .gate import Gate
 from .ranking import DEFAULT, RankingOptions
 from .schema import (CHUNK_COLUMNS, CHUNKS, DERIVED, DERIVED_FIELDS, FILES, FILES_SCHEMA, FTS_COLUMNS, IS_TOMBSTONE,
                      SCALAR_INDEXES, chunk_rows, chunks_schema, derived_rows, file_rows, missing_columns,
@@ -57,6 +59,17 @@ from .sql import in_list, where_clause
 log = logging.getLogger("codeindex.store")
 
 _HEX = re.compile(r"^[0-9a-f]{1,128}$")
+NEVER = timedelta(days=36500)  # an optimize's cleanup that removes nothing (its compaction alone)
+
+
+def _shared(method):
+    """The method holds the store's gate shared (:mod:`store_svc.gate`): no cleanup removes files under it."""
+
+    @functools.wraps(method)
+    def holding(self, *args, **kwargs):
+        with self._gate.shared():
+            return method(self, *args, **kwargs)
+    return holding
 
 
 @dataclass(frozen=True)
@@ -103,6 +116,7 @@ class VectorStore:
 
     def __post_init__(self) -> None:
         self._ann = AnnIndex(self.settings.ann_index, self.settings.ann_min_rows)  # refuses an unknown kind
+        self._gate = Gate()  # every operation on the tables shared; removing their files (cleanup, reset) exclusive
         self._replace_lock = threading.Lock()  # chunk replaces, deletes and maintenance, one at a time
         self._files_lock = threading.Lock()  # the small files-table commits, one at a time
         self._schema_lock = threading.Lock()
@@ -237,6 +251,7 @@ class VectorStore:
 
     # ------------------------------------------------------------------ writes
 
+    @_shared
     def write(self, records: list[FileRecord]) -> int:
         """Replace every given file's rows; returns chunk rows written. A crash
         at any point leaves each file either as it was, new, or marked pending."""
@@ -335,6 +350,7 @@ class VectorStore:
                 self._files.merge_insert("path").when_matched_update_all().when_not_matched_insert_all()
                 .execute(files)))
 
+    @_shared
     def delete(self, paths: list[str]) -> int:
         """Remove the files' rows in three commits, like a write: manifest rows
         pending, chunks deleted, manifest rows deleted. A crash in between
@@ -361,7 +377,7 @@ class VectorStore:
         file is marked pending first, so that a crash between the two drops
         leaves a manifest that re-indexes everything, not one that calls the
         files indexed."""
-        with self._replace_lock, self._files_lock, self._schema_lock:
+        with self._gate.exclusive(), self._replace_lock, self._files_lock, self._schema_lock:  # no timeout
             dropped = self._chunks.count_rows() if self._chunks is not None else 0
             if self._files is not None:
                 self._commit("pending", lambda: self._files.update(values={"file_hash": ""}))
@@ -377,6 +393,7 @@ class VectorStore:
 
     # ------------------------------------------------------------------ reads
 
+    @_shared
     def manifest(self) -> list[ManifestEntry]:
         """Every file's (path, hash, skip reason), from one scan."""
         self._check_schema()
@@ -388,9 +405,18 @@ class VectorStore:
     def manifest_pages(self, after: str = "", size: int = 8192) -> Iterator[tuple[list[str], list[str]]]:
         """(paths, their hashes) of the files after ``after``, in path order, ``size`` at a time: what the
         Manifest RPC streams. One scan, sorted as Arrow columns (never a Python object per file)."""
+        with self._gate.shared():  # not across the pages: the caller may hold each as long as it likes
+            table = self._files_sorted(after)
+        if table is None:
+            return
+        for start in range(0, table.num_rows, size):
+            page = table.slice(start, size)
+            yield page["path"].to_pylist(), page["file_hash"].to_pylist()
+
+    def _files_sorted(self, after: str) -> pa.Table | None:
         self._check_schema()
         if self._files is None:
-            return
+            return None
         # the latest commit, also another process's within the read-consistency interval: what the
         # orchestrator's marker of a settled index is checked against (orchestrator/settled.py)
         with self._files_lock:
@@ -398,11 +424,9 @@ class VectorStore:
         table = self._files.to_arrow().select(["path", "file_hash"])
         if after:
             table = table.filter(pc.greater(table["path"], after))
-        table = table.take(pc.sort_indices(table["path"]))
-        for start in range(0, table.num_rows, size):
-            page = table.slice(start, size)
-            yield page["path"].to_pylist(), page["file_hash"].to_pylist()
+        return table.take(pc.sort_indices(table["path"]))
 
+    @_shared
     def lookup_vectors(self, content_hashes: list[str]) -> tuple[list[str], np.ndarray]:
         """Stored vectors for the given content hashes (each found hash once)."""
         wanted = sorted(set(content_hashes))
@@ -428,6 +452,7 @@ class VectorStore:
         return keys, (np.stack([found[k] for k in keys]).astype(np.float32) if keys
                       else np.empty((0, self.dim), np.float32))
 
+    @_shared
     def search(self, vector: np.ndarray | None, q: Query, ranking: RankingOptions | None = None) -> list[Hit]:
         """Top-k chunks by ``q.mode``: "vector" (meaning), "keyword" (full
         text, identifiers understood) or "hybrid" (both, and exact definition
@@ -441,6 +466,7 @@ class VectorStore:
         self._check_schema()
         return search.search(vector, q, where, ranking or self.settings.ranking)
 
+    @_shared
     def candidates(self, vector: np.ndarray | None, q: Query, ranking: RankingOptions | None = None):
         """What the ranking stage would get for this search: (the query read, the candidates); what
         ``bench.quality.fit`` fits the ranking's weights on."""
@@ -448,6 +474,7 @@ class VectorStore:
             return None, []
         return self._search.candidates(vector, q, where_clause(q), ranking or self.settings.ranking)
 
+    @_shared
     def find_symbol(self, q: SymbolQuery) -> list[SymbolHit]:
         """Every definition named ``q.name`` (bare or qualified), merged small functions included, each with
         its own lines; by path and line."""
@@ -470,21 +497,25 @@ class VectorStore:
         table has grown enough to want twice the partitions (or, quiet, to make
         its segments one again); then compact both
         tables (which folds new rows into every index) and remove versions
-        older than ``keep_versions_seconds``."""
-        with self._replace_lock:
-            if (self._chunks is None or not self._chunks.count_rows() or self.upkeep_due()
-                    or (quiet and self.quiet_upkeep_wanted())):
+        older than ``keep_versions_seconds`` (:meth:`_cleanup`)."""
+        with self._gate.shared(), self._replace_lock:
+            due = (self._chunks is None or not self._chunks.count_rows() or self.upkeep_due()
+                   or (quiet and self.quiet_upkeep_wanted()))
+            if due:
                 log.info("upkeep: indexes, compaction and old versions (%d rows)",
                          self._chunks.count_rows() if self._chunks is not None else 0)
                 if self._chunks is not None and self._chunks.count_rows():
                     with metrics.MAINTENANCE_SECONDS.labels("scalar_indexes").time():
                         self._ensure_indexes()
                     self._ann.refresh(self._chunks, self.dim, merge=quiet)
-                self._compact(timedelta(seconds=self.settings.keep_versions_seconds))
+                settled = self._compact()
             else:
                 metrics.UPKEEP_DEFERRED.inc()
+        if due:
+            self._cleanup(timedelta(seconds=self.settings.keep_versions_seconds), settled)
         return self.stats()
 
+    @_shared
     def upkeep_due(self) -> bool:
         """Whether a run's upkeep is worth its cost now. Up to ``upkeep_full_rows`` rows it always is (it is
         cheap); above, only when an index is missing or wants building again, when the rows that the
@@ -504,11 +535,13 @@ class VectorStore:
             return True
         return self.unindexed_rows(indices) >= s.upkeep_unindexed_share * rows
 
+    @_shared
     def quiet_upkeep_wanted(self) -> bool:
         """Whether a quiet upkeep has work: rows outside the indexes, or an ANN index of more segments than
         ``MAX_ANN_DELTAS``."""
         return bool(self.unindexed_rows()) or self._ann.deltas(self._chunks) > MAX_ANN_DELTAS
 
+    @_shared
     def unindexed_rows(self, indices=None) -> int:
         """The most rows any of the chunks table's indexes (``indices``: listed already) does not hold yet."""
         table = self._chunks
@@ -529,17 +562,55 @@ class VectorStore:
         if not any("path" in ix.columns for ix in self._files.list_indices()):
             self._files.create_index("path", config=BTree(), replace=True)  # each write's lookup
 
-    def _compact(self, keep: timedelta) -> None:
-        """Both tables compacted (new rows folded into every index), versions older than ``keep`` removed."""
-        for name, table in ((FILES, self._files), (CHUNKS, self._chunks)):
-            if table is not None:
-                with metrics.MAINTENANCE_SECONDS.labels(f"optimize_{name}").time(), warnings.catch_warnings():
-                    warnings.simplefilter("ignore", UserWarning)  # the note that keep=0 drops old versions
-                    self._commit("optimize", lambda t=table: t.optimize(cleanup_older_than=keep))
+    COMPACT_PASSES = 3
 
+    def _tables(self):
+        return [(name, table) for name, table in ((FILES, self._files), (CHUNKS, self._chunks)) if table is not None]
+
+    def _compact(self) -> dict[str, int]:
+        """Both tables compacted, new rows folded into every index, no file removed (see :meth:`_cleanup`):
+        LanceDB's optimize, again until a pass commits nothing (it leaves some work, such as deleted rows
+        to drop from a fragment it has just written, to a next pass), at most ``COMPACT_PASSES`` times.
+        Returns the version each table settled at."""
+        settled = {}
+        for name, table in self._tables():
+            with metrics.MAINTENANCE_SECONDS.labels(f"optimize_{name}").time():
+                for _ in range(self.COMPACT_PASSES):
+                    before = table.version
+                    self._commit("optimize", lambda t=table: t.optimize(cleanup_older_than=NEVER))
+                    if table.version == before:
+                        settled[name] = before
+                        break
+        return settled
+
+    CLEANUP_WAIT_S = 2.0
+
+    def _cleanup(self, keep: timedelta, settled: dict[str, int]) -> None:
+        """The files of the versions committed more than ``keep`` ago removed, but the latest's, with the
+        gate held exclusive: no search, write or listing is reading an older version meanwhile (see
+        :mod:`store_svc.gate`), and the ones after read the latest. LanceDB removes files only through its
+        optimize, which compacts and folds new rows into the indexes first: so only a table still at the
+        version :meth:`_compact` settled at (nothing written since) is cleaned, and its optimize has
+        nothing else to do, which keeps the gate's hold to milliseconds. New operations wait while the
+        cleanup waits for those in flight, so it waits ``CLEANUP_WAIT_S`` at most (a long one is
+        another upkeep's compaction). What is not cleaned is left to the next upkeep
+        (``store_upkeep_cleanup_skipped_total{reason}``)."""
+        with self._gate.exclusive(self.CLEANUP_WAIT_S) as held:
+            if not held:
+                metrics.CLEANUP_SKIPPED.labels("busy").inc()
+                return
+            for name, table in self._tables():
+                if settled.get(name) != table.version:
+                    metrics.CLEANUP_SKIPPED.labels("written").inc()
+                    continue
+                with metrics.MAINTENANCE_SECONDS.labels(f"cleanup_{name}").time(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # the note that keep=0 drops old versions
+                    self._commit("cleanup", lambda t=table: t.optimize(cleanup_older_than=keep))
+
+    @_shared
     def stats(self) -> Stats:
         chunks = self._chunks.count_rows() - self._tombstones() if self._chunks is not None else 0
-        versions = table_versions(self._chunks) if self._chunks is not None else 0
+        versions = len(self._chunks.list_versions()) if self._chunks is not None else 0
         metrics.TABLE_ROWS.set(chunks)
         metrics.TABLE_VERSIONS.set(versions)
         ann = self._ann.current
@@ -547,20 +618,3 @@ class VectorStore:
                      dim=self.dim, model_id=self._model_id, uri=self.uri, versions=versions,
                      vector_index=ann.name if ann else "", unindexed_rows=self.unindexed_rows())
 
-
-def table_versions(table, attempts: int = 5) -> int:
-    """How many versions ``table`` has. LanceDB lists the version files and then reads each, so a listing
-    taken while the upkeep's cleanup removes old versions (the idle upkeep runs beside Stats) can name a
-    file gone by the time it is read ("Not found: .../_versions/N.manifest"): it is listed again."""
-    for _ in range(attempts - 1):
-        try:
-            return len(table.list_versions())
-        except RuntimeError as exc:
-            if not _version_gone(exc):
-                raise
-    return len(table.list_versions())
-
-
-def _version_gone(exc: Exception) -> bool:
-    message = str(exc)
-    return "Not found" in message and "_versions/" in message

@@ -722,28 +722,111 @@ def test_keyword_fields_sent_by_the_parser_are_the_ones_the_store_would_compute(
     assert chunk_rows([FileRecord(path, "h", list(sent.chunks), vecs)], 8).equals(computed)
 
 
-def test_versions_listed_while_the_cleanup_removes_one_are_listed_again():
-    """LanceDB lists a table's version files, then reads each: the idle upkeep's cleanup, beside a Stats
-    call, can remove one in between (seen in the scale benchmark: "Not found: .../_versions/N.manifest").
-    The listing is taken again; any other error is not retried."""
-    from store_svc.store import table_versions
+# ----------------------------------------------------------------------------- searches beside writes and upkeep
 
-    class Listing:
-        def __init__(self, errors):
-            self.errors, self.calls = list(errors), 0
 
-        def list_versions(self):
-            self.calls += 1
-            if self.errors:
-                raise self.errors.pop(0)
-            return [1, 2, 3]
+def _module(i, generation):
+    return "".join(f"def func_{i}_{j}_{generation}(x):\n    return x + {j * generation}\n\n" for j in range(4))
 
-    gone = RuntimeError("lance error: Not found: /x/chunks.lance/_versions/18446744073709551556.manifest, manifest.rs")
-    table = Listing([gone, gone])
-    assert table_versions(table) == 3 and table.calls == 3
-    with pytest.raises(RuntimeError, match="Not found"):
-        table_versions(Listing([gone] * 5))
-    other = Listing([RuntimeError("lance error: IO error: disk full")])
-    with pytest.raises(RuntimeError, match="disk full"):
-        table_versions(other)
-    assert other.calls == 1
+
+def test_searches_beside_writes_and_the_upkeeps_cleanup_never_fail(tmp_path):
+    """Searches of every mode, symbol lookups and Stats run while another thread edits files and runs the
+    upkeep, whose cleanup keeps no old version (keep 0): none fails. Before the gate (store_svc/gate.py)
+    the cleanup removed the files of a version a search was reading ("Not found: .../data/<file>.lance"),
+    and a hit whose file was rewritten between its retrieval and the read of its row failed the search
+    (KeyError): 12-16 failures in 30 s of this."""
+    import threading
+
+    from store_svc.store import StoreSettings
+
+    dim, files = 16, 200
+    store = VectorStore(str(tmp_path / "db"), settings=StoreSettings(keep_versions_seconds=0, ann_min_rows=10**6))
+    store.write([record(f"m{i}.py", _module(i, 0), seed=i, dim=dim, model="m") for i in range(files)])
+    store.optimize()
+    stop = time.monotonic() + 15
+    failures, reads, upkeeps = [], [0], [0]
+
+    def read(seed):
+        rng = np.random.default_rng(seed)
+        while time.monotonic() < stop:
+            v = rng.standard_normal(dim).astype(np.float32)
+            v /= np.linalg.norm(v)
+            calls = [(store.search, v, Query("func return x", 10, mode)) for mode in ("vector", "keyword", "hybrid")]
+            for call, *args in [*calls, (store.find_symbol, SymbolQuery("func_3_0_0")), (store.stats,)]:
+                try:
+                    call(*args)
+                    reads[0] += 1
+                except Exception as exc:  # noqa: BLE001 - every failure is the finding
+                    failures.append(f"{type(exc).__name__}: {exc}")
+
+    def edit():
+        generation = 1
+        while time.monotonic() < stop:
+            first = (5 * generation) % files
+            store.write([record(f"m{i}.py", _module(i, generation), seed=generation * files + i, dim=dim,
+                                model="m", file_hash=f"h{generation}") for i in range(first, first + 5)])
+            store.optimize(quiet=True)
+            upkeeps[0] += 1
+            generation += 1
+
+    threads = [threading.Thread(target=read, args=(s,)) for s in range(2)] + [threading.Thread(target=edit)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures[:5]
+    assert reads[0] > 500 and upkeeps[0] >= 5, (reads, upkeeps)  # they did overlap, many times
+    assert store.stats().versions == 1 and store.stats().chunks == 4 * files
+
+
+def test_a_hit_whose_file_is_rewritten_during_the_search_is_searched_again_or_left_out(tmp_path, monkeypatch):
+    """A file rewritten between a search's retrieval and the read of its hits' rows (here each time the
+    retrieval finishes, the way a concurrent write can) takes away a chunk the ranking chose (its function
+    renamed: another chunk id): the search is run once more, on the newer version, and finds the new chunk;
+    rewritten again then, the chunk is left out of the answer instead of failing it."""
+    from store_svc.search import ChunkSearch
+
+    store = VectorStore(str(tmp_path / "db"))
+    store.write([record("a.py", "def render_invoice(order):\n    return order.total\n", model="m"),
+                 record("b.py", "def parse_header(line):\n    return line.split(':')\n", seed=1, model="m")])
+    retrieve, rewrites, limit = ChunkSearch.candidates, [0], [1]
+
+    def then_rewrite(self, *args, **kwargs):
+        found = retrieve(self, *args, **kwargs)
+        if rewrites[0] < limit[0]:
+            rewrites[0] += 1
+            store.write([record("a.py", f"def render_invoice_v{rewrites[0]}(order):\n    return order.total\n",
+                                model="m", file_hash=f"h{rewrites[0] + 1}")])
+        return found
+
+    monkeypatch.setattr(ChunkSearch, "candidates", then_rewrite)
+    query = Query("render invoice", 5, "keyword")
+    hits = store.search(None, query)
+    assert rewrites[0] == 1 and hits[0].chunk.symbol == "render_invoice_v1" and hits[0].chunk.text  # searched again
+    limit[0] = 3
+    hits = store.search(None, query)
+    assert rewrites[0] == 3 and "a.py" not in [h.chunk.path for h in hits]  # gone twice: left out
+    assert store.search(None, query)[0].chunk.symbol == "render_invoice_v3"
+
+
+def test_the_cleanup_leaves_a_table_written_after_its_compaction_to_the_next_upkeep(tmp_path, monkeypatch):
+    """The cleanup's optimize would compact and index whatever was written since the upkeep's compaction,
+    with the gate held exclusive (every search waiting): a table written in between keeps its old versions
+    until the next upkeep, which removes them."""
+    from store_svc import metrics
+    from store_svc.store import StoreSettings
+
+    store = VectorStore(str(tmp_path / "db"), settings=StoreSettings(keep_versions_seconds=0))
+    store.write([record(f"m{i}.py", _module(i, 0), seed=i, model="m") for i in range(5)])
+    cleanup, skipped = VectorStore._cleanup, metrics.CLEANUP_SKIPPED.labels("written")._value.get()
+
+    def written_first(self, *args):
+        store.write([record("late.py", _module(9, 1), seed=9, model="m")])
+        return cleanup(self, *args)
+
+    monkeypatch.setattr(VectorStore, "_cleanup", written_first)
+    assert store.optimize().versions > 1  # both tables written since: neither cleaned
+    assert metrics.CLEANUP_SKIPPED.labels("written")._value.get() == skipped + 2
+    monkeypatch.setattr(VectorStore, "_cleanup", cleanup)
+    s = store.optimize()
+    assert s.versions == 1 and s.chunks == 6 * 4 and s.unindexed_rows == 0
