@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from codeindex_common.errors import FailedPrecondition, InvalidArgument
+from codeindex_common.memory import release_free_memory
 from codeindex_common.model import (PARSER_FAILURES, EmbedInfo, FileRecord, Hit, IndexSummary,
                                     ProgressUpdate, Query, SymbolHit, SymbolQuery, embedding_text)
 from codeindex_common.pb import parser_pb2
@@ -513,8 +514,9 @@ class Pipeline:
         finally:
             walked.close()
         # parsing and embedding are over: stages started for this run alone stop now, before the upkeep
-        # (the store's peak of memory) rather than after it
+        # (the store's peak of memory) rather than after it, and this process gives back what it freed
         await self.stages.release("parser", "embed")
+        release_free_memory()
         progress.publish()
         await self._remove_and_upkeep(sorted(diff.removed + run.unreadable), maintain, run.sent > 0, summary)
         if settle:
