@@ -127,3 +127,34 @@ def test_the_tokenizing_ways_agree_and_are_timed_on_the_model(tmp_path):
     write_report({"tokenize": fake, "machine": {"cores": 2}, "corpus": {"projects": ["x==1"]}}, tmp_path)
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| 1 | 1,000 | 3,000 | 4,000 | 12,000 |" in text and "9,000 texts/s" in text
+
+
+def test_the_store_stage_writes_every_record_through_a_real_store(start_service):
+    """bench.run's store stage (`make bench STAGE=store`) feeds the store client lists of records, as the
+    orchestrator does, and counts an acknowledgement for each (it broke unnoticed when the client went to
+    lists), on a real store service."""
+    import asyncio
+
+    import numpy as np
+
+    from bench.run import _write_all
+    from codeindex_common.model import FileRecord
+    from parser_svc.chunker import Limits, chunk_file
+
+    records = []
+    for i in range(40):  # more than one list of 16
+        chunks = list(chunk_file(f"m{i}.py", f"def f{i}(x):\n    return x + {i}\n".encode(),
+                                 limits=Limits(min_tokens=0)).chunks)
+        v = np.random.default_rng(i).standard_normal((len(chunks), 8)).astype(np.float32)
+        records.append(FileRecord(f"m{i}.py", f"h{i}", chunks, v / np.linalg.norm(v, axis=1, keepdims=True),
+                                  "", "bench"))
+    store = start_service("store")
+    assert asyncio.run(_write_all(store.address, records)) > 0
+
+    import grpc
+
+    from codeindex_common.pb import store_pb2, store_pb2_grpc
+
+    with grpc.insecure_channel(store.address) as channel:
+        stats = store_pb2_grpc.StoreStub(channel).Stats(store_pb2.StatsRequest(), timeout=30)
+    assert (stats.files, stats.chunks) == (40, sum(len(r.chunks) for r in records))
