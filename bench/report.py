@@ -511,8 +511,9 @@ def write_report(r: dict, docs: Path, name: str = "BENCHMARKS.md") -> None:
               f"fed the first {r.get('embed_texts', 3000):,} distinct chunk texts (`embed_texts`; all of them on "
               "a GPU) over 8 streams of 32-text requests, then "
               "plain `SentenceTransformer.encode` on the same texts in the same run; the store service fed "
-              "precomputed rows (random unit vectors) over one Write stream, once coalesced and once with "
-              "one commit per file.",
+              "each corpus file as the orchestrator sends it (the parser's answer, keyword fields included, and "
+              "random unit vectors) over one WriteMany stream in lists of 16 files, once coalesced and once "
+              "with one commit per file.",
               "- *Pipeline*: `orchestrator index` of the corpus into a fresh index (embedded default); chunks/s is "
               "chunks indexed over the run's own seconds (service start-up excluded); efficiency compares its "
               "embedded chunks/s with the embedder alone on the backend the pipeline ran (the default: ONNX Runtime "

@@ -320,14 +320,18 @@ def bench_embed(c: Corpus) -> dict:
 
 
 def _records(c: Corpus, dim: int = 384) -> list[FileRecord]:
+    """Each corpus file as the orchestrator sends it to the store: the parser's answer as its workers
+    serialize it (the keyword fields computed there), and random unit vectors."""
+    from parser_svc.parser import _response as parser_answer
+
     rng = np.random.default_rng(0)
     records = []
     for path, r in c.chunks():
         if not r.chunks:
             continue
         v = rng.standard_normal((len(r.chunks), dim)).astype(np.float32)
-        records.append(FileRecord(path, "h" + path, list(r.chunks), v / np.linalg.norm(v, axis=1, keepdims=True),
-                                  "", "bench"))
+        records.append(FileRecord(path, "h" + path, [], v / np.linalg.norm(v, axis=1, keepdims=True), "", "bench",
+                                  parsed=parser_answer(r)))
     return records
 
 
