@@ -352,7 +352,7 @@ async def _write_all(address: str, records: list[FileRecord]) -> float:
 
 def bench_store(c: Corpus) -> dict:
     records = _records(c)
-    rows = sum(len(r.chunks) for r in records)
+    rows = sum(r.rows for r in records)
     out = {}
     for label, flush_rows in (("coalesced", "2048"), ("per_file", "1")):
         index = WORK / f"store-{label}"
