@@ -220,7 +220,7 @@ class IndexRun:
         # became complete together): a step a file cost about as much as the file's own work
         size = settings.queue_size
         lists = max(4, size // PARSE_LIST_FILES)
-        self.files_q: asyncio.Queue = asyncio.Queue(max(4, size // PARSE_LIST_FILES))  # read -> parse: [(path, bytes)]
+        self.files_q: asyncio.Queue = asyncio.Queue(lists)  # read -> parse: [(path, bytes)]
         self.parsed_q: asyncio.Queue = asyncio.Queue(lists)  # parse -> reuse: [Parsed]
         self.embed_q: asyncio.Queue = asyncio.Queue(size)  # reuse -> embed: (request id, texts)
         self.write_q: asyncio.Queue = asyncio.Queue(lists)  # reuse, embed -> write: [FileRecord]

@@ -617,4 +617,3 @@ class VectorStore:
         return Stats(chunks=chunks, files=self._files.count_rows() if self._files is not None else 0,
                      dim=self.dim, model_id=self._model_id, uri=self.uri, versions=versions,
                      vector_index=ann.name if ann else "", unindexed_rows=self.unindexed_rows())
-
