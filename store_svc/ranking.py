@@ -350,19 +350,31 @@ def precedence(c: Candidate, named: bool) -> tuple[bool, bool]:
 def diversify(ordered: list[Candidate], k: int, first: bool = False) -> list[Candidate]:
     """Greedy: each next hit is the best one after its discount for the hits already chosen (another piece
     of the same definition, or another chunk of the same file); its score becomes the discounted one.
+    ``ordered`` is by precedence, then score, best first (as :func:`choose` sorts it).
     ``first``: exact definitions of the query's name stay ahead of the rest (:func:`precedence`)."""
     pool = list(ordered)
     chosen: list[Candidate] = []
     per_file: dict[str, int] = {}
     pieces: set[tuple[str, str]] = set()
-    while pool and len(chosen) < k:
-        def discounted(c: Candidate) -> float:
-            factor = SAME_FILE ** per_file.get(c.chunk.path, 0)
-            if c.chunk.qualified_name and (c.chunk.path, c.chunk.qualified_name) in pieces:
-                factor *= DUPLICATE_PIECE
-            return c.score * factor
 
-        best = max(range(len(pool)), key=lambda i: (*precedence(pool[i], first), discounted(pool[i]), -i))
+    def discounted(c: Candidate) -> float:
+        factor = SAME_FILE ** per_file.get(c.chunk.path, 0)
+        if c.chunk.qualified_name and (c.chunk.path, c.chunk.qualified_name) in pieces:
+            factor *= DUPLICATE_PIECE
+        return c.score * factor
+
+    while pool and len(chosen) < k:
+        # the pool is in (precedence, score) order and a discount only lowers a score, so a candidate whose
+        # undiscounted key is below the best discounted key so far, and every one after it, cannot win: the
+        # scan stops there (the same pick as comparing all of them, in a few steps instead of ~100)
+        best, best_key = 0, None
+        for i, c in enumerate(pool):
+            rank_first = precedence(c, first)
+            if best_key is not None and (*rank_first, c.score, -i) < best_key:
+                break
+            key = (*rank_first, discounted(c), -i)
+            if best_key is None or key > best_key:
+                best, best_key = i, key
         c = pool.pop(best)
         c.score = discounted(c)
         chosen.append(c)

@@ -13,6 +13,7 @@ top k's rows (:meth:`ChunkSearch.complete`). Also here:
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -56,8 +57,10 @@ class ChunkSearch:
         self._pool = pool
         self._fts_ready: set[str] = set()
 
-    @property
+    @functools.cached_property
     def dim(self) -> int:
+        """The vectors' dimension: fixed when the table is made (read once: each schema read costs a call into
+        LanceDB's event loop)."""
         return self.table.schema.field("vector").type.list_size
 
     def search(self, vector: np.ndarray | None, q: Query, where: str,

@@ -143,6 +143,7 @@ class VectorStore:
     def _use_chunks(self, table) -> None:
         """The chunks table (None: none yet), and the retrievals over it."""
         self._chunks = table
+        self._schema_checked = None  # the table _check_schema found whole
         self._search = ChunkSearch(table, self._ann, self._replace_lock, self._pool) if table is not None else None
 
     # ------------------------------------------------------------------ helpers
@@ -232,13 +233,14 @@ class VectorStore:
 
     def _check_schema(self) -> None:
         """An index an older codeindex wrote is refused, never half used."""
-        if self._chunks is None:
-            return
+        if self._chunks is None or self._schema_checked is self._chunks:
+            return  # a table found whole stays whole (columns are only ever added): once per table, not per search
         missing = missing_columns(self._chunks)
         if missing:
             raise FailedPrecondition(
                 f"this index was written by an older codeindex (no {', '.join(sorted(missing))} columns): "
                 "index again with --reindex, or into a new directory")
+        self._schema_checked = self._chunks
 
     def _check_model(self, records: list[FileRecord]) -> None:
         models = {r.model_id for r in records if r.model_id}
