@@ -252,6 +252,13 @@ def tokenize_section(t: dict | None) -> list[str]:
                   f"one after the other, {fmt(proj['overlapped_texts_per_s'])} with one batch's conversion beside the "
                   "next one's encoding. A projection, not a measurement: a 16-core machine runs it for real "
                   "(`make bench-gpu`)."]
+    batcher = t.get("batcher")
+    if batcher:
+        lines += ["", "Through the embedder's own batcher (`Batcher.embed`, batches of 256, the torch backend's "
+                  "tokenizing, a model that answers at once: what the service's host side can feed a GPU, its "
+                  "bookkeeping included; each bulk text encoded once, the encoding that counted its tokens padded "
+                  "into its batch):", "", "| cores | tokenizer threads | texts/s |", "| --- | --- | --- |"]
+        lines += [f"| {b['cores']} | {b['threads']} | {fmt(b['texts_per_s'])} |" for b in batcher.values()]
     return lines
 
 

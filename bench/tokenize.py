@@ -12,7 +12,11 @@ to the cores it is given (``taskset``; the tokenizers library's Rust thread pool
 Both must give the same ids and masks for every text (checked here: ``same_ids``), so that either keeps the
 vectors as they are. The projection to 16 cores scales the Rust part by the speed-up measured from one core to
 two (no better than linear) and keeps the Python part as it is on one core, run after it (``serial``) or, with
-one batch's conversion beside the next one's encoding, beside it (``overlapped``: the larger of the two)."""
+one batch's conversion beside the next one's encoding, beside it (``overlapped``: the larger of the two).
+
+Then the embedder's own batcher (:func:`through_batcher`): every text through ``Batcher.embed`` in GPU batches,
+the torch backend's tokenizing, the model answering at once, with 1 and 2 tokenizer threads: what the service's
+host side feeds a GPU, its bookkeeping included."""
 
 from __future__ import annotations
 
@@ -76,11 +80,54 @@ def measure(texts: list[str]) -> dict:
             "fast_convert_s": _timed(lambda b: arrays(convert[id(b)]), batches)}
 
 
-def _run(texts_file: Path, cores: int) -> dict:
+class _HostOnly:
+    """The torch backend as a GPU runs it (its tokenizing: the fast tokenizer then tensors), with a model that
+    answers at once: what the embedder's batcher feeds when the model is never the limit."""
+
+    def __init__(self, backend):
+        self._backend = backend
+        self.dim, self.max_tokens, self.device = backend.dim, backend.max_tokens, "cpu"
+        self.name, self.model_id = backend.name, backend.model_id
+        self.tokenize, self.count_tokens = backend.tokenize, backend.count_tokens
+
+    def launch(self, batch):
+        return len(batch.texts)
+
+    def collect(self, handle):
+        import numpy as np
+
+        return np.zeros((handle, self.dim), np.float32)
+
+
+def through_batcher(texts: list[str], threads: int) -> float:
+    """Seconds for the embedder's batcher (GPU batches: 256 texts, 65,536 tokens; no cache) to answer every
+    text, tokenized by ``threads`` tokenizer threads, the model instant."""
+    import asyncio
+
+    from embed_svc.backends import make_backend
+    from embed_svc.batcher import Batcher
+
+    backend = _HostOnly(make_backend("torch", device="cpu"))
+    batcher = Batcher(backend, BATCH, BATCH * backend.max_tokens, 5.0, len(texts) + 1, 2, 0, threads)
+    batcher.start()
+
+    async def embed_all() -> float:
+        started = time.perf_counter()
+        await asyncio.gather(*(batcher.embed(texts[i:i + 64]) for i in range(0, len(texts), 64)))
+        return time.perf_counter() - started
+
+    try:
+        asyncio.run(embed_all())  # warm-up
+        return min(asyncio.run(embed_all()) for _ in range(2))
+    finally:
+        batcher.stop()
+
+
+def _run(texts_file: Path, cores: int, *args: str) -> dict:
     env = {**os.environ, "RAYON_NUM_THREADS": str(cores), "TOKENIZERS_PARALLELISM": "true",
            "OMP_NUM_THREADS": str(cores), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     cpus = ",".join(str(c) for c in range(cores))
-    out = subprocess.run(["taskset", "-c", cpus, sys.executable, "-m", "bench.tokenize", str(texts_file)],
+    out = subprocess.run(["taskset", "-c", cpus, sys.executable, "-m", "bench.tokenize", *args, str(texts_file)],
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"tokenizing on {cores} cores failed: {out.stderr[-2000:]}")
@@ -94,6 +141,9 @@ def bench_tokenize(texts: list[str], log, cores: tuple[int, ...] = (1, 2)) -> di
         texts_file = Path(tmp) / "texts.json"
         texts_file.write_text(json.dumps(texts))
         runs = {c: _run(texts_file, c) for c in cores}
+        # the embedder's batcher with an instant model: what it feeds a GPU, by cores and tokenizer threads
+        batcher = {f"{c}x{threads}": _run(texts_file, c, "--batcher", str(threads))["seconds"]
+                   for c in cores for threads in (1, 2) if threads <= c}
     n = len(texts)
     out: dict = {"texts": n, "batch": BATCH, "tokens": runs[cores[0]]["tokens"],
                  "same_ids": all(r["same_ids"] for r in runs.values()), "by_cores": {}}
@@ -102,6 +152,9 @@ def bench_tokenize(texts: list[str], log, cores: tuple[int, ...] = (1, 2)) -> di
                                    for k in ("preprocess_s", "fast_s", "fast_encode_s", "fast_convert_s")}
         log(f"tokenize on {c} core(s): preprocess {n / r['preprocess_s']:.0f} texts/s, fast {n / r['fast_s']:.0f} "
             f"(encode {n / r['fast_encode_s']:.0f}, convert {n / r['fast_convert_s']:.0f})")
+    out["batcher"] = {key: {"cores": int(key.split("x")[0]), "threads": int(key.split("x")[1]),
+                            "texts_per_s": round(n / seconds)} for key, seconds in batcher.items()}
+    log(f"through the batcher (instant model): {out['batcher']}")
     if 1 in runs and 2 in runs:
         one, two = runs[1], runs[2]
         speedup = min(2.0, one["fast_encode_s"] / two["fast_encode_s"])
@@ -115,4 +168,8 @@ def bench_tokenize(texts: list[str], log, cores: tuple[int, ...] = (1, 2)) -> di
 
 
 if __name__ == "__main__":
-    print(json.dumps(measure(json.loads(Path(sys.argv[1]).read_text()))))
+    if sys.argv[1] == "--batcher":  # --batcher THREADS FILE
+        texts = json.loads(Path(sys.argv[3]).read_text())
+        print(json.dumps({"seconds": through_batcher(texts, int(sys.argv[2]))}))
+    else:
+        print(json.dumps(measure(json.loads(Path(sys.argv[1]).read_text()))))

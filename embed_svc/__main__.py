@@ -39,7 +39,8 @@ def build(cfg: EmbedConfig) -> server.Service:
         size = cfg.max_batch_size or backend.preferred_batch
         tokens = cfg.max_batch_tokens or backend.preferred_batch_tokens or size * backend.max_tokens
         await asyncio.to_thread(warm_up, backend, size, tokens)
-        batcher = Batcher(backend, size, tokens, cfg.max_wait_ms, cfg.max_queue, cfg.in_flight, cfg.cache_size)
+        batcher = Batcher(backend, size, tokens, cfg.max_wait_ms, cfg.max_queue, cfg.in_flight, cfg.cache_size,
+                          cfg.tokenizer_threads)
         batcher.start()
         servicer.backend, servicer.batcher = backend, batcher
         metrics.INFO.labels(backend.model_id, backend.name, backend.device).set(1)

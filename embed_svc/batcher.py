@@ -17,7 +17,11 @@ the lock around both:
 - the **tokenizer** thread waits for texts (at most ``max_wait_ms`` for a
   batch to fill), takes a batch of similar lengths around the oldest text
   (less padding) within ``max_batch_size`` and ``max_batch_tokens``, and
-  tokenizes it;
+  tokenizes it (bulk texts once: the encodings that counted their tokens
+  are padded into the batch, not encoded again); with ``tokenizer_threads``
+  2 or more, several do, each on its own batch (one batch encoded, the GIL
+  released, while another is turned into arrays; on 2 cores slower than one
+  thread, whose encoding uses every core already: docs/EMBEDDING.md);
 - the **inference** thread launches the model on each tokenized batch; on a
   GPU or a remote Triton server the launch returns at once, and up to
   ``in_flight`` batches run while the next ones are tokenized;
@@ -75,7 +79,8 @@ class Batcher:
     """One per service: :meth:`embed` from any event loop, after :meth:`start` and until :meth:`stop`."""
 
     def __init__(self, backend: EmbeddingBackend, max_batch_size: int = 128, max_batch_tokens: int = 32768,
-                 max_wait_ms: float = 5.0, max_queue: int = 65536, in_flight: int = 2, cache_size: int = 100_000):
+                 max_wait_ms: float = 5.0, max_queue: int = 65536, in_flight: int = 2, cache_size: int = 100_000,
+                 tokenizer_threads: int = 1):
         self.backend = backend
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
@@ -91,9 +96,12 @@ class Batcher:
         self._tokenized: queue.Queue = queue.Queue(maxsize=self.in_flight)  # tokenizer -> inference
         self._launched: queue.Queue = queue.Queue()  # inference -> completion
         self._slots = threading.BoundedSemaphore(self.in_flight)  # batches launched and not yet collected
+        self.tokenizer_threads = max(1, tokenizer_threads)
+        self._tokenizers_left = self.tokenizer_threads  # under _cond: the last one to stop tells the inference thread
+        tokenizers = [(f"tokenizer-{i}" if i else "tokenizer", self._tokenize_loop)
+                      for i in range(self.tokenizer_threads)]
         self._threads = [threading.Thread(target=fn, name=f"embed-{name}", daemon=True) for name, fn in
-                         (("tokenizer", self._tokenize_loop), ("inference", self._inference_loop),
-                          ("completion", self._completion_loop))]
+                         (*tokenizers, ("inference", self._inference_loop), ("completion", self._completion_loop))]
 
     def start(self) -> None:
         for t in self._threads:
@@ -172,9 +180,14 @@ class Batcher:
                 return None
             uncounted = lanes.uncounted(lane) if lane == BULK else []
         if uncounted:  # real lengths: batches of texts of one length waste less on padding
-            counts = self.backend.count_tokens([it.text for it in uncounted])
-            for it, n in zip(uncounted, counts or ()):
-                it.tokens, it.counted = max(1, n), True
+            texts = [it.text for it in uncounted]
+            encodings = self.backend.encode_unpadded(texts)
+            if encodings is not None:  # kept: the batch is padded from them, its texts not encoded twice
+                for it, e in zip(uncounted, encodings):
+                    it.tokens, it.counted, it.encoding = max(1, len(e.ids)), True, e
+            else:
+                for it, n in zip(uncounted, self.backend.count_tokens(texts) or ()):
+                    it.tokens, it.counted = max(1, n), True
         with self._cond:
             if self._stopping:
                 return None
@@ -182,6 +195,8 @@ class Batcher:
             if dropped:  # every caller of these went away
                 metrics.FAILURES.labels("cancelled").inc(dropped)
             metrics.QUEUE_DEPTH.set(len(lanes))
+            if lanes:  # texts left: another tokenizer thread (if any) takes the next batch meanwhile
+                self._cond.notify()
             return batch
 
     def _wait_for_work(self) -> str | None:
@@ -211,14 +226,24 @@ class Batcher:
                 for it in items:
                     metrics.QUEUE_WAIT.observe(now - it.enqueued)
                 texts = [it.text for it in items]
+                encodings = [it.encoding for it in items]
+                for it in items:
+                    it.encoding = None  # what the batch is padded from is not kept with the text after
                 try:
-                    job = _Launched(items, self.backend.tokenize(texts))
+                    if all(e is not None for e in encodings):
+                        job = _Launched(items, self.backend.tokenize(texts, encodings))
+                    else:
+                        job = _Launched(items, self.backend.tokenize(texts))
                 except Exception as exc:  # noqa: BLE001 - handed to the waiting callers
                     job = _Launched(items, Tokenized(texts), error=exc)
                 self._tokenized.put(job)  # blocks while `in_flight` batches wait: the queue holds the rest
         finally:
             self._refuse_queued()
-            self._tokenized.put(_STOP)
+            with self._cond:
+                self._tokenizers_left -= 1
+                last = self._tokenizers_left == 0
+            if last:  # the others have put their last batch: nothing comes after this
+                self._tokenized.put(_STOP)
 
     def _refuse_queued(self) -> None:
         with self._cond:

@@ -49,6 +49,10 @@ class EmbedConfig(ServerSettings):
     in_flight: int = 2
     """Batches launched and not yet collected: a GPU or a Triton server works on the next batch while the
     last one's vectors come back (on a CPU, the next batch is tokenized meanwhile)."""
+    tokenizer_threads: int = 1
+    """Threads tokenizing batches, each its own batch. One encodes in parallel over every core already (the
+    tokenizers library's thread pool); on 2 cores a second one was slower (docs/EMBEDDING.md): a setting to
+    measure where cores are many and the model fast (a GPU)."""
     cache_size: int = 100_000
     """Vectors kept in memory by text content hash, so identical texts are embedded once (0 = no cache;
     100,000 x 384 float32 = 154 MB)."""

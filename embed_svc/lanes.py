@@ -23,7 +23,7 @@ import collections
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 URGENT, BULK = "urgent", "bulk"
 
@@ -77,6 +77,7 @@ class Item:
     urgent: bool = False
     enqueued: float = field(default_factory=time.perf_counter)
     counted: bool = False  # ``tokens`` is the real count (the backend's tokenizer), not an estimate
+    encoding: Any = None  # the unpadded encoding that counted it, until its batch is tokenized
 
     def wanted(self) -> bool:
         return any(not req.cancelled for req, _ in self.waiters)
@@ -136,18 +137,21 @@ class Lanes:
     def take(self, lane: str) -> tuple[list[Item], int]:
         """The next batch from ``lane`` (see :func:`select_batch`), and how many texts were dropped
         first because every caller of theirs went away. The batch stays pending until :meth:`done`."""
-        kept: collections.deque[Item] = collections.deque()
+        queue = self._lanes[lane]
+        window: list[Item] = []
         dropped = 0
-        for it in self._lanes[lane]:
+        # only as far as the window reaches (the texts behind it are looked at when their turn comes: one
+        # batch costs its window, not the whole queue, which an index run fills with tens of thousands)
+        while queue and len(window) < self.group_window:
+            it = queue.popleft()
             if it.wanted():
-                kept.append(it)
+                window.append(it)
             else:
                 self._pending.pop(it.key, None)
                 dropped += 1
-        window = list(itertools.islice(kept, self.group_window))
         batch = select_batch(window, self.max_batch_size, self.max_batch_tokens)
         chosen = {id(it) for it in batch}
-        self._lanes[lane] = collections.deque(it for it in kept if id(it) not in chosen)
+        queue.extendleft(reversed([it for it in window if id(it) not in chosen]))  # back in front, in order
         self._last_urgent = lane == URGENT
         return batch, dropped
 

@@ -242,3 +242,116 @@ def test_the_service_stops_the_batcher_then_closes_the_backend(monkeypatch):
 
     run(main())
     assert calls == ["batcher stopped", "backend closed"]
+
+
+def test_two_tokenizer_threads_tokenize_batches_side_by_side_and_answer_every_text():
+    """With tokenizer_threads=2, a second batch is tokenized while the first one's tokenizing is still under
+    way (here: held until the other starts), every text gets its own vector, and stop() ends every thread."""
+
+    class SlowTokenizer(HashBackend):
+        def __init__(self):
+            super().__init__(dim=8)
+            self.inside = 0
+            self.most_inside = 0
+            self.lock = threading.Lock()
+            self.both = threading.Event()
+
+        def tokenize(self, texts):
+            with self.lock:
+                self.inside += 1
+                self.most_inside = max(self.most_inside, self.inside)
+                if self.inside == 2:
+                    self.both.set()
+            self.both.wait(2.0)  # the first batch waits (at most 2 s) for a second to be tokenized beside it
+            try:
+                return super().tokenize(texts)
+            finally:
+                with self.lock:
+                    self.inside -= 1
+
+    backend = SlowTokenizer()
+    batcher = Batcher(backend, max_batch_size=4, max_wait_ms=1, tokenizer_threads=2)
+    batcher.start()
+
+    async def main():
+        texts = [f"text {i}" for i in range(40)]
+        return texts, await batcher.embed(texts)
+
+    try:
+        texts, vectors = run(main())
+    finally:
+        batcher.stop()
+    np.testing.assert_allclose(vectors, HashBackend(8).encode(texts))
+    assert backend.most_inside == 2, "the two tokenizer threads never tokenized at once"
+    assert not any(t.is_alive() for t in batcher._threads)
+
+
+def test_one_tokenizer_thread_tokenizes_one_batch_at_a_time():
+    class Counting(HashBackend):
+        def __init__(self):
+            super().__init__(dim=8)
+            self.inside = self.most_inside = 0
+            self.lock = threading.Lock()
+
+        def tokenize(self, texts):
+            with self.lock:
+                self.inside += 1
+                self.most_inside = max(self.most_inside, self.inside)
+            try:
+                threading.Event().wait(0.01)
+                return super().tokenize(texts)
+            finally:
+                with self.lock:
+                    self.inside -= 1
+
+    backend = Counting()
+    batcher = Batcher(backend, max_batch_size=4, max_wait_ms=1)
+    batcher.start()
+    try:
+        run(batcher.embed([f"t {i}" for i in range(20)]))
+    finally:
+        batcher.stop()
+    assert backend.most_inside == 1
+
+
+def test_bulk_texts_are_encoded_once_the_batch_padded_from_the_encodings_that_counted_them():
+    """A backend that can give unpadded encodings gets them back for the batch (none encoded a second
+    time); queries, never counted, are tokenized from their texts."""
+
+    class Encoding:
+        def __init__(self, text):
+            self.ids = list(range(len(text) // 4 + 2))
+
+    class Encoding1(HashBackend):
+        def __init__(self):
+            super().__init__(dim=8)
+            self.encoded: list[str] = []
+            self.from_texts: list[str] = []
+
+        def encode_unpadded(self, texts):
+            self.encoded += texts
+            return [Encoding(t) for t in texts]
+
+        def tokenize(self, texts, encodings=None):
+            if encodings is None:
+                self.from_texts += texts
+            else:
+                assert [len(e.ids) for e in encodings] == [len(t) // 4 + 2 for t in texts]
+            return super().tokenize(texts)
+
+    backend = Encoding1()
+    batcher = Batcher(backend, max_batch_size=8, max_wait_ms=1)
+    batcher.start()
+    bulk = [f"bulk text {i} " + "x" * i for i in range(30)]
+
+    async def main():
+        return await asyncio.gather(batcher.embed(bulk), batcher.embed(["a query"], urgent=True))
+
+    try:
+        vectors, query = run(main())
+    finally:
+        batcher.stop()
+    np.testing.assert_allclose(vectors, HashBackend(8).encode(bulk))
+    np.testing.assert_allclose(query, HashBackend(8).encode(["a query"]))
+    assert sorted(backend.encoded) == sorted(bulk)  # each bulk text encoded once
+    assert backend.from_texts == ["a query"]

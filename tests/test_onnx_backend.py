@@ -220,3 +220,49 @@ def test_the_torch_backend_tokenizes_as_preprocess_does_without_it(torch_backend
     fast = torch_backend.collect(torch_backend.launch(torch_backend.tokenize(batch)))
     slow = torch_backend.collect(torch_backend.launch(Tokenized(batch, torch_backend.model.preprocess(batch), 0, 0)))
     assert np.array_equal(fast, slow)
+
+
+def test_a_batch_padded_from_the_encodings_that_counted_it_is_the_batch_tokenized_anew(fp32, torch_backend, chunks):
+    """The batcher keeps the unpadded encodings it counts bulk texts' tokens with and has the backend pad
+    them into the batch (each text encoded once): the model gets exactly the arrays that encoding the batch
+    again gives, in both backends (long texts truncated, the empty one, mixed lengths), so vectors stay the same."""
+    import torch
+
+    texts = [*chunks[:20], "", "y " * 700, "x"]
+    for batch in (texts[:7], texts):
+        encodings = fp32.encode_unpadded(batch)
+        assert [len(e.ids) for e in encodings] == fp32.count_tokens(batch)
+        again, padded = fp32.tokenize(batch), fp32.tokenize(batch, encodings)
+        assert again.inputs.keys() == padded.inputs.keys() and (again.tokens, again.padded) == (padded.tokens,
+                                                                                                padded.padded)
+        for key in again.inputs:
+            assert np.array_equal(again.inputs[key], padded.inputs[key]), key
+        encodings = torch_backend.encode_unpadded(batch)
+        again, padded = torch_backend.tokenize(batch), torch_backend.tokenize(batch, encodings)
+        assert again.inputs.keys() == padded.inputs.keys()
+        for key in ("input_ids", "attention_mask", "token_type_ids"):
+            assert torch.equal(again.inputs[key], padded.inputs[key]), key
+    batch = texts[-12:]
+    assert np.array_equal(fp32.encode(batch), fp32.collect(fp32.launch(fp32.tokenize(batch, fp32.encode_unpadded(batch)))))
+
+
+def test_padded_arrays_pads_on_the_side_the_tokenizer_pads_and_refuses_a_padding_it_cannot_mimic(fp32):
+    from tokenizers import Tokenizer
+
+    from embed_svc.backends.base import padded_arrays
+
+    texts = ["def f(x): return x", "a", "class Router: pass  # pick a handler"]
+    fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+    for direction in ("left", "right"):
+        tokenizer = Tokenizer.from_str(fp32.tokenizer_json.decode())
+        tokenizer.enable_truncation(8)
+        tokenizer.enable_padding(direction=direction, pad_id=7, pad_type_id=1, pad_token="[PAD]")
+        want = tokenizer.encode_batch(texts)
+        unpadded = Tokenizer.from_str(fp32.tokenizer_json.decode())
+        unpadded.enable_truncation(8)
+        unpadded.no_padding()
+        got = padded_arrays(unpadded.encode_batch(texts), fields, tokenizer.padding)
+        for name, attr in fields.items():
+            assert np.array_equal(got[name], np.array([getattr(e, attr) for e in want])), (direction, name)
+        tokenizer.enable_padding(length=16)
+        assert padded_arrays(unpadded.encode_batch(texts), fields, tokenizer.padding) is None

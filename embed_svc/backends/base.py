@@ -12,6 +12,7 @@ This module imports nothing from its sibling backends: they import it.
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -42,8 +43,10 @@ class EmbeddingBackend(Protocol):
     preferred_batch: int  # texts per model call where it runs fastest (the max_batch_size default)
     preferred_batch_tokens: int  # tokens per model call, padding included (the max_batch_tokens default; 0: none)
 
-    def tokenize(self, texts: list[str]) -> Tokenized:
-        """Runs on the tokenizer thread: CPU only, never the model."""
+    def tokenize(self, texts: list[str], encodings: list | None = None) -> Tokenized:
+        """Runs on the tokenizer thread: CPU only, never the model. ``encodings``: the texts' unpadded
+        encodings from :meth:`encode_unpadded`, when the batcher has them (then the texts are not encoded
+        again, only padded)."""
         ...
 
     def launch(self, batch: Tokenized) -> Any:
@@ -63,6 +66,12 @@ class EmbeddingBackend(Protocol):
         the batcher estimates from characters."""
         ...
 
+    def encode_unpadded(self, texts: list[str]) -> list | None:
+        """Each text's encoding (``tokenizers.Encoding``: truncated to the window, not padded), which
+        :meth:`tokenize` takes instead of encoding the texts again; None where the backend cannot (the
+        batcher then counts with :meth:`count_tokens`)."""
+        ...
+
     def close(self) -> None:
         """At shutdown, once nothing runs any more: release connections and threads (unusable after)."""
         ...
@@ -77,6 +86,9 @@ class Steps:
 
     def count_tokens(self, texts: list[str]) -> list[int] | None:
         """Each text's real token count as the model sees it (truncated to its window), or None."""
+        return None
+
+    def encode_unpadded(self, texts: list[str]) -> list | None:
         return None
 
     def close(self) -> None:
@@ -96,6 +108,35 @@ class TokenCounter:
 
     def __call__(self, texts: list[str]) -> list[int]:
         return [len(e.ids) for e in self._tokenizer.encode_batch(texts)]
+
+    def encode(self, texts: list[str]) -> list:
+        """The texts' encodings, truncated, unpadded: :func:`padded_arrays` pads them for the model."""
+        return self._tokenizer.encode_batch(texts)
+
+
+def padded_arrays(encodings: list, fields: dict[str, str], padding: dict | None) -> dict[str, np.ndarray] | None:
+    """What ``encode_batch`` of a tokenizer padding to the batch's longest (its ``padding``) gives, as int64
+    arrays (model input name -> Encoding attribute, in ``fields``), from encodings made without padding; None
+    for another padding (a fixed length, a multiple) or none."""
+    if not padding or padding.get("length") is not None or (padding.get("pad_to_multiple_of") or 1) != 1:
+        return None
+    lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+    longest = int(lengths.max(initial=0))
+    columns = np.arange(longest)
+    # where each row's values go, row by row in order (a boolean index fills in row-major order)
+    if padding["direction"] == "left":
+        place = columns >= (longest - lengths)[:, None]
+    else:
+        place = columns < lengths[:, None]
+    fills = {"ids": padding["pad_id"], "type_ids": padding["pad_type_id"], "attention_mask": 0}
+    total = int(lengths.sum())
+    out = {}
+    for name, attr in fields.items():
+        rows = np.full((len(encodings), longest), fills[attr], dtype=np.int64)
+        rows[place] = np.fromiter(itertools.chain.from_iterable(getattr(e, attr) for e in encodings),
+                                  dtype=np.int64, count=total)
+        out[name] = rows
+    return out
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:

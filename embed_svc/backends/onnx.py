@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Steps, Tokenized, TokenCounter, normalize, resolve_model
+from .base import Steps, Tokenized, TokenCounter, normalize, padded_arrays, resolve_model
 
 log = logging.getLogger("codeindex.embed")
 
@@ -405,10 +405,17 @@ class OnnxBackend(Steps):
     def count_tokens(self, texts: list[str]) -> list[int]:
         return self._counter(texts)
 
-    def tokenize(self, texts: list[str]) -> Tokenized:
+    def encode_unpadded(self, texts: list[str]) -> list:
+        return self._counter.encode(texts)
+
+    def tokenize(self, texts: list[str], encodings: list | None = None) -> Tokenized:
         if not texts:
             return Tokenized(texts, None, 0, 0)
-        inputs = _encode_inputs(self._tokenizer, texts, self._inputs)
+        inputs = None
+        if encodings is not None:  # encoded when the batcher counted their tokens: padded, not encoded again
+            inputs = padded_arrays(encodings, {n: INPUTS[n] for n in self._inputs}, self._tokenizer.padding)
+        if inputs is None:
+            inputs = _encode_inputs(self._tokenizer, texts, self._inputs)
         mask = inputs["attention_mask"]
         return Tokenized(texts, inputs, int(mask.sum()), int(mask.size))
 

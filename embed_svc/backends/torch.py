@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import DTYPES, Steps, Tokenized, TokenCounter, normalize, resolve_model
+from .base import DTYPES, Steps, Tokenized, TokenCounter, normalize, padded_arrays, resolve_model
 
 
 class TorchBackend(Steps):
@@ -52,8 +52,16 @@ class TorchBackend(Steps):
     def count_tokens(self, texts: list[str]) -> list[int] | None:
         return self._counter(texts) if self._counter is not None else None
 
-    def tokenize(self, texts: list[str]) -> Tokenized:
-        features = self._preprocess(texts)  # padded to the batch's longest, truncated to max_seq_length
+    def encode_unpadded(self, texts: list[str]) -> list | None:
+        fast = self._preprocess if isinstance(self._preprocess, FastPreprocess) else None
+        return fast.encode_unpadded(texts) if fast is not None else None
+
+    def tokenize(self, texts: list[str], encodings: list | None = None) -> Tokenized:
+        features = None
+        if encodings is not None and isinstance(self._preprocess, FastPreprocess):
+            features = self._preprocess.from_encodings(encodings)  # counted by the batcher: padded, not encoded
+        if features is None:
+            features = self._preprocess(texts)  # padded to the batch's longest, truncated to max_seq_length
         mask = features["attention_mask"]
         if self._stream is not None:
             # preprocess also returns non-tensor entries (sentence-transformers 6: the modality, a str)
@@ -106,6 +114,9 @@ class FastPreprocess:
         self._tokenizer.enable_truncation(max_tokens, direction=getattr(hf, "truncation_side", "right"))
         self._tokenizer.enable_padding(direction=getattr(hf, "padding_side", "right"), pad_id=hf.pad_token_id,
                                        pad_token=hf.pad_token)
+        self._unpadded = Tokenizer.from_str(fast.to_str())  # the same truncation, no padding: what is counted
+        self._unpadded.enable_truncation(max_tokens, direction=getattr(hf, "truncation_side", "right"))
+        self._unpadded.no_padding()
         probe = model.preprocess(PROBES[:1])
         self._keys = [k for k, v in probe.items() if isinstance(v, torch.Tensor)]
         self._rest = {k: v for k, v in probe.items() if not isinstance(v, torch.Tensor)}  # e.g. the modality
@@ -124,6 +135,17 @@ class FastPreprocess:
             return None
         same = all(made._torch.equal(want[k], got[k]) for k in made._keys) and want.keys() == got.keys()
         return made if same else None
+
+    def encode_unpadded(self, texts: list[str]) -> list:
+        """The texts' encodings before padding (their lengths group a batch; :meth:`from_encodings` pads them)."""
+        return self._unpadded.encode_batch(texts)
+
+    def from_encodings(self, encodings: list) -> dict[str, Any] | None:
+        """What calling this gives, from the texts' unpadded encodings (None: a padding it cannot mimic)."""
+        arrays = padded_arrays(encodings, {k: ENCODING[k] for k in self._keys}, self._tokenizer.padding)
+        if arrays is None:
+            return None
+        return {**{k: self._torch.from_numpy(v) for k, v in arrays.items()}, **self._rest}
 
     def __call__(self, texts: list[str]) -> dict[str, Any]:
         encodings = self._tokenizer.encode_batch(texts)
