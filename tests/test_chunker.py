@@ -199,6 +199,22 @@ def tokenizer_path():
     return str(get_model_path() / "tokenizer.json")
 
 
+def test_token_counts_are_the_tokenizers_own():
+    """The counter remembers counts, and skips the whitespace at a text's ends where the tokenizer drops it
+    (BERT's pre-tokenizer): every count is still the tokenizer's own."""
+    from parser_svc.sizing import TokenCounter, _tokenizer
+
+    counter = TokenCounter(tokenizer_path())
+    assert counter.strip
+    texts = ["", "\n", "    \n", "\tdef f(x):\r\n", "    return x  # café\n", "        }\n", "}\n", "名前 = 1\n",
+             " [CLS] [MASK]x\n", "\x0b\x1c a \x00\n", "  " + "x" * 150 + " \n", "\u00a0nbsp\u2003\n", "İstanbul\n"]
+    tok = _tokenizer(tokenizer_path())
+    expected = [len(tok.encode(t, add_special_tokens=False).ids) for t in texts]
+    assert counter.counts(texts) == expected
+    assert counter.counts(texts[::-1]) == expected[::-1]  # from what it remembers
+    assert [TokenCounter(tokenizer_path()).count(t) for t in texts] == expected
+
+
 def test_long_functions_are_split_into_overlapping_pieces_that_fit_the_window():
     from parser_svc.sizing import TokenCounter
 
