@@ -89,6 +89,7 @@ class _HostOnly:
         self.dim, self.max_tokens, self.device = backend.dim, backend.max_tokens, "cpu"
         self.name, self.model_id = backend.name, backend.model_id
         self.tokenize, self.count_tokens = backend.tokenize, backend.count_tokens
+        self.encode_unpadded = backend.encode_unpadded
 
     def launch(self, batch):
         return len(batch.texts)

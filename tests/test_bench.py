@@ -129,6 +129,25 @@ def test_the_tokenizing_ways_agree_and_are_timed_on_the_model(tmp_path):
     assert "| 1 | 1,000 | 3,000 | 4,000 | 12,000 |" in text and "9,000 texts/s" in text
 
 
+def test_the_batcher_feed_is_measured_through_the_real_batcher_and_tokenizer(tmp_path, monkeypatch):
+    """bench/tokenize.py's batcher measurement (the embedder's Batcher, the torch backend's tokenizing, an instant
+    model) answers every text, pads each bulk batch from the encodings that counted it, and is reported."""
+    from bench import tokenize
+    from embed_svc.backends.torch import TorchBackend
+
+    padded = []
+    real = TorchBackend.tokenize
+    monkeypatch.setattr(TorchBackend, "tokenize", lambda self, texts, encodings=None: (
+        padded.append(encodings is not None), real(self, texts, encodings))[1])
+    texts = [f"def f{i}(x):\n    return x * {i}" + " + x" * (i % 40) for i in range(300)]
+    assert tokenize.through_batcher(texts, 2) > 0
+    assert padded and all(padded)  # every batch from the kept encodings: no text encoded twice
+    fake = {"texts": 300, "batch": 256, "tokens": 1, "same_ids": True, "by_cores": {},
+            "batcher": {"2x1": {"cores": 2, "threads": 1, "texts_per_s": 4500}}}
+    write_report({"tokenize": fake, "machine": {"cores": 2}, "corpus": {"projects": ["x==1"]}}, tmp_path)
+    assert "| 2 | 1 | 4,500 |" in (tmp_path / "BENCHMARKS.md").read_text()
+
+
 def test_the_store_stage_writes_every_record_through_a_real_store(start_service):
     """bench.run's store stage (`make bench STAGE=store`) feeds the store client lists of records, as the
     orchestrator does, and counts an acknowledgement for each (it broke unnoticed when the client went to
