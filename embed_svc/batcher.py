@@ -134,6 +134,8 @@ class Batcher:
             result = await req.future
         except asyncio.CancelledError:
             req.cancelled = True  # the caller went away: its texts are dropped unless someone else wants them
+            with self._cond:
+                self._lanes.cancelled()
             metrics.REQUESTS.labels("cancelled").inc()
             raise
         metrics.REQUESTS.labels("ok").inc()
@@ -179,18 +181,20 @@ class Batcher:
             if lane is None:
                 return None
             uncounted = lanes.uncounted(lane) if lane == BULK else []
+        counted: list = []
         if uncounted:  # real lengths: batches of texts of one length waste less on padding
             texts = [it.text for it in uncounted]
             encodings = self.backend.encode_unpadded(texts)
             if encodings is not None:  # kept: the batch is padded from them, its texts not encoded twice
-                for it, e in zip(uncounted, encodings):
-                    it.tokens, it.counted, it.encoding = max(1, len(e.ids)), True, e
+                counted = [(it, len(e.ids), e) for it, e in zip(uncounted, encodings)]
             else:
-                for it, n in zip(uncounted, self.backend.count_tokens(texts) or ()):
-                    it.tokens, it.counted = max(1, n), True
+                counted = [(it, n, None) for it, n in zip(uncounted, self.backend.count_tokens(texts) or ())]
         with self._cond:
             if self._stopping:
                 return None
+            for it, n, e in counted:  # under the lock: another tokenizer thread may be choosing a batch
+                if not it.counted:
+                    it.tokens, it.counted, it.encoding = max(1, n), True, e
             batch, dropped = lanes.take(lane)
             if dropped:  # every caller of these went away
                 metrics.FAILURES.labels("cancelled").inc(dropped)
@@ -321,6 +325,7 @@ class Batcher:
                     if error is not None:
                         req.remaining = 0
                         req.cancelled = True  # its other queued texts are not embedded for nothing
+                        self._lanes.cancelled()
                         metrics.REQUESTS.labels("failed").inc()
                         req.loop.call_soon_threadsafe(_fail, req.future, error)
                         continue

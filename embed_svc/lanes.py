@@ -94,6 +94,7 @@ class Lanes:
         self._lanes: dict[str, collections.deque[Item]] = {URGENT: collections.deque(), BULK: collections.deque()}
         self._last_urgent = False  # the last batch came from the query lane
         self._pending: dict[bytes, Item] = {}  # queued or running, by text key
+        self._purge = False  # a request was cancelled: the next take drops its texts from the whole queue
 
     def __len__(self) -> int:
         return len(self._lanes[URGENT]) + len(self._lanes[BULK])
@@ -132,14 +133,20 @@ class Lanes:
 
     def uncounted(self, lane: str) -> list[Item]:
         """The texts the next batch of ``lane`` is chosen from whose length is still an estimate."""
-        return [it for it in itertools.islice(self._lanes[lane], self.group_window) if not it.counted]
+        return [it for it in itertools.islice(self._lanes[lane], self.group_window)
+                if not it.counted and it.wanted()]
+
+    def cancelled(self) -> None:
+        """A request's caller went away (or it failed): its texts nobody else waits for leave the queue at
+        the next take, all of them (so that they hold no room in it)."""
+        self._purge = True
 
     def take(self, lane: str) -> tuple[list[Item], int]:
         """The next batch from ``lane`` (see :func:`select_batch`), and how many texts were dropped
         first because every caller of theirs went away. The batch stays pending until :meth:`done`."""
+        dropped = self._drop_unwanted() if self._purge else 0
         queue = self._lanes[lane]
         window: list[Item] = []
-        dropped = 0
         # only as far as the window reaches (the texts behind it are looked at when their turn comes: one
         # batch costs its window, not the whole queue, which an index run fills with tens of thousands)
         while queue and len(window) < self.group_window:
@@ -154,6 +161,21 @@ class Lanes:
         queue.extendleft(reversed([it for it in window if id(it) not in chosen]))  # back in front, in order
         self._last_urgent = lane == URGENT
         return batch, dropped
+
+    def _drop_unwanted(self) -> int:
+        """Every queued text whose callers all went away leaves the queue; how many."""
+        self._purge = False
+        dropped = 0
+        for lane, queue in self._lanes.items():
+            kept = collections.deque()
+            for it in queue:
+                if it.wanted():
+                    kept.append(it)
+                else:
+                    self._pending.pop(it.key, None)
+                    dropped += 1
+            self._lanes[lane] = kept
+        return dropped
 
     def done(self, key: bytes) -> None:
         """The text is answered (or dropped): no longer pending, so the next request for it queues it anew."""

@@ -355,3 +355,26 @@ def test_bulk_texts_are_encoded_once_the_batch_padded_from_the_encodings_that_co
     np.testing.assert_allclose(query, HashBackend(8).encode(["a query"]))
     assert sorted(backend.encoded) == sorted(bulk)  # each bulk text encoded once
     assert backend.from_texts == ["a query"]
+
+
+def test_a_cancelled_requests_texts_leave_the_whole_queue_at_the_next_batch():
+    """A batch looks at its window of the queue only, but once a request is cancelled the next batch drops
+    every text of it nobody else waits for, however far back: they hold no room in the queue (max_queue) and
+    are never tokenized."""
+    from embed_svc.lanes import BULK, Lanes
+
+    class Waiter:
+        cancelled = False
+
+    live, gone = Waiter(), Waiter()
+    lanes = Lanes(max_tokens=256, max_batch_size=4, max_batch_tokens=4 * 256)  # a window of 32 texts
+    for i in range(40):
+        lanes.add(f"live {i}".encode(), f"live {i}", (live, i), urgent=False)
+    for i in range(1000):
+        lanes.add(f"gone {i}".encode(), f"gone {i}", (gone, i), urgent=False)
+    gone.cancelled = True
+    lanes.cancelled()
+    batch, dropped = lanes.take(BULK)
+    assert (len(batch), dropped, len(lanes)) == (4, 1000, 36)
+    assert not lanes.pending(b"gone 999") and lanes.pending(b"live 39")
+    assert all(it.text.startswith("live") for it in lanes.uncounted(BULK))

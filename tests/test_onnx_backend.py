@@ -243,13 +243,18 @@ def test_a_batch_padded_from_the_encodings_that_counted_it_is_the_batch_tokenize
         for key in ("input_ids", "attention_mask", "token_type_ids"):
             assert torch.equal(again.inputs[key], padded.inputs[key]), key
     batch = texts[-12:]
-    assert np.array_equal(fp32.encode(batch), fp32.collect(fp32.launch(fp32.tokenize(batch, fp32.encode_unpadded(batch)))))
+    padded = fp32.tokenize(batch, fp32.encode_unpadded(batch))
+    assert np.array_equal(fp32.encode(batch), fp32.collect(fp32.launch(padded)))
+    # what a queued text keeps until its batch: its ids at the window at most, not the tokenizer's Encoding with
+    # the strings, offsets and overflowing pieces of a long text
+    kept = fp32.encode_unpadded(["word " * 3000])[0]
+    assert len(kept.ids) == fp32.max_tokens and kept.ids.nbytes + kept.type_ids.nbytes <= 8 * fp32.max_tokens
 
 
 def test_padded_arrays_pads_on_the_side_the_tokenizer_pads_and_refuses_a_padding_it_cannot_mimic(fp32):
     from tokenizers import Tokenizer
 
-    from embed_svc.backends.base import padded_arrays
+    from embed_svc.backends.base import encoded, padded_arrays
 
     texts = ["def f(x): return x", "a", "class Router: pass  # pick a handler"]
     fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
@@ -261,8 +266,8 @@ def test_padded_arrays_pads_on_the_side_the_tokenizer_pads_and_refuses_a_padding
         unpadded = Tokenizer.from_str(fp32.tokenizer_json.decode())
         unpadded.enable_truncation(8)
         unpadded.no_padding()
-        got = padded_arrays(unpadded.encode_batch(texts), fields, tokenizer.padding)
+        got = padded_arrays(encoded(unpadded.encode_batch(texts)), fields, tokenizer.padding)
         for name, attr in fields.items():
             assert np.array_equal(got[name], np.array([getattr(e, attr) for e in want])), (direction, name)
         tokenizer.enable_padding(length=16)
-        assert padded_arrays(unpadded.encode_batch(texts), fields, tokenizer.padding) is None
+        assert padded_arrays(encoded(unpadded.encode_batch(texts)), fields, tokenizer.padding) is None

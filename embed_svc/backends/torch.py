@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import DTYPES, Steps, Tokenized, TokenCounter, normalize, padded_arrays, resolve_model
+from .base import DTYPES, Encoded, Steps, Tokenized, TokenCounter, encoded, normalize, padded_arrays, resolve_model
 
 
 class TorchBackend(Steps):
@@ -136,9 +136,9 @@ class FastPreprocess:
         same = all(made._torch.equal(want[k], got[k]) for k in made._keys) and want.keys() == got.keys()
         return made if same else None
 
-    def encode_unpadded(self, texts: list[str]) -> list:
-        """The texts' encodings before padding (their lengths group a batch; :meth:`from_encodings` pads them)."""
-        return self._unpadded.encode_batch(texts)
+    def encode_unpadded(self, texts: list[str]) -> list[Encoded]:
+        """The texts' token ids before padding (their lengths group a batch; :meth:`from_encodings` pads them)."""
+        return encoded(self._unpadded.encode_batch(texts))
 
     def from_encodings(self, encodings: list) -> dict[str, Any] | None:
         """What calling this gives, from the texts' unpadded encodings (None: a padding it cannot mimic)."""
