@@ -19,7 +19,8 @@ the lock around both:
   (less padding) within ``max_batch_size`` and ``max_batch_tokens``, and
   tokenizes it (bulk texts once: the encodings that counted their tokens
   are padded into the batch, not encoded again); with ``tokenizer_threads``
-  2 or more, several do, each on its own batch (one batch encoded, the GIL
+  2 or more, several do, each on its own batch (a thread may then take texts
+  another is still counting, which it encodes anew; one batch encoded, the GIL
   released, while another is turned into arrays; on 2 cores slower than one
   thread, whose encoding uses every core already: docs/EMBEDDING.md);
 - the **inference** thread launches the model on each tokenized batch; on a
