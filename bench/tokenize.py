@@ -85,7 +85,6 @@ class _HostOnly:
     answers at once: what the embedder's batcher feeds when the model is never the limit."""
 
     def __init__(self, backend):
-        self._backend = backend
         self.dim, self.max_tokens, self.device = backend.dim, backend.max_tokens, "cpu"
         self.name, self.model_id = backend.name, backend.model_id
         self.tokenize, self.count_tokens = backend.tokenize, backend.count_tokens
@@ -143,7 +142,8 @@ def bench_tokenize(texts: list[str], log, cores: tuple[int, ...] = (1, 2)) -> di
         texts_file.write_text(json.dumps(texts))
         runs = {c: _run(texts_file, c) for c in cores}
         # the embedder's batcher with an instant model: what it feeds a GPU, by cores and tokenizer threads
-        batcher = {f"{c}x{threads}": _run(texts_file, c, "--batcher", str(threads))["seconds"]
+        batcher = {f"{c}x{threads}": {"cores": c, "threads": threads,
+                                      "seconds": _run(texts_file, c, "--batcher", str(threads))["seconds"]}
                    for c in cores for threads in (1, 2) if threads <= c}
     n = len(texts)
     out: dict = {"texts": n, "batch": BATCH, "tokens": runs[cores[0]]["tokens"],
@@ -153,8 +153,8 @@ def bench_tokenize(texts: list[str], log, cores: tuple[int, ...] = (1, 2)) -> di
                                    for k in ("preprocess_s", "fast_s", "fast_encode_s", "fast_convert_s")}
         log(f"tokenize on {c} core(s): preprocess {n / r['preprocess_s']:.0f} texts/s, fast {n / r['fast_s']:.0f} "
             f"(encode {n / r['fast_encode_s']:.0f}, convert {n / r['fast_convert_s']:.0f})")
-    out["batcher"] = {key: {"cores": int(key.split("x")[0]), "threads": int(key.split("x")[1]),
-                            "texts_per_s": round(n / seconds)} for key, seconds in batcher.items()}
+    out["batcher"] = {key: {"cores": b["cores"], "threads": b["threads"], "texts_per_s": round(n / b["seconds"])}
+                      for key, b in batcher.items()}
     log(f"through the batcher (instant model): {out['batcher']}")
     if 1 in runs and 2 in runs:
         one, two = runs[1], runs[2]

@@ -77,7 +77,7 @@ class Item:
     urgent: bool = False
     enqueued: float = field(default_factory=time.perf_counter)
     counted: bool = False  # ``tokens`` is the real count (the backend's tokenizer), not an estimate
-    encoding: Any = None  # the unpadded encoding that counted it, until its batch is tokenized
+    encoding: Any = None  # its token ids from the count (backends.base.Encoded), until its batch is tokenized
 
     def wanted(self) -> bool:
         return any(not req.cancelled for req, _ in self.waiters)

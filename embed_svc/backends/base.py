@@ -42,10 +42,10 @@ class EmbeddingBackend(Protocol):
     preferred_batch: int  # texts per model call where it runs fastest (the max_batch_size default)
     preferred_batch_tokens: int  # tokens per model call, padding included (the max_batch_tokens default; 0: none)
 
-    def tokenize(self, texts: list[str], encodings: list | None = None) -> Tokenized:
-        """Runs on the tokenizer thread: CPU only, never the model. ``encodings``: the texts' unpadded
-        encodings from :meth:`encode_unpadded`, when the batcher has them (then the texts are not encoded
-        again, only padded)."""
+    def tokenize(self, texts: list[str], encodings: list[Encoded] | None = None) -> Tokenized:
+        """Runs on the tokenizer thread: CPU only, never the model. ``encodings``: the texts' token ids from
+        :meth:`encode_unpadded`, when the batcher has them (then the texts are not encoded again, only
+        padded)."""
         ...
 
     def launch(self, batch: Tokenized) -> Any:
@@ -65,8 +65,8 @@ class EmbeddingBackend(Protocol):
         the batcher estimates from characters."""
         ...
 
-    def encode_unpadded(self, texts: list[str]) -> list | None:
-        """Each text's encoding (``tokenizers.Encoding``: truncated to the window, not padded), which
+    def encode_unpadded(self, texts: list[str]) -> list[Encoded] | None:
+        """Each text's token ids (:class:`Encoded`: truncated to the window, not padded), which
         :meth:`tokenize` takes instead of encoding the texts again; None where the backend cannot (the
         batcher then counts with :meth:`count_tokens`)."""
         ...
@@ -87,7 +87,7 @@ class Steps:
         """Each text's real token count as the model sees it (truncated to its window), or None."""
         return None
 
-    def encode_unpadded(self, texts: list[str]) -> list | None:
+    def encode_unpadded(self, texts: list[str]) -> list[Encoded] | None:
         return None
 
     def close(self) -> None:

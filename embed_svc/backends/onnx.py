@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Steps, Tokenized, TokenCounter, normalize, padded_arrays, resolve_model
+from .base import Encoded, Steps, Tokenized, TokenCounter, normalize, padded_arrays, resolve_model
 
 log = logging.getLogger("codeindex.embed")
 
@@ -405,10 +405,10 @@ class OnnxBackend(Steps):
     def count_tokens(self, texts: list[str]) -> list[int]:
         return self._counter(texts)
 
-    def encode_unpadded(self, texts: list[str]) -> list:
+    def encode_unpadded(self, texts: list[str]) -> list[Encoded]:
         return self._counter.encode(texts)
 
-    def tokenize(self, texts: list[str], encodings: list | None = None) -> Tokenized:
+    def tokenize(self, texts: list[str], encodings: list[Encoded] | None = None) -> Tokenized:
         if not texts:
             return Tokenized(texts, None, 0, 0)
         inputs = None

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import DTYPES, Encoded, Steps, Tokenized, TokenCounter, encoded, normalize, padded_arrays, resolve_model
+from .base import DTYPES, Encoded, Steps, Tokenized, TokenCounter, normalize, padded_arrays, resolve_model
 
 
 class TorchBackend(Steps):
@@ -41,7 +41,9 @@ class TorchBackend(Steps):
         self.max_tokens = int(self.model.max_seq_length or 512)
         fast = getattr(self.model.tokenizer, "backend_tokenizer", None)  # what the parser counts tokens with
         self.tokenizer_json = fast.to_str().encode("utf-8") if fast is not None else b""
-        self._counter = TokenCounter(fast.to_str(), self.max_tokens) if fast is not None else None
+        # truncating on the side the model's tokenizer does: its encodings are what a FastPreprocess batch pads
+        side = getattr(self.model.tokenizer, "truncation_side", "right")
+        self._counter = TokenCounter(fast.to_str(), self.max_tokens, side) if fast is not None else None
         self._preprocess = FastPreprocess.checked(self.model, fast, self.max_tokens) or self.model.preprocess
         # see max_batch_size; on an H200, 256-text batches (65,536 tokens) embedded 49% more per second than 128
         self.preferred_batch = 256 if self.device.startswith("cuda") else 16
@@ -52,9 +54,11 @@ class TorchBackend(Steps):
     def count_tokens(self, texts: list[str]) -> list[int] | None:
         return self._counter(texts) if self._counter is not None else None
 
-    def encode_unpadded(self, texts: list[str]) -> list | None:
-        fast = self._preprocess if isinstance(self._preprocess, FastPreprocess) else None
-        return fast.encode_unpadded(texts) if fast is not None else None
+    def encode_unpadded(self, texts: list[str]) -> list[Encoded] | None:
+        """Only where the batch is made by FastPreprocess, which pads them (:meth:`FastPreprocess.from_encodings`)."""
+        if self._counter is None or not isinstance(self._preprocess, FastPreprocess):
+            return None
+        return self._counter.encode(texts)
 
     def tokenize(self, texts: list[str], encodings: list | None = None) -> Tokenized:
         features = None
@@ -114,9 +118,6 @@ class FastPreprocess:
         self._tokenizer.enable_truncation(max_tokens, direction=getattr(hf, "truncation_side", "right"))
         self._tokenizer.enable_padding(direction=getattr(hf, "padding_side", "right"), pad_id=hf.pad_token_id,
                                        pad_token=hf.pad_token)
-        self._unpadded = Tokenizer.from_str(fast.to_str())  # the same truncation, no padding: what is counted
-        self._unpadded.enable_truncation(max_tokens, direction=getattr(hf, "truncation_side", "right"))
-        self._unpadded.no_padding()
         probe = model.preprocess(PROBES[:1])
         self._keys = [k for k, v in probe.items() if isinstance(v, torch.Tensor)]
         self._rest = {k: v for k, v in probe.items() if not isinstance(v, torch.Tensor)}  # e.g. the modality
@@ -136,12 +137,9 @@ class FastPreprocess:
         same = all(made._torch.equal(want[k], got[k]) for k in made._keys) and want.keys() == got.keys()
         return made if same else None
 
-    def encode_unpadded(self, texts: list[str]) -> list[Encoded]:
-        """The texts' token ids before padding (their lengths group a batch; :meth:`from_encodings` pads them)."""
-        return encoded(self._unpadded.encode_batch(texts))
-
-    def from_encodings(self, encodings: list) -> dict[str, Any] | None:
-        """What calling this gives, from the texts' unpadded encodings (None: a padding it cannot mimic)."""
+    def from_encodings(self, encodings: list[Encoded]) -> dict[str, Any] | None:
+        """What calling this gives, from the texts' unpadded encodings (the backend's token counter's, which
+        truncates alike; None: a padding it cannot mimic)."""
         arrays = padded_arrays(encodings, {k: ENCODING[k] for k in self._keys}, self._tokenizer.padding)
         if arrays is None:
             return None
