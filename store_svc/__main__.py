@@ -24,7 +24,7 @@ def build(cfg: StoreConfig) -> server.Service:
                              upkeep_unindexed_share=cfg.upkeep_unindexed_share,
                              upkeep_max_versions=cfg.upkeep_max_versions,
                              consistency_seconds=cfg.consistency_seconds, index_cache_mb=cfg.index_cache_mb,
-                             metadata_cache_mb=cfg.metadata_cache_mb)
+                             metadata_cache_mb=cfg.metadata_cache_mb, resident_rows=cfg.resident_rows)
     options = storage_options(cfg)
     background: list[asyncio.Task] = []
 

@@ -28,6 +28,7 @@ VECTORS_LOOKED_UP = Counter("store_vectors_lookup_total",
 for _result in ("found", "missing"):
     VECTORS_LOOKED_UP.labels(_result)
 TABLE_ROWS = Gauge("store_table_rows", "Chunk rows in the table")
+RESIDENT_ROWS = Gauge("store_resident_rows", "Chunk rows held in memory for search (0: searches read the table)")
 TABLE_VERSIONS = Gauge("store_table_versions", "Versions of the chunks table kept on storage")
 MAINTENANCE_SECONDS = Histogram("store_maintenance_seconds", "Time of the maintenance after a run, by step", ["step"],
                                 buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))

@@ -29,6 +29,7 @@ from . import ranking
 from .ann import AnnIndex
 from codeindex_common.keywords import query_terms
 from .ranking import Candidate, QueryInfo, RankingOptions
+from .resident import Resident, Snapshot
 from .schema import CHUNK_COLUMNS, META_COLUMNS, TOMBSTONE, chunk_from_row
 from .sql import names_include, sql_str
 
@@ -39,6 +40,7 @@ from .sql import names_include, sql_str
 RANK_COLUMNS = ["id", "path", "language", "kind", "symbol", "qualified_name", "start_line", "end_line", "names"]
 CANDIDATE_COLUMNS = [*RANK_COLUMNS, "vector"]
 ROW_COLUMNS = [*CHUNK_COLUMNS, "names"]  # all a hit shows
+REST_COLUMNS = [c for c in ROW_COLUMNS if c not in RANK_COLUMNS]  # what a hit shows beyond the ranking's fields
 
 NAMES_BOOST = 3.0  # a word in a chunk's names (symbol, qualified name, signature, path) against one in its body
 DEPTH = 50  # candidates each retrieval gives the ranking stage, at least
@@ -48,13 +50,17 @@ class ChunkSearch:
     """The retrievals over one chunks table. ``ann`` says which ANN index
     vector searches probe; ``lock`` is held while a full-text index is
     created (with the table's other maintenance); ``pool`` runs a hybrid
-    search's retrievals at once."""
+    search's retrievals at once; ``resident`` holds the table's vectors and
+    ranking fields in memory, which an unfiltered search uses while the
+    table is at the version they were read at (:mod:`store_svc.resident`)."""
 
-    def __init__(self, table, ann: AnnIndex, lock: threading.Lock, pool: ThreadPoolExecutor):
+    def __init__(self, table, ann: AnnIndex, lock: threading.Lock, pool: ThreadPoolExecutor,
+                 resident: Resident | None = None):
         self.table = table
         self._ann = ann
         self._lock = lock
         self._pool = pool
+        self.resident = resident
         self._fts_ready: set[str] = set()
 
     @functools.cached_property
@@ -71,10 +77,11 @@ class ChunkSearch:
         read of its row (the file's new chunks are in a newer version than the one retrieved from): the
         search is run once more, on the newer version, and a chunk that vanishes again is left out."""
         for _ in range(2):
-            info, candidates = self.candidates(vector, q, where, options)
+            held = self._held(where)
+            info, candidates = self._candidates(vector, q, where, options, held)
             hits = ranking.rank(candidates, info, q.k, options, q.mode)
             rows = {c.chunk.id: c.row_id for c in candidates if not c.whole}
-            full = self.complete([(h.chunk.id, rows[h.chunk.id]) for h in hits if h.chunk.id in rows])
+            full = self.complete([(h.chunk.id, rows[h.chunk.id]) for h in hits if h.chunk.id in rows], held)
             gone = {h.chunk.id for h in hits if h.chunk.id in rows and h.chunk.id not in full}
             if not gone:
                 break
@@ -88,26 +95,35 @@ class ChunkSearch:
                    options: RankingOptions = ranking.DEFAULT) -> tuple[QueryInfo, list[Candidate]]:
         """What the ranking stage gets: the query read, and every chunk the mode's retrievals found (run at
         once), with what each saw of it."""
+        return self._candidates(vector, q, where, options, self._held(where))
+
+    def _held(self, where: str) -> Snapshot | None:
+        """The rows in memory, if they are the table's now and the search has no filter."""
+        return self.resident.current(self.table) if self.resident is not None and not where else None
+
+    def _candidates(self, vector: np.ndarray | None, q: Query, where: str, options: RankingOptions,
+                    held: Snapshot | None) -> tuple[QueryInfo, list[Candidate]]:
         if q.mode in ("vector", "hybrid") and (vector is None or vector.shape != (self.dim,)):
             size = 0 if vector is None else vector.size
             raise InvalidArgument(f"query vector has {size} dimensions, the index {self.dim}")
         info = ranking.analyze(q.text)
         depth = max(DEPTH, 5 * q.k) if q.mode == "hybrid" else q.k
         jobs = {}
-        if q.mode == "vector":  # its k candidates are the hits: their whole rows at once, one read fewer
+        if q.mode == "vector" and held is None:  # its k candidates are the hits: whole rows at once, one read
             jobs["vector"] = self._pool.submit(self.vector, vector, depth, where, q.min_score, ROW_COLUMNS)
-        elif q.mode == "hybrid":
-            jobs["vector"] = self._pool.submit(self.vector, vector, depth, where, q.min_score)
+        elif q.mode in ("vector", "hybrid"):
+            jobs["vector"] = self._pool.submit(self.vector, vector, depth, where, q.min_score, held=held)
         if q.mode in ("keyword", "hybrid"):
-            jobs["keyword"] = self._pool.submit(self.keyword, q.text, depth, where, options.identifiers)
+            jobs["keyword"] = self._pool.submit(self.keyword, q.text, depth, where, options.identifiers,
+                                                held=held)
         if q.mode == "hybrid":
-            jobs["exact"] = self._pool.submit(self.exact, info, depth, where)
+            jobs["exact"] = self._pool.submit(self.exact, info, depth, where, held=held)
         candidates = self._merge({name: job.result() for name, job in jobs.items()}, vector)
         if q.min_score is not None:  # a cosine floor, in the modes that have one
             candidates = [c for c in candidates if c.cosine is not None and c.cosine >= q.min_score]
         texts = [c for c in candidates if not c.whole and ranking.reads_text(c.chunk)]
         if texts:  # the few the ranking reads the text of (one a write took away since is left out)
-            full = self.complete([(c.chunk.id, c.row_id) for c in texts])
+            full = self.complete([(c.chunk.id, c.row_id) for c in texts], held)
             gone = {c.chunk.id for c in texts if c.chunk.id not in full}
             candidates = [c for c in candidates if c.chunk.id not in gone]
             for c in texts:
@@ -115,13 +131,22 @@ class ChunkSearch:
                     c.chunk, c.whole = full[c.chunk.id], True
         return info, candidates
 
-    def complete(self, found: list[tuple[str, int | None]]) -> dict[str, Chunk]:
+    def complete(self, found: list[tuple[str, int | None]], held: Snapshot | None = None) -> dict[str, Chunk]:
         """The whole chunk of each (chunk id, row id the retrieval saw): read by row id, and by chunk id
         (through its index) for any whose row is gone since (compacted into another fragment: a row id
         names a fragment and an offset, and LanceDB reads no row for one that is gone) or was not seen.
-        A chunk that a write has taken away since (deleted, or a tombstone now) is not in the answer."""
+        A chunk that a write has taken away since (deleted, or a tombstone now) is not in the answer.
+        With ``held``, the fields held in memory are not read again (each column read costs)."""
         out: dict[str, Chunk] = {}
         by_row = [(cid, rid) for cid, rid in found if rid is not None]
+        if by_row and held is not None:
+            known = {row["id"]: row for row in held.attach([{"id": cid, "_rowid": rid} for cid, rid in by_row])[0]}
+            if known:
+                rows = self.table.take_row_ids([known[cid]["_rowid"] for cid, _ in by_row if cid in known])
+                for row in rows.select(["id", *REST_COLUMNS]).to_list():
+                    if row["id"] in known:
+                        out[row["id"]] = chunk_from_row({**known[row["id"]], **row})
+            by_row = []  # the rest by chunk id, below
         if by_row:
             rows = self.table.take_row_ids([rid for _, rid in by_row]).select(ROW_COLUMNS).to_list()
             wanted = {cid for cid, _ in by_row}
@@ -160,9 +185,12 @@ class ChunkSearch:
         return list(by_id.values())
 
     def vector(self, vector: np.ndarray, k: int, where: str, min_score: float | None = None,
-               columns: list[str] = RANK_COLUMNS) -> list[dict]:
+               columns: list[str] = RANK_COLUMNS, held: Snapshot | None = None) -> list[dict]:
         """The k nearest chunks by cosine similarity (at least ``min_score``), with ``_distance`` and
-        ``_rowid``."""
+        ``_rowid``: exactly, over the rows held in memory (``held``, of the table's version, unfiltered:
+        their ranking fields), or through the table's ANN index."""
+        if held is not None:
+            return held.nearest(vector, k, min_score)
         q = self.table.search(vector.astype(np.float32)).distance_type("cosine").limit(k).with_row_id(True)
         ann = self._ann.current
         if ann is not None:
@@ -175,9 +203,10 @@ class ChunkSearch:
         return [r for r in rows if min_score is None or 1.0 - float(r["_distance"]) >= min_score]
 
     def keyword(self, text: str, k: int, where: str, identifiers: bool = True,
-                columns: list[str] = CANDIDATE_COLUMNS) -> list[dict]:
+                columns: list[str] = CANDIDATE_COLUMNS, held: Snapshot | None = None) -> list[dict]:
         """The k best chunks by BM25, with ``_score`` and ``_rowid``: over the split names and body (names
-        weighing more), or over the raw text."""
+        weighing more), or over the raw text. With ``held``, only their ids are read from the table, the
+        rest from memory."""
         if identifiers:
             self.ensure_fts("kw_names", "kw_body")
             query = MultiMatchQuery(query_terms(text), ["kw_names", "kw_body"], boosts=[NAMES_BOOST, 1.0])
@@ -187,19 +216,41 @@ class ChunkSearch:
             q = self.table.search(text, query_type="fts", fts_columns="text").limit(k)
         if where:
             q = q.where(where, prefilter=True)
+        if held is not None:
+            return self._attach(held, _rows(q.with_row_id(True).select(["id", "_score"])), columns)
         return _rows(q.with_row_id(True).select([*columns, "_score"]))
 
-    def exact(self, info: QueryInfo, k: int, where: str, columns: list[str] = CANDIDATE_COLUMNS) -> list[dict]:
-        """Chunks holding a definition named as one of the query's identifiers (any case), with ``_rowid``."""
+    def exact(self, info: QueryInfo, k: int, where: str, columns: list[str] = CANDIDATE_COLUMNS,
+              held: Snapshot | None = None) -> list[dict]:
+        """Chunks holding a definition named as one of the query's identifiers (any case), with ``_rowid``
+        (with ``held``: from memory)."""
         if not info.identifiers:
             return []
         # a qualified name (``Request.POST``) also by its last part: the ranking keeps the definitions whose
         # qualified names hold the rest (``Rack.Request.Helpers.POST``)
         wanted = dict.fromkeys(x.lower() for n in info.identifiers for x in (n, n.rsplit(".", 1)[-1]))
+        if held is not None:
+            return held.named(list(wanted), k)
         folded = ", ".join(sql_str(n) for n in wanted)
         match = f"array_has_any(names_folded, [{folded}])"
         q = self.table.search().where(f"({match}) AND ({where})" if where else match)
         return _rows(q.with_row_id(True).select(columns).limit(k))
+
+    def _attach(self, held: Snapshot, found: list[dict], columns: list[str]) -> list[dict]:
+        """Rows a retrieval found by id, completed from memory; those memory does not hold (written since
+        it was read) are read from the table by chunk id. In the retrieval's order."""
+        done, missing = held.attach(found)
+        if missing:
+            match = f"id IN ({', '.join(sql_str(row['id']) for row in missing)})"
+            read = {row["id"]: row for row in _rows(self.table.search().where(match).with_row_id(True)
+                                                    .select(columns).limit(len(missing)))}
+            for row in missing:
+                if row["id"] in read:
+                    read[row["id"]].update((key, value) for key, value in row.items() if key != "_rowid")
+            done += [read[row["id"]] for row in missing if row["id"] in read]
+            order = {row["id"]: i for i, row in enumerate(found)}
+            done.sort(key=lambda row: order[row["id"]])
+        return done
 
     def definitions(self, name: str, where: str, limit: int) -> list[tuple[Chunk, Definition]]:
         """Every definition named ``name`` (bare or qualified), with the chunk that holds it; by path and line."""

@@ -53,7 +53,8 @@ from .ranking import DEFAULT, RankingOptions
 from .schema import (CHUNK_COLUMNS, CHUNKS, DERIVED, DERIVED_FIELDS, FILES, FILES_SCHEMA, FTS_COLUMNS, IS_TOMBSTONE,
                      SCALAR_INDEXES, chunk_rows, chunks_schema, derived_rows, file_rows, missing_columns,
                      tombstone_rows)
-from .search import ChunkSearch
+from .resident import Resident
+from .search import RANK_COLUMNS, ChunkSearch
 from .sql import in_list, where_clause
 
 log = logging.getLogger("codeindex.store")
@@ -86,6 +87,10 @@ class StoreSettings:
     # LanceDB's caches (its defaults are GBs: the metadata cache grew to 1.3 GB over 1,000 writes of 160 rows)
     index_cache_mb: int = 512
     metadata_cache_mb: int = 128
+    # up to this many rows, unfiltered searches use the chunks' vectors and ranking fields held in memory once
+    # the table's version has held still this long (store_svc.resident); 0: never
+    resident_rows: int = 250_000
+    resident_settle_s: float = 1.0
     ranking: RankingOptions = DEFAULT
 
 
@@ -144,7 +149,13 @@ class VectorStore:
         """The chunks table (None: none yet), and the retrievals over it."""
         self._chunks = table
         self._schema_checked = None  # the table _check_schema found whole
-        self._search = ChunkSearch(table, self._ann, self._replace_lock, self._pool) if table is not None else None
+        if getattr(self, "_search", None) is not None and self._search.resident is not None:
+            self._search.resident.drop()
+        self._search = None
+        if table is not None:
+            resident = Resident(RANK_COLUMNS, self.settings.resident_rows, self.settings.resident_settle_s,
+                                guard=self._gate.shared)
+            self._search = ChunkSearch(table, self._ann, self._replace_lock, self._pool, resident)
 
     # ------------------------------------------------------------------ helpers
 

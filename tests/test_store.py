@@ -789,7 +789,7 @@ def test_a_hit_whose_file_is_rewritten_during_the_search_is_searched_again_or_le
     store = VectorStore(str(tmp_path / "db"))
     store.write([record("a.py", "def render_invoice(order):\n    return order.total\n", model="m"),
                  record("b.py", "def parse_header(line):\n    return line.split(':')\n", seed=1, model="m")])
-    retrieve, rewrites, limit = ChunkSearch.candidates, [0], [1]
+    retrieve, rewrites, limit = ChunkSearch._candidates, [0], [1]
 
     def then_rewrite(self, *args, **kwargs):
         found = retrieve(self, *args, **kwargs)
@@ -799,7 +799,7 @@ def test_a_hit_whose_file_is_rewritten_during_the_search_is_searched_again_or_le
                                 model="m", file_hash=f"h{rewrites[0] + 1}")])
         return found
 
-    monkeypatch.setattr(ChunkSearch, "candidates", then_rewrite)
+    monkeypatch.setattr(ChunkSearch, "_candidates", then_rewrite)
     query = Query("render invoice", 5, "keyword")
     hits = store.search(None, query)
     assert rewrites[0] == 1 and hits[0].chunk.symbol == "render_invoice_v1" and hits[0].chunk.text  # searched again
