@@ -25,7 +25,7 @@ ROWS = [
     ("noop_reindex_seconds", "re-index with no change, s (in brackets: wall time, service start-up included)"),
     ("one_file_reindex_seconds", "re-index after one file changed, s (in brackets: wall time)"),
     ("search_rows", "search benchmark table, rows"),
-    ("search_p50_ms", "search p50 through the public gRPC API (hybrid, query embedding included, ANN index), ms"),
+    ("search_p50_ms", "search p50 through the public gRPC API (hybrid, each query embedded, ANN index), ms"),
     ("search_p99_ms", "search p99, one client, ms"),
     ("search_vector_p50_ms", "search p50, vector mode, one client, ms"),
     ("search_qps", "searches/s with 8 concurrent clients"),
@@ -532,8 +532,8 @@ def write_report(r: dict, docs: Path, name: str = "BENCHMARKS.md") -> None:
               "- *Instant model*: the same pipeline with `CODEINDEX_EMBED_BACKEND=hash`, what everything but the "
               "model can move.",
               "- *Search*: the search-quality set's queries (`bench/quality/queries/`, distinct texts) through "
-              "`orchestrator serve` (query embedding included), back to back for 30 s (10 s with QUICK=1): one "
-              "client, then one client in vector mode, then 8 clients.",
+              "`orchestrator serve` (each query embedded: the embedder's vector cache off), back to back for 30 s "
+              "(10 s with QUICK=1): one client, then one client in vector mode, then 8 clients.",
               "- *Utilisation*: CPU of each stage's processes, sampled every 0.5 s during the end-to-end run.",
               ""]
     if name == "BENCHMARKS.md":

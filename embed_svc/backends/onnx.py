@@ -315,6 +315,10 @@ def _session(model_file: Path, threads: int) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only
+    # the intra-op threads spin while a run is on (as by default) but stop when it returns, instead of spinning
+    # on for a while: that kept both cores of a 2-core machine busy after a search's query was embedded, and the
+    # store's search right after took 35 ms instead of 19 (docs/EMBEDDING.md, "Threads")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     return ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
 
 
