@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
+# Before numpy loads OpenBLAS: its threads (the exact vector search over the rows held in memory is a numpy
+# product) spin for about 0.1 s after each product by default, as good as a core busy after every search on a
+# 2-core machine, under the next query's embedding and search; 2^4 cycles instead. Through the API, one client:
+# p50 26.2 / 26.6 ms against 28.4 / 30.7, p99 36 against 43-50 (docs/STORE.md, "Rows held in memory").
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
 import asyncio
 import json
 import sys

@@ -110,15 +110,19 @@ class ChunkSearch:
         depth = max(DEPTH, 5 * q.k) if q.mode == "hybrid" else q.k
         jobs = {}
         if q.mode == "vector" and held is None:  # its k candidates are the hits: whole rows at once, one read
-            jobs["vector"] = self._pool.submit(self.vector, vector, depth, where, q.min_score, ROW_COLUMNS)
+            jobs["vector"] = functools.partial(self.vector, vector, depth, where, q.min_score, ROW_COLUMNS)
         elif q.mode in ("vector", "hybrid"):
-            jobs["vector"] = self._pool.submit(self.vector, vector, depth, where, q.min_score, held=held)
+            jobs["vector"] = functools.partial(self.vector, vector, depth, where, q.min_score, held=held)
         if q.mode in ("keyword", "hybrid"):
-            jobs["keyword"] = self._pool.submit(self.keyword, q.text, depth, where, options.identifiers,
-                                                held=held)
+            jobs["keyword"] = functools.partial(self.keyword, q.text, depth, where, options.identifiers, held=held)
         if q.mode == "hybrid":
-            jobs["exact"] = self._pool.submit(self.exact, info, depth, where, held=held)
-        candidates = self._merge({name: job.result() for name, job in jobs.items()}, vector)
+            jobs["exact"] = functools.partial(self.exact, info, depth, where, held=held)
+        if held is None and len(jobs) > 1:  # LanceDB's searches side by side
+            running = {name: self._pool.submit(job) for name, job in jobs.items()}
+            found = {name: job.result() for name, job in running.items()}
+        else:  # from memory only the keyword search is LanceDB's: in turn costs less than the threads' hand-offs
+            found = {name: job() for name, job in jobs.items()}
+        candidates = self._merge(found, vector)
         if q.min_score is not None:  # a cosine floor, in the modes that have one
             candidates = [c for c in candidates if c.cosine is not None and c.cosine >= q.min_score]
         texts = [c for c in candidates if not c.whole and ranking.reads_text(c.chunk)]
