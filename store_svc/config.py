@@ -59,7 +59,7 @@ class StoreConfig(ServerSettings):
     with every version an index run commits."""
     resident_rows: int = 250_000
     """Up to this many chunks, the store holds their vectors and ranking fields in memory (about 1.7 KB a
-    chunk at 384 dimensions), read once the table has held still for a second, and an unfiltered search
+    chunk at 384 dimensions), read once the table has held still for 3 s, and an unfiltered search
     uses them while the table is unchanged: an exact vector search in a few milliseconds. 0: never."""
     flush_rows: int = 2048
     """A Write stream commits once this many rows are buffered..."""

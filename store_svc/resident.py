@@ -8,8 +8,9 @@ float32 matrix of their vectors, normalised, and an Arrow table of the fields
 the ranking stage reads. It answers a search only while the table is still at
 that version; once the version changes, the next searches read the table as
 before, and a new snapshot is read in the background after the version has
-held still for ``settle_s`` (so that a run writing all the time does not have
-the table read again after each commit). A table of more than ``max_rows``
+held still for ``settle_s`` (3 s, above the store's 1 s flush of a Write
+stream, so that a run writing all the time does not have the table read
+again after each commit) and no upkeep is running. A table of more than ``max_rows``
 rows is not held (0: never): at 384 dimensions a row costs about 1.7 KB.
 
 At 100,000 rows on 2 cores (docs/SEARCH.md): the exact product and its top 50
@@ -19,6 +20,7 @@ recall; reading the snapshot about 0.8 s."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import threading
 import time
@@ -50,24 +52,36 @@ class Snapshot:
 
     @classmethod
     def read(cls, table, columns: list[str], version: int) -> Snapshot | None:
-        """The rows of ``table`` at ``version``; None if the table has moved past it meanwhile."""
-        data = table.search().select([*columns, "names_folded", "vector"]).with_row_id(True).limit(None).to_arrow()
+        """The rows of ``table`` at ``version``; None if the table has moved past it meanwhile. The vectors
+        go into one matrix batch by batch (normalised in place), so that the read holds little besides
+        what is kept."""
+        rows = table.count_rows()
+        reader = (table.search().select([*columns, "names_folded", "vector"]).with_row_id(True).limit(None)
+                  .to_batches(8192))
+        schema = reader.schema
+        vectors = np.empty((rows, schema.field("vector").type.list_size), np.float32)
+        parts, at = [], 0
+        for batch in reader:  # batch by batch into one matrix: the read holds one batch besides what is kept
+            batch = batch.filter(pc.not_equal(batch.column("kind"), TOMBSTONE))
+            if at + len(batch) > len(vectors):  # rows written after the count: not this version
+                return None
+            vectors[at:at + len(batch)] = batch.column("vector").flatten().to_numpy(
+                zero_copy_only=False).reshape(len(batch), -1)
+            parts.append(batch.drop_columns(["vector"]))
+            at += len(batch)
         if table.version != version:  # read at a newer version than the one asked for
             return None
-        data = data.filter(pc.not_equal(data.column("kind"), TOMBSTONE)) if data.num_rows else data
-        column = data.column("vector").combine_chunks()
-        dim = column.type.list_size
-        vectors = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-        vectors = vectors.reshape(len(column), dim)
+        vectors = vectors[:at]
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        vectors = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+        np.divide(vectors, norms, out=vectors, where=norms > 0)
+        data = pa.Table.from_batches(parts, schema.remove(schema.get_field_index("vector")))
         folded = data.column("names_folded").combine_chunks()
         words = folded.flatten().dictionary_encode()
         codes = words.indices.to_numpy(zero_copy_only=False)
         by_name = np.argsort(codes, kind="stable")  # stable: each name's rows stay in row order
         name_rows = pc.list_parent_indices(folded).to_numpy()[by_name].astype(np.int64)
         name_bounds = np.searchsorted(codes[by_name], np.arange(len(words.dictionary) + 1))
-        fields = data.drop_columns(["vector", "names_folded"]).combine_chunks()
+        fields = data.drop_columns(["names_folded"]).combine_chunks()
         row_ids = fields.column("_rowid").to_numpy()
         return cls(version, vectors, fields, row_ids, np.argsort(row_ids, kind="stable"),
                    {w: i for i, w in enumerate(words.dictionary.to_pylist())}, name_rows, name_bounds)
@@ -139,21 +153,23 @@ class Resident:
     """The snapshot searches may use now, and its upkeep. ``guard``: held while a snapshot is read (the
     store's shared gate, so that no cleanup removes the files being read)."""
 
-    def __init__(self, columns: list[str], max_rows: int, settle_s: float = 1.0,
-                 guard=contextlib.nullcontext):
+    def __init__(self, columns: list[str], max_rows: int, settle_s: float = 3.0,
+                 guard=contextlib.nullcontext, busy=lambda: False):
         self.columns = columns
         self.max_rows = max_rows
         self.settle_s = settle_s
         self._guard = guard
+        self._busy = busy
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
         self._seen: tuple[int, float] | None = None  # the newest version seen, and since when
         self._reading: threading.Thread | None = None
-        self._too_big: int | None = None  # a version found to have more than max_rows rows
+        self._skip: int | None = None  # a version not to read: more than max_rows rows, or its read failed
 
     def current(self, table) -> Snapshot | None:
         """The snapshot of the table's version now, if there is one; otherwise None, and a snapshot of
-        this version is read in the background once it has held still for ``settle_s``."""
+        this version is read in the background once it has held still for ``settle_s`` (and no upkeep is
+        running: ``busy``)."""
         if self.max_rows <= 0:
             return None
         version = table.version
@@ -166,7 +182,7 @@ class Resident:
         with self._lock:
             if self._seen is None or self._seen[0] != version:
                 self._seen = (version, now)
-            if (now - self._seen[1] < self.settle_s or self._too_big == version
+            if (now - self._seen[1] < self.settle_s or self._skip == version or self._busy()
                     or (self._reading is not None and self._reading.is_alive())):
                 return None
             self._reading = threading.Thread(target=self._read, args=(table, version), name="resident",
@@ -184,15 +200,17 @@ class Resident:
         started = time.perf_counter()
         try:
             with self._guard():
-                rows = table.count_rows()
-                if rows > self.max_rows:
-                    self._too_big, self._snapshot = version, None
-                    metrics.RESIDENT_ROWS.set(0)
+                if table.version != version:  # written while this waited for the gate
+                    return
+                if table.count_rows() > self.max_rows:
+                    self._skip = version
                     return
                 snapshot = Snapshot.read(table, self.columns, version)
-        except Exception:  # noqa: BLE001 - a search reads the table meanwhile, as without a snapshot
-            log.exception("reading the chunks into memory failed; searches read the table")
+        except Exception as err:  # noqa: BLE001 - searches read the table, as without a snapshot
+            self._skip = version  # not again for this version: the next write tries anew
+            log.warning("reading the chunks into memory failed (searches read the table): %s", err)
             return
+        _give_back_memory()
         if snapshot is None:
             return
         self._snapshot = snapshot
@@ -205,3 +223,13 @@ class Resident:
         """Let the snapshot go (the table is replaced)."""
         self._snapshot = None
         metrics.RESIDENT_ROWS.set(0)
+
+
+def _give_back_memory() -> None:
+    """What the read freed, given back to the system: glibc keeps freed memory in the arenas of the threads
+    that used it (LanceDB's), which held 250-400 MB more than the snapshot after reading 100,000 rows."""
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass

@@ -88,9 +88,9 @@ class StoreSettings:
     index_cache_mb: int = 512
     metadata_cache_mb: int = 128
     # up to this many rows, unfiltered searches use the chunks' vectors and ranking fields held in memory once
-    # the table's version has held still this long (store_svc.resident); 0: never
+    # the table's version has held still this long, with no upkeep running (store_svc.resident); 0: never
     resident_rows: int = 250_000
-    resident_settle_s: float = 1.0
+    resident_settle_s: float = 3.0
     ranking: RankingOptions = DEFAULT
 
 
@@ -154,7 +154,7 @@ class VectorStore:
         self._search = None
         if table is not None:
             resident = Resident(RANK_COLUMNS, self.settings.resident_rows, self.settings.resident_settle_s,
-                                guard=self._gate.shared)
+                                guard=self._gate.shared, busy=self._replace_lock.locked)
             self._search = ChunkSearch(table, self._ann, self._replace_lock, self._pool, resident)
 
     # ------------------------------------------------------------------ helpers
