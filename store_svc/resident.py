@@ -1,17 +1,18 @@
-"""The chunks' vectors and ranking fields held in memory, for an exact
-vector search in one matrix product where LanceDB's takes several times as
-long, and for the keyword and name retrievals' candidates without reading
-their fields from the table.
+"""The chunks' vectors and rows held in memory, for an exact vector search
+in one matrix product where LanceDB's takes several times as long, for the
+name retrieval, and for the keyword retrieval's candidates and the hits
+without reading their rows from the table.
 
 A :class:`Snapshot` is one table version's rows (tombstones left out): a
-float32 matrix of their vectors, normalised, and an Arrow table of the fields
-the ranking stage reads. It answers a search only while the table is still at
+float32 matrix of their vectors, normalised, an Arrow table of the columns
+asked for (the store asks for all a hit shows), and an index of their
+definition names. It answers a search only while the table is still at
 that version; once the version changes, the next searches read the table as
 before, and a new snapshot is read in the background after the version has
 held still for ``settle_s`` (3 s, above the store's 1 s flush of a Write
 stream, so that a run writing all the time does not have the table read
 again after each commit) and no upkeep is running. A table of more than ``max_rows``
-rows is not held (0: never): at 384 dimensions a row costs about 1.7 KB.
+rows is not held (0: never): at 384 dimensions a row costs about 2.5 KB.
 
 At 100,000 rows on 2 cores (docs/SEARCH.md): the exact product and its top 50
 in about 4 ms, against 11-19 ms for LanceDB's IVF_FLAT search with the same
@@ -38,8 +39,8 @@ log = logging.getLogger("codeindex.store")
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One table version's rows: ``vectors`` (normalised, float32) and ``fields`` (the ranking fields and
-    ``_rowid``) in the same order; ``order`` sorts ``row_ids`` (for looking rows up by row id)."""
+    """One table version's rows: ``vectors`` (normalised, float32) and ``fields`` (the columns asked for
+    and ``_rowid``) in the same order; ``order`` sorts ``row_ids`` (for looking rows up by row id)."""
 
     version: int
     vectors: np.ndarray

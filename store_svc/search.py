@@ -40,7 +40,6 @@ from .sql import names_include, sql_str
 RANK_COLUMNS = ["id", "path", "language", "kind", "symbol", "qualified_name", "start_line", "end_line", "names"]
 CANDIDATE_COLUMNS = [*RANK_COLUMNS, "vector"]
 ROW_COLUMNS = [*CHUNK_COLUMNS, "names"]  # all a hit shows
-REST_COLUMNS = [c for c in ROW_COLUMNS if c not in RANK_COLUMNS]  # what a hit shows beyond the ranking's fields
 
 NAMES_BOOST = 3.0  # a word in a chunk's names (symbol, qualified name, signature, path) against one in its body
 DEPTH = 50  # candidates each retrieval gives the ranking stage, at least
@@ -51,8 +50,8 @@ class ChunkSearch:
     vector searches probe; ``lock`` is held while a full-text index is
     created (with the table's other maintenance); ``pool`` runs a hybrid
     search's retrievals at once; ``resident`` holds the table's vectors and
-    ranking fields in memory, which an unfiltered search uses while the
-    table is at the version they were read at (:mod:`store_svc.resident`)."""
+    rows in memory, which an unfiltered search uses while the table is at
+    the version they were read at (:mod:`store_svc.resident`)."""
 
     def __init__(self, table, ann: AnnIndex, lock: threading.Lock, pool: ThreadPoolExecutor,
                  resident: Resident | None = None):
@@ -140,14 +139,18 @@ class ChunkSearch:
         (through its index) for any whose row is gone since (compacted into another fragment: a row id
         names a fragment and an offset, and LanceDB reads no row for one that is gone) or was not seen.
         A chunk that a write has taken away since (deleted, or a tombstone now) is not in the answer.
-        With ``held``, the fields held in memory are not read again (each column read costs)."""
+        With ``held`` (of the table's version now), the fields held in memory are not read again (each
+        column read costs); of an older version, those it holds of a row still there are taken from it."""
         out: dict[str, Chunk] = {}
         by_row = [(cid, rid) for cid, rid in found if rid is not None]
         if by_row and held is not None:
             known = {row["id"]: row for row in held.attach([{"id": cid, "_rowid": rid} for cid, rid in by_row])[0]}
-            if known:
+            unheld = [c for c in ROW_COLUMNS if c not in held.fields.column_names]
+            if known and not unheld and held.version == self.table.version:  # all of it in memory, and current
+                out = {cid: chunk_from_row(row) for cid, row in known.items()}
+            elif known:
                 rows = self.table.take_row_ids([known[cid]["_rowid"] for cid, _ in by_row if cid in known])
-                for row in rows.select(["id", *REST_COLUMNS]).to_list():
+                for row in rows.select(["id", *(unheld or ["kind"])]).to_list():
                     if row["id"] in known:
                         out[row["id"]] = chunk_from_row({**known[row["id"]], **row})
             by_row = []  # the rest by chunk id, below
@@ -192,7 +195,7 @@ class ChunkSearch:
                columns: list[str] = RANK_COLUMNS, held: Snapshot | None = None) -> list[dict]:
         """The k nearest chunks by cosine similarity (at least ``min_score``), with ``_distance`` and
         ``_rowid``: exactly, over the rows held in memory (``held``, of the table's version, unfiltered:
-        their ranking fields), or through the table's ANN index."""
+        the columns it holds), or through the table's ANN index."""
         if held is not None:
             return held.nearest(vector, k, min_score)
         q = self.table.search(vector.astype(np.float32)).distance_type("cosine").limit(k).with_row_id(True)

@@ -54,7 +54,7 @@ from .schema import (CHUNK_COLUMNS, CHUNKS, DERIVED, DERIVED_FIELDS, FILES, FILE
                      SCALAR_INDEXES, chunk_rows, chunks_schema, derived_rows, file_rows, missing_columns,
                      tombstone_rows)
 from .resident import Resident
-from .search import RANK_COLUMNS, ChunkSearch
+from .search import ROW_COLUMNS, ChunkSearch
 from .sql import in_list, where_clause
 
 log = logging.getLogger("codeindex.store")
@@ -87,9 +87,9 @@ class StoreSettings:
     # LanceDB's caches (its defaults are GBs: the metadata cache grew to 1.3 GB over 1,000 writes of 160 rows)
     index_cache_mb: int = 512
     metadata_cache_mb: int = 128
-    # up to this many rows, unfiltered searches use the chunks' vectors and ranking fields held in memory once
+    # up to this many rows, unfiltered searches use the chunks' vectors and rows held in memory once
     # the table's version has held still this long, with no upkeep running (store_svc.resident); 0: never
-    resident_rows: int = 250_000
+    resident_rows: int = 200_000
     resident_settle_s: float = 3.0
     ranking: RankingOptions = DEFAULT
 
@@ -153,7 +153,7 @@ class VectorStore:
             self._search.resident.drop()
         self._search = None
         if table is not None:
-            resident = Resident(RANK_COLUMNS, self.settings.resident_rows, self.settings.resident_settle_s,
+            resident = Resident(ROW_COLUMNS, self.settings.resident_rows, self.settings.resident_settle_s,
                                 guard=self._gate.shared, busy=self._replace_lock.locked)
             self._search = ChunkSearch(table, self._ann, self._replace_lock, self._pool, resident)
 
