@@ -74,7 +74,9 @@ class ChunkSearch:
 
         A file written while the search runs may take a top-k chunk away between its retrieval and the
         read of its row (the file's new chunks are in a newer version than the one retrieved from): the
-        search is run once more, on the newer version, and a chunk that vanishes again is left out."""
+        search is run once more, on the newer version, and a chunk that vanishes again is left out. From
+        the rows held in memory (unfiltered, the table unchanged since they were read) the answer is the
+        table as it was when the search began: nothing is read again."""
         for _ in range(2):
             held = self._held(where)
             info, candidates = self._candidates(vector, q, where, options, held)
