@@ -11,12 +11,13 @@ that version; once the version changes, the next searches read the table as
 before, and a new snapshot is read in the background after the version has
 held still for ``settle_s`` (3 s, above the store's 1 s flush of a Write
 stream, so that a run writing all the time does not have the table read
-again after each commit) and no upkeep is running. A table of more than ``max_rows``
-rows is not held (0: never): at 384 dimensions a row costs about 2.5 KB.
+again after each commit) and no upkeep is running. A table of more than
+``max_rows`` rows is not held (0: never): at 384 dimensions a row costs
+about 2.5 KB.
 
-At 100,000 rows on 2 cores (docs/SEARCH.md): the exact product and its top 50
-in about 4 ms, against 11-19 ms for LanceDB's IVF_FLAT search with the same
-recall; reading the snapshot about 0.8 s."""
+At 100,000 rows on 2 cores (docs/STORE.md, "Rows held in memory"): the
+exact product and its top 50 in about 4 ms, against 11-19 ms for LanceDB's
+IVF_FLAT search with the same recall; reading the snapshot 1-2 s."""
 
 from __future__ import annotations
 
