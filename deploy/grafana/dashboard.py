@@ -125,6 +125,7 @@ ROWS: list[tuple[str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
         ("Index size", "short", [
             (f"max ({sel('store_table_rows')})", "chunk rows"),
             (f"max ({sel('store_table_versions')})", "table versions"),
+            (f"max ({sel('store_resident_rows')})", "chunk rows held in memory for search"),
         ]),
     ]),
 ]
