@@ -127,13 +127,11 @@ class Snapshot:
         """Rows a retrieval found (``id``, ``_rowid`` and its score) completed with their fields and
         vector from the snapshot; and those the snapshot does not hold (written since, or moved: not at
         the same row id with the same chunk id)."""
-        if not found:
-            return [], []
+        if not found or not self.rows:
+            return [], list(found)
         wanted = np.array([row["_rowid"] for row in found], dtype=self.row_ids.dtype)
-        pos = np.searchsorted(self.row_ids, wanted, sorter=self.order)
-        pos = np.minimum(pos, len(self.order) - 1) if len(self.order) else pos
-        at = self.order[pos] if len(self.order) else pos
-        held = (self.row_ids[at] == wanted) if len(self.order) else np.zeros(len(found), bool)
+        at = self.order[np.minimum(np.searchsorted(self.row_ids, wanted, sorter=self.order), self.rows - 1)]
+        held = self.row_ids[at] == wanted
         fields = self.fields.take(at[held]).to_pylist() if held.any() else []
         done, missing = [], []
         extra = iter(zip(fields, at[held]))

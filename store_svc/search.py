@@ -150,7 +150,7 @@ class ChunkSearch:
             unheld = [c for c in ROW_COLUMNS if c not in held.fields.column_names]
             if known and not unheld and held.version == self.table.version:  # all of it in memory, and current
                 out = {cid: chunk_from_row(row) for cid, row in known.items()}
-            elif known:
+            elif known:  # what memory lacks, or (all held but outdated) only whether each row is still there
                 rows = self.table.take_row_ids([known[cid]["_rowid"] for cid, _ in by_row if cid in known])
                 for row in rows.select(["id", *(unheld or ["kind"])]).to_list():
                     if row["id"] in known:

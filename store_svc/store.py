@@ -132,6 +132,7 @@ class VectorStore:
                                         metadata_cache_size_bytes=self.settings.metadata_cache_mb << 20)
         self._db = lancedb.connect(self.uri, storage_options=self.storage_options or None, session=self._session,
                                    read_consistency_interval=timedelta(seconds=self.settings.consistency_seconds))
+        self._search: ChunkSearch | None = None
         self._use_chunks(self._open(CHUNKS))
         self._tombstones_left = True  # a crash between a replace's two commits may have left some: the first purges
         self._upgrade()
@@ -149,7 +150,7 @@ class VectorStore:
         """The chunks table (None: none yet), and the retrievals over it."""
         self._chunks = table
         self._schema_checked = None  # the table _check_schema found whole
-        if getattr(self, "_search", None) is not None and self._search.resident is not None:
+        if self._search is not None:
             self._search.resident.drop()
         self._search = None
         if table is not None:
