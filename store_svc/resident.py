@@ -33,7 +33,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import metrics
-from .schema import TOMBSTONE
+from .bm25 import KeywordIndex
+from .schema import FTS_COLUMNS, TOMBSTONE
 
 log = logging.getLogger("codeindex.store")
 
@@ -51,6 +52,7 @@ class Snapshot:
     names: dict[str, int]  # a definition name, folded to lower case: its place in name_bounds
     name_rows: np.ndarray  # the rows holding each name, name after name, each name's in row order
     name_bounds: np.ndarray
+    keywords: KeywordIndex  # BM25 over the keyword fields (:mod:`store_svc.bm25`)
 
     @classmethod
     def read(cls, table, columns: list[str], version: int) -> Snapshot | None:
@@ -58,8 +60,8 @@ class Snapshot:
         go into one matrix batch by batch (normalised in place), so that the read holds little besides
         what is kept."""
         rows = table.count_rows()
-        reader = (table.search().select([*columns, "names_folded", "vector"]).with_row_id(True).limit(None)
-                  .to_batches(8192))
+        reader = (table.search().select([*columns, "names_folded", *FTS_COLUMNS, "vector"]).with_row_id(True)
+                  .limit(None).to_batches(8192))
         schema = reader.schema
         vectors = np.empty((rows, schema.field("vector").type.list_size), np.float32)
         parts, at = [], 0
@@ -83,10 +85,11 @@ class Snapshot:
         by_name = np.argsort(codes, kind="stable")  # stable: each name's rows stay in row order
         name_rows = pc.list_parent_indices(folded).to_numpy()[by_name].astype(np.int64)
         name_bounds = np.searchsorted(codes[by_name], np.arange(len(words.dictionary) + 1))
-        fields = data.drop_columns(["names_folded"]).combine_chunks()
+        keywords = KeywordIndex({name: data.column(name).combine_chunks() for name in FTS_COLUMNS})
+        fields = data.drop_columns(["names_folded", *FTS_COLUMNS]).combine_chunks()
         row_ids = fields.column("_rowid").to_numpy()
         return cls(version, vectors, fields, row_ids, np.argsort(row_ids, kind="stable"),
-                   {w: i for i, w in enumerate(words.dictionary.to_pylist())}, name_rows, name_bounds)
+                   {w: i for i, w in enumerate(words.dictionary.to_pylist())}, name_rows, name_bounds, keywords)
 
     @property
     def rows(self) -> int:
@@ -108,6 +111,16 @@ class Snapshot:
         rows = self.fields.take(top).to_pylist()
         for row, i in zip(rows, top):
             row["_distance"] = 1.0 - float(scores[i])
+        return rows
+
+    def keyword(self, text: str, k: int, boosts: dict[str, float]) -> list[dict]:
+        """The k best rows by BM25 over the keyword fields (LanceDB's scores, :mod:`store_svc.bm25`), best
+        first, as a retrieval's rows: the fields, ``_rowid``, ``_score`` and the vector."""
+        top, scores = self.keywords.search(text, k, boosts, self.row_ids)
+        rows = self.fields.take(top).to_pylist() if len(top) else []
+        for row, i, score in zip(rows, top, scores):
+            row["_score"] = float(score)
+            row["vector"] = self.vectors[i]
         return rows
 
     def named(self, folded: list[str], k: int) -> list[dict]:

@@ -214,8 +214,10 @@ class ChunkSearch:
     def keyword(self, text: str, k: int, where: str, identifiers: bool = True,
                 columns: list[str] = CANDIDATE_COLUMNS, held: Snapshot | None = None) -> list[dict]:
         """The k best chunks by BM25, with ``_score`` and ``_rowid``: over the split names and body (names
-        weighing more), or over the raw text. With ``held``, only their ids are read from the table, the
-        rest from memory."""
+        weighing more), or over the raw text. With ``held``, the names and body are searched in memory
+        (:mod:`store_svc.bm25`, LanceDB's scores), and the raw text's hits' rows come from memory."""
+        if identifiers and held is not None:
+            return held.keyword(query_terms(text), k, {"kw_names": NAMES_BOOST, "kw_body": 1.0})
         if identifiers:
             self.ensure_fts("kw_names", "kw_body")
             query = MultiMatchQuery(query_terms(text), ["kw_names", "kw_body"], boosts=[NAMES_BOOST, 1.0])
