@@ -109,38 +109,14 @@ class Analyzer:
 @dataclass(frozen=True)
 class FieldIndex:
     """One field's postings: the rows holding each term (``rows[bounds[i]:bounds[i + 1]]`` for the term
-    numbered i), each with the term's BM25 weight in the row before its idf (``(k1 + 1) f / (f + norm)``)."""
+    numbered i, in row order), each with the term's BM25 weight in the row before its idf
+    (``(k1 + 1) f / (f + norm)``)."""
 
     terms: dict[str, int]
     rows: np.ndarray  # int32
     weights: np.ndarray  # float32
     bounds: np.ndarray  # int64
     num_docs: int  # rows holding at least one term (LanceDB's N)
-
-    @classmethod
-    def build(cls, texts: pa.Array, analyzer: Analyzer) -> FieldIndex:
-        n = len(texts)
-        words = pc.split_pattern_regex(pc.fill_null(texts, ""), _separators())
-        flat = pc.list_flatten(words).dictionary_encode()
-        row_of = pc.list_parent_indices(words).to_numpy()
-        vocabulary = flat.dictionary.to_pylist()
-        terms: dict[str, int] = {}
-        numbered = np.array([-1 if t is None else terms.setdefault(t, len(terms))
-                             for t in analyzer.terms(vocabulary)] or [-1], np.int64)
-        term = numbered[flat.indices.to_numpy(zero_copy_only=False)] if len(flat) else np.empty(0, np.int64)
-        kept = term >= 0
-        term, row_of = term[kept], row_of[kept]
-        lengths = np.bincount(row_of, minlength=n).astype(np.float32)
-        num_docs = int(np.count_nonzero(lengths))
-        pairs, freqs = np.unique(term * n + row_of, return_counts=True)  # by term, then row
-        rows = (pairs % max(n, 1)).astype(np.int32)
-        bounds = np.searchsorted(pairs // max(n, 1), np.arange(len(terms) + 1))
-        # as LanceDB computes it, in float32: norm = k1 (1 - b + b len / avgdl)
-        avgdl = np.float32(np.float32(lengths.sum(dtype=np.float64)) / np.float32(num_docs)) if num_docs else 1
-        norms = K1 * (np.float32(1) - B + B * lengths / avgdl)
-        f = freqs.astype(np.float32)
-        weights = ((K1 + np.float32(1)) * f / (f + norms[rows])).astype(np.float32)
-        return cls(terms, rows, weights, bounds, num_docs)
 
     def add_scores(self, terms: list[str], scores: np.ndarray) -> None:
         """Each term's BM25 in each row holding it, added to ``scores`` (one float32 a row)."""
@@ -160,13 +136,81 @@ class FieldIndex:
         return self.rows.nbytes + self.weights.nbytes + self.bounds.nbytes
 
 
+class _FieldBuilder:
+    """A field's postings, made batch by batch (a batch's words split, counted and let go before the next:
+    at 100,000 rows the body's 9 million words at once would cost several times the postings)."""
+
+    def __init__(self, analyzer: Analyzer):
+        self.analyzer = analyzer
+        self.terms: dict[str, int] = {}
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (term, row, count) of each batch
+        self.lengths: list[np.ndarray] = []
+        self.rows = 0
+
+    def add(self, texts: pa.Array) -> None:
+        n = len(texts)
+        if not n:
+            return
+        words = pc.split_pattern_regex(pc.fill_null(texts, ""), _separators())
+        flat = pc.list_flatten(words).dictionary_encode()
+        numbered = np.array([-1 if t is None else self.terms.setdefault(t, len(self.terms))
+                             for t in self.analyzer.terms(flat.dictionary.to_pylist())] + [-1], np.int64)
+        term = numbered[flat.indices.to_numpy(zero_copy_only=False)] if len(flat) else np.empty(0, np.int64)
+        row = pc.list_parent_indices(words).to_numpy()[term >= 0]
+        term = term[term >= 0]
+        self.lengths.append(np.bincount(row, minlength=n))
+        pairs, counts = np.unique(term * n + row, return_counts=True)  # by term, then row
+        self.parts.append(((pairs // n).astype(np.int32), (pairs % n + self.rows).astype(np.int32),
+                           counts.astype(np.float32)))
+        self.rows += n
+
+    def finish(self) -> FieldIndex:
+        term, rows, freqs = (np.concatenate([p[i] for p in self.parts]) if self.parts else np.empty(0, dtype)
+                             for i, dtype in enumerate((np.int32, np.int32, np.float32)))
+        self.parts = []
+        order = np.argsort(term, kind="stable")  # by term; each term's rows stay in row order
+        term, rows, freqs = term[order], rows[order], freqs[order]
+        lengths = np.concatenate(self.lengths).astype(np.float32) if self.lengths else np.empty(0, np.float32)
+        num_docs = int(np.count_nonzero(lengths))
+        # as LanceDB computes it, in float32: norm = k1 (1 - b + b len / avgdl)
+        avgdl = np.float32(np.float32(lengths.sum(dtype=np.float64)) / np.float32(num_docs)) if num_docs else 1
+        norms = K1 * (np.float32(1) - B + B * lengths / avgdl)
+        weights = ((K1 + np.float32(1)) * freqs / (freqs + norms[rows])).astype(np.float32)
+        bounds = np.searchsorted(term, np.arange(len(self.terms) + 1))
+        return FieldIndex(self.terms, rows, weights, bounds, num_docs)
+
+
+class KeywordIndexBuilder:
+    """A :class:`KeywordIndex` of the named fields, fed batch by batch (rows numbered in the order fed)."""
+
+    def __init__(self, names: list[str] | tuple[str, ...]):
+        self.analyzer = Analyzer()
+        self._fields = {name: _FieldBuilder(self.analyzer) for name in names}
+
+    def add(self, batch: pa.RecordBatch | pa.Table) -> None:
+        for name, field in self._fields.items():
+            column = batch.column(name)
+            field.add(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+
+    def finish(self) -> KeywordIndex:
+        fields = {name: field.finish() for name, field in self._fields.items()}
+        return KeywordIndex(fields, self.analyzer, next(iter(self._fields.values())).rows if fields else 0)
+
+
 class KeywordIndex:
     """BM25 over several fields of the same rows, each with a boost; a row scores its best boosted field."""
 
-    def __init__(self, fields: dict[str, pa.Array]):
-        self.analyzer = Analyzer()
-        self.rows = len(next(iter(fields.values()))) if fields else 0
-        self.fields = {name: FieldIndex.build(texts, self.analyzer) for name, texts in fields.items()}
+    def __init__(self, fields: dict[str, FieldIndex], analyzer: Analyzer, rows: int):
+        self.fields = fields
+        self.analyzer = analyzer
+        self.rows = rows
+
+    @classmethod
+    def build(cls, fields: dict[str, pa.Array]) -> KeywordIndex:
+        """The index of these columns (the same rows each)."""
+        builder = KeywordIndexBuilder(list(fields))
+        builder.add(pa.table(fields))
+        return builder.finish()
 
     def search(self, text: str, k: int, boosts: dict[str, float], row_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The k best rows for ``text`` (their places and scores, best first; ties by row id), of those that

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import metrics
-from .bm25 import KeywordIndex
+from .bm25 import KeywordIndex, KeywordIndexBuilder
 from .schema import FTS_COLUMNS, TOMBSTONE
 
 log = logging.getLogger("codeindex.store")
@@ -64,32 +64,33 @@ class Snapshot:
                   .limit(None).to_batches(8192))
         schema = reader.schema
         vectors = np.empty((rows, schema.field("vector").type.list_size), np.float32)
-        parts, at = [], 0
+        parts, at, keywords = [], 0, KeywordIndexBuilder(FTS_COLUMNS)
         for batch in reader:  # batch by batch into one matrix: the read holds one batch besides what is kept
             batch = batch.filter(pc.not_equal(batch.column("kind"), TOMBSTONE))
             if at + len(batch) > len(vectors):  # rows written after the count: not this version
                 return None
             vectors[at:at + len(batch)] = batch.column("vector").flatten().to_numpy(
                 zero_copy_only=False).reshape(len(batch), -1)
-            parts.append(batch.drop_columns(["vector"]))
+            keywords.add(batch)  # the keyword fields go into postings, not into the rows kept
+            parts.append(batch.drop_columns(["vector", *FTS_COLUMNS]))
             at += len(batch)
         if table.version != version:  # read at a newer version than the one asked for
             return None
         vectors = vectors[:at]
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         np.divide(vectors, norms, out=vectors, where=norms > 0)
-        data = pa.Table.from_batches(parts, schema.remove(schema.get_field_index("vector")))
+        data = pa.Table.from_batches(parts, pa.schema([f for f in schema if f.name not in ("vector", *FTS_COLUMNS)]))
         folded = data.column("names_folded").combine_chunks()
         words = folded.flatten().dictionary_encode()
         codes = words.indices.to_numpy(zero_copy_only=False)
         by_name = np.argsort(codes, kind="stable")  # stable: each name's rows stay in row order
         name_rows = pc.list_parent_indices(folded).to_numpy()[by_name].astype(np.int64)
         name_bounds = np.searchsorted(codes[by_name], np.arange(len(words.dictionary) + 1))
-        keywords = KeywordIndex({name: data.column(name).combine_chunks() for name in FTS_COLUMNS})
-        fields = data.drop_columns(["names_folded", *FTS_COLUMNS]).combine_chunks()
+        fields = data.drop_columns(["names_folded"]).combine_chunks()
         row_ids = fields.column("_rowid").to_numpy()
-        return cls(version, vectors, fields, row_ids, np.argsort(row_ids, kind="stable"),
-                   {w: i for i, w in enumerate(words.dictionary.to_pylist())}, name_rows, name_bounds, keywords)
+        names = {w: i for i, w in enumerate(words.dictionary.to_pylist())}
+        return cls(version, vectors, fields, row_ids, np.argsort(row_ids, kind="stable"), names, name_rows,
+                   name_bounds, keywords.finish())
 
     @property
     def rows(self) -> int:

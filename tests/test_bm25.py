@@ -49,7 +49,7 @@ def lancedb_search(t, text, k, columns=tuple(BOOSTS)):
 
 def memory_index(t):
     data = t.to_arrow().sort_by("i")
-    return KeywordIndex({c: data.column(c).combine_chunks() for c in BOOSTS}), np.arange(len(data))
+    return KeywordIndex.build({c: data.column(c).combine_chunks() for c in BOOSTS}), np.arange(len(data))
 
 
 @pytest.mark.parametrize("columns", [("names", "body"), ("names",), ("body",)])
@@ -78,14 +78,14 @@ def test_the_stop_words_are_lancedbs_and_dropped_after_stemming(tmp_path):
     t.create_index("names", config=FTS())
     assert {w for w in words if len(t.search(MatchQuery(w, "names"), query_type="fts").limit(1).to_arrow())} \
         == expected
-    index = KeywordIndex({"names": t.to_arrow().column("names").combine_chunks()})
+    index = KeywordIndex.build({"names": t.to_arrow().column("names").combine_chunks()})
     assert {w for w in words if len(index.search(w, 1, {"names": 1.0}, np.arange(len(words)))[0])} == expected
 
 
 def test_ties_go_by_row_id_and_a_smaller_k_is_a_prefix():
     texts = pa.array(["alpha beta"] * 5 + ["alpha"] * 6 + ["gamma"])
     row_ids = np.array([90, 11, 50, 3, 70, 8, 1, 60, 2, 40, 9, 5])  # a compaction's order: not ascending
-    index = KeywordIndex({"names": texts})
+    index = KeywordIndex.build({"names": texts})
     rows, scores = index.search("alpha", 8, {"names": 1.0}, row_ids)
     assert [int(row_ids[r]) for r in rows] == [1, 2, 8, 9, 40, 60, 3, 11]  # the shorter rows score higher
     assert np.all(np.diff(scores) <= 0)
@@ -94,11 +94,11 @@ def test_ties_go_by_row_id_and_a_smaller_k_is_a_prefix():
 
 
 def test_no_rows_no_words_and_a_zero_k_find_nothing():
-    index = KeywordIndex({"names": pa.array(["", None, "the"])})
+    index = KeywordIndex.build({"names": pa.array(["", None, "the"])})
     for text, k in (("anything", 5), ("", 5), ("the", 5), ("name", 0)):
         rows, scores = index.search(text, k, {"names": 1.0}, np.arange(3))
         assert len(rows) == len(scores) == 0
-    empty = KeywordIndex({"names": pa.array([], pa.string())})
+    empty = KeywordIndex.build({"names": pa.array([], pa.string())})
     assert len(empty.search("name", 5, {"names": 1.0}, np.arange(0))[0]) == 0
 
 
