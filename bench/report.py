@@ -35,6 +35,8 @@ ROWS = [
                             "one client, ms"),
     ("search_exact_p99_ms", "search p99 without the ANN index, one client, ms"),
     ("search_exact_qps", "searches/s without the ANN index, 8 clients"),
+    ("search_held_after_s", "seconds from the API's start until the store held the table's rows in memory "
+                            "(the latencies are measured from then on)"),
     ("ann_recall_at_10", "ANN recall@10 against exact search"),
     ("ann_recall_at_10_near", "ANN recall@10, queries with a neighbourhood (exact tenth within cosine distance 0.5)"),
     ("ann_build_seconds", "ANN index build (and compaction), s"),

@@ -250,11 +250,12 @@ class Stats:
     versions: int = 0
     vector_index: str = ""
     unindexed_rows: int = 0  # rows some index does not hold yet (read without its help until the upkeep)
+    resident_rows: int = 0  # chunks held in memory for search, of the table as it is now (docs/STORE.md)
 
     @classmethod
     def from_pb(cls, pb: store_pb2.StatsResponse) -> Stats:
         return cls(pb.chunks, pb.files, pb.dim, pb.model_id, pb.uri, pb.versions, pb.vector_index,
-                   pb.unindexed_rows)
+                   pb.unindexed_rows, pb.resident_rows)
 
     def to_pb(self) -> store_pb2.StatsResponse:
         return store_pb2.StatsResponse(**asdict(self))
@@ -263,17 +264,19 @@ class Stats:
         return orchestrator_pb2.StatusResponse(chunks=self.chunks, files=self.files, model_id=self.model_id,
                                                dim=self.dim, index_uri=self.uri, services=services,
                                                versions=self.versions, vector_index=self.vector_index,
-                                               last_run_at=last_run_at, unindexed_rows=self.unindexed_rows)
+                                               last_run_at=last_run_at, unindexed_rows=self.unindexed_rows,
+                                               resident_rows=self.resident_rows)
 
     @classmethod
     def from_status_pb(cls, pb: orchestrator_pb2.StatusResponse) -> Stats:
         return cls(pb.chunks, pb.files, pb.dim, pb.model_id, pb.index_uri, pb.versions, pb.vector_index,
-                   pb.unindexed_rows)
+                   pb.unindexed_rows, pb.resident_rows)
 
     def to_dict(self) -> dict:
         return {"chunks": self.chunks, "files": self.files, "dim": self.dim, "model_id": self.model_id,
                 "index_uri": self.uri, "versions": self.versions,
-                "vector_index": self.vector_index or "none (exact)", "unindexed_rows": self.unindexed_rows}
+                "vector_index": self.vector_index or "none (exact)", "unindexed_rows": self.unindexed_rows,
+                "resident_rows": self.resident_rows}
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("chunks", "files", "model_id", "dim", "index_uri", "services", "versions", "vector_index", "last_run_at", "unindexed_rows")
+    __slots__ = ("chunks", "files", "model_id", "dim", "index_uri", "services", "versions", "vector_index", "last_run_at", "unindexed_rows", "resident_rows")
     class ServicesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +143,7 @@ class StatusResponse(_message.Message):
     VECTOR_INDEX_FIELD_NUMBER: _ClassVar[int]
     LAST_RUN_AT_FIELD_NUMBER: _ClassVar[int]
     UNINDEXED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    RESIDENT_ROWS_FIELD_NUMBER: _ClassVar[int]
     chunks: int
     files: int
     model_id: str
@@ -153,4 +154,5 @@ class StatusResponse(_message.Message):
     vector_index: str
     last_run_at: float
     unindexed_rows: int
-    def __init__(self, chunks: _Optional[int] = ..., files: _Optional[int] = ..., model_id: _Optional[str] = ..., dim: _Optional[int] = ..., index_uri: _Optional[str] = ..., services: _Optional[_Mapping[str, str]] = ..., versions: _Optional[int] = ..., vector_index: _Optional[str] = ..., last_run_at: _Optional[float] = ..., unindexed_rows: _Optional[int] = ...) -> None: ...
+    resident_rows: int
+    def __init__(self, chunks: _Optional[int] = ..., files: _Optional[int] = ..., model_id: _Optional[str] = ..., dim: _Optional[int] = ..., index_uri: _Optional[str] = ..., services: _Optional[_Mapping[str, str]] = ..., versions: _Optional[int] = ..., vector_index: _Optional[str] = ..., last_run_at: _Optional[float] = ..., unindexed_rows: _Optional[int] = ..., resident_rows: _Optional[int] = ...) -> None: ...

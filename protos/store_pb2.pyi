@@ -163,7 +163,7 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("chunks", "files", "dim", "model_id", "uri", "versions", "vector_index", "unindexed_rows")
+    __slots__ = ("chunks", "files", "dim", "model_id", "uri", "versions", "vector_index", "unindexed_rows", "resident_rows")
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
@@ -172,6 +172,7 @@ class StatsResponse(_message.Message):
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     VECTOR_INDEX_FIELD_NUMBER: _ClassVar[int]
     UNINDEXED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    RESIDENT_ROWS_FIELD_NUMBER: _ClassVar[int]
     chunks: int
     files: int
     dim: int
@@ -180,4 +181,5 @@ class StatsResponse(_message.Message):
     versions: int
     vector_index: str
     unindexed_rows: int
-    def __init__(self, chunks: _Optional[int] = ..., files: _Optional[int] = ..., dim: _Optional[int] = ..., model_id: _Optional[str] = ..., uri: _Optional[str] = ..., versions: _Optional[int] = ..., vector_index: _Optional[str] = ..., unindexed_rows: _Optional[int] = ...) -> None: ...
+    resident_rows: int
+    def __init__(self, chunks: _Optional[int] = ..., files: _Optional[int] = ..., dim: _Optional[int] = ..., model_id: _Optional[str] = ..., uri: _Optional[str] = ..., versions: _Optional[int] = ..., vector_index: _Optional[str] = ..., unindexed_rows: _Optional[int] = ..., resident_rows: _Optional[int] = ...) -> None: ...

@@ -204,6 +204,11 @@ class Resident:
             self._reading.start()
         return None
 
+    def held_rows(self, table) -> int:
+        """The rows held of the table's version now (0: none; asking starts no read)."""
+        snapshot = self._snapshot
+        return snapshot.rows if snapshot is not None and snapshot.version == table.version else 0
+
     def wait(self, timeout: float | None = None) -> None:
         """Until a snapshot being read is in place (tests, benchmarks)."""
         reading = self._reading

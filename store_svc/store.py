@@ -630,4 +630,5 @@ class VectorStore:
         ann = self._ann.current
         return Stats(chunks=chunks, files=self._files.count_rows() if self._files is not None else 0,
                      dim=self.dim, model_id=self._model_id, uri=self.uri, versions=versions,
-                     vector_index=ann.name if ann else "", unindexed_rows=self.unindexed_rows())
+                     vector_index=ann.name if ann else "", unindexed_rows=self.unindexed_rows(),
+                     resident_rows=self._search.resident.held_rows(self._chunks) if self._search else 0)

@@ -4,7 +4,7 @@ a real LanceDB directory holding this repository's own code, chunked by the pars
 import numpy as np
 import pytest
 
-from codeindex_common.model import FileRecord, Query
+from codeindex_common.model import FileRecord, Query, Stats
 from parser_svc.chunker import Limits, chunk_file
 from store_svc import metrics, ranking
 from store_svc.resident import Snapshot
@@ -167,6 +167,10 @@ def test_a_write_sends_searches_back_to_the_table_until_its_version_is_held(tmp_
     assert [r["id"] for r in search.exact(info, 5, "", held=old)] == []  # the old rows hold no such name
     held = hold(store)
     assert held.version != old.version and held.rows == old.rows + 1
+    stats = Stats.from_pb(store.stats().to_pb())  # what `orchestrator status` shows
+    assert stats.resident_rows == held.rows == stats.chunks
+    store.write([FileRecord("new.py", "h2", chunks, vec / np.linalg.norm(vec), "", "m")])
+    assert store.stats().resident_rows == 0  # held rows of an older version are not counted
     assert held.named(["reconcile_ledger_entries"], 5)[0]["path"] == "new.py"
 
 
