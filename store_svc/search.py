@@ -216,7 +216,7 @@ class ChunkSearch:
         """The k best chunks by BM25, with ``_score`` and ``_rowid``: over the split names and body (names
         weighing more), or over the raw text. With ``held``, the names and body are searched in memory
         (:mod:`store_svc.bm25`, LanceDB's scores), and the raw text's hits' rows come from memory."""
-        if identifiers and held is not None:
+        if identifiers and held is not None and not where:  # memory holds no filter (_held gives none then)
             return held.keyword(query_terms(text), k, {"kw_names": NAMES_BOOST, "kw_body": 1.0})
         if identifiers:
             self.ensure_fts("kw_names", "kw_body")

@@ -86,13 +86,13 @@ def test_searches_from_memory_give_what_searches_of_the_table_give(store, monkey
     held = hold(store)
     assert held.rows == store._chunks.count_rows() and metrics.RESIDENT_ROWS._value.get() == held.rows
     used = []
-    for name in ("nearest", "named"):
+    for name in ("nearest", "named", "keyword"):
         real = getattr(Snapshot, name)
         monkeypatch.setattr(Snapshot, name, lambda self, *a, _real=real, _name=name, **k: used.append(_name)
                             or _real(self, *a, **k))
     from_memory = [everything(store.search(v, q)) for v, q in searches]
     assert_same_hits(from_memory, from_table)
-    assert {"nearest", "named"} <= set(used)
+    assert {"nearest", "named", "keyword"} <= set(used)
     assert sum(len(hits) for hits in from_table) > 200  # the searches found things to compare
 
 
