@@ -226,9 +226,10 @@ class KeywordIndex:
         builder.add(pa.table(fields))
         return builder.finish()
 
-    def search(self, text: str, k: int, boosts: dict[str, float], row_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, text: str, k: int, boosts: dict[str, float], row_ids: np.ndarray,
+               mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The k best rows for ``text`` (their places and scores, best first; ties by row id), of those that
-        hold a word of it."""
+        hold a word of it (and pass ``mask``: scored as among all rows, as LanceDB's prefilter does)."""
         terms = self.analyzer.query(text)
         if not terms or k <= 0 or not self.rows:
             return np.empty(0, np.int64), np.empty(0, np.float32)
@@ -237,6 +238,8 @@ class KeywordIndex:
             scores = np.zeros(self.rows, np.float32)
             self.fields[name].add_scores(terms, scores)
             np.maximum(best, scores * np.float32(boost), out=best)
+        if mask is not None:
+            best[~mask] = 0
         found = np.flatnonzero(best > 0)
         if len(found) > k:  # all that tie with the k-th best, then the first k of them by score and row id
             kth = best[found[np.argpartition(-best[found], k - 1)[k - 1]]]

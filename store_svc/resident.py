@@ -7,7 +7,8 @@ A :class:`Snapshot` is one table version's rows (tombstones left out): a
 float32 matrix of their vectors, normalised, an Arrow table of the columns
 asked for (the store asks for all a hit shows), an index of their
 definition names, and BM25 postings of their keyword fields
-(:mod:`store_svc.bm25`: LanceDB's scores). It answers a search only while the table is still at
+(:mod:`store_svc.bm25`: LanceDB's scores). It answers a search, its filters through a mask of the
+rows they keep (:meth:`Snapshot.mask`), only while the table is still at
 that version; once the version changes, the next searches read the table as
 before, and a new snapshot is read in the background after the version has
 held still for ``settle_s`` (3 s, above the store's 1 s flush of a Write
@@ -28,7 +29,7 @@ import ctypes
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -37,6 +38,7 @@ import pyarrow.compute as pc
 from . import metrics
 from .bm25 import KeywordIndex, KeywordIndexBuilder
 from .schema import FTS_COLUMNS, TOMBSTONE
+from .sql import glob_regex
 
 log = logging.getLogger("codeindex.store")
 
@@ -60,6 +62,7 @@ class Snapshot:
     name_rows: np.ndarray  # the rows holding each name, name after name, each name's in row order
     name_bounds: np.ndarray
     keywords: KeywordIndex  # BM25 over the keyword fields (:mod:`store_svc.bm25`)
+    _masks: dict = field(default_factory=dict, compare=False, repr=False)  # a search's filters: its rows
 
     @classmethod
     def read(cls, table, columns: list[str], version: int) -> Snapshot | None:
@@ -103,7 +106,34 @@ class Snapshot:
     def rows(self) -> int:
         return len(self.vectors)
 
-    def nearest(self, vector: np.ndarray, k: int, min_score: float | None = None) -> list[dict]:
+    def mask(self, language: str = "", kind: str = "", path_glob: str = "", symbol: str = "") -> np.ndarray:
+        """The rows a search's filters keep, as ``store_svc.sql.filters`` says them to LanceDB: the language
+        and kind equal, a definition named ``symbol`` (bare or qualified) in ``names``, the path matching
+        the glob's regular expression (Arrow's RE2 reads it as LanceDB's Rust regex does). Kept for the
+        snapshot's life (searches repeat their filters), up to 64 of them."""
+        key = (language, kind, path_glob.strip(), symbol)
+        if (found := self._masks.get(key)) is not None:
+            return found
+        keep = np.ones(self.rows, bool)
+        for column, value in (("language", language), ("kind", kind)):
+            if value:
+                keep &= pc.equal(self.fields.column(column), value).fill_null(False).to_numpy(zero_copy_only=False)
+        if symbol:
+            names = self.fields.column("names").combine_chunks()
+            named = pc.equal(pc.list_flatten(names), symbol).fill_null(False)
+            holding = np.zeros(self.rows, bool)
+            holding[pc.list_parent_indices(names).filter(named).to_numpy()] = True
+            keep &= holding
+        if key[2]:
+            keep &= pc.match_substring_regex(self.fields.column("path"), glob_regex(path_glob)).fill_null(
+                False).to_numpy(zero_copy_only=False)
+        if len(self._masks) >= 64:
+            self._masks.clear()
+        self._masks[key] = keep
+        return keep
+
+    def nearest(self, vector: np.ndarray, k: int, min_score: float | None = None,
+                mask: np.ndarray | None = None) -> list[dict]:
         """The k rows of highest cosine similarity to ``vector`` (at least ``min_score``), best first, as a
         retrieval's rows: the fields, ``_rowid`` and ``_distance`` (1 - cosine), as LanceDB's cosine search
         gives them."""
@@ -112,6 +142,11 @@ class Snapshot:
         norm = float(np.linalg.norm(vector))
         with _PRODUCT:
             scores = self.vectors @ (vector.astype(np.float32) / norm if norm else vector.astype(np.float32))
+        if mask is not None:  # rows the filters leave out: below any
+            scores[~mask] = -np.inf
+            k = min(k, int(np.count_nonzero(mask)))
+            if k <= 0:
+                return []
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
         top = top[np.lexsort((top, -scores[top]))]  # best first; ties by row order
@@ -122,24 +157,25 @@ class Snapshot:
             row["_distance"] = 1.0 - float(scores[i])
         return rows
 
-    def keyword(self, text: str, k: int, boosts: dict[str, float]) -> list[dict]:
+    def keyword(self, text: str, k: int, boosts: dict[str, float], mask: np.ndarray | None = None) -> list[dict]:
         """The k best rows by BM25 over the keyword fields (LanceDB's scores, :mod:`store_svc.bm25`), best
         first, as a retrieval's rows: the fields, ``_rowid``, ``_score`` and the vector."""
-        top, scores = self.keywords.search(text, k, boosts, self.row_ids)
+        top, scores = self.keywords.search(text, k, boosts, self.row_ids, mask)
         rows = self.fields.take(top).to_pylist() if len(top) else []
         for row, i, score in zip(rows, top, scores):
             row["_score"] = float(score)
             row["vector"] = self.vectors[i]
         return rows
 
-    def named(self, folded: list[str], k: int) -> list[dict]:
+    def named(self, folded: list[str], k: int, mask: np.ndarray | None = None) -> list[dict]:
         """The first k rows (in row order, as the table's scan gives them) holding a definition named as
         one of ``folded`` (lower case), with their fields and vector."""
         parts = [self.name_rows[self.name_bounds[i]:self.name_bounds[i + 1]]
                  for i in (self.names.get(name) for name in folded) if i is not None]
         if not parts or k <= 0:
             return []
-        rows_at = np.unique(np.concatenate(parts))[:k]
+        rows_at = np.unique(np.concatenate(parts))
+        rows_at = (rows_at[mask[rows_at]] if mask is not None else rows_at)[:k]
         rows = self.fields.take(rows_at).to_pylist()
         for row, i in zip(rows, rows_at):
             row["vector"] = self.vectors[i]

@@ -31,7 +31,7 @@ from codeindex_common.keywords import query_terms
 from .ranking import Candidate, QueryInfo, RankingOptions
 from .resident import Resident, Snapshot
 from .schema import CHUNK_COLUMNS, META_COLUMNS, TOMBSTONE, chunk_from_row
-from .sql import names_include, sql_str
+from .sql import filters, names_include, sql_str
 
 # what a retrieval reads of each candidate: what the ranking stage looks at, and a keyword or name candidate's
 # vector too, for its cosine. The rest of a hit's row (its text above all) is read for the top k alone, by row
@@ -50,8 +50,8 @@ class ChunkSearch:
     vector searches probe; ``lock`` is held while a full-text index is
     created (with the table's other maintenance); ``pool`` runs a hybrid
     search's retrievals at once; ``resident`` holds the table's vectors and
-    rows in memory, which an unfiltered search uses while the table is at
-    the version they were read at (:mod:`store_svc.resident`)."""
+    rows in memory, which searches use (a filter as a mask over them) while
+    the table is at the version they were read at (:mod:`store_svc.resident`)."""
 
     def __init__(self, table, ann: AnnIndex, lock: threading.Lock, pool: ThreadPoolExecutor,
                  resident: Resident | None = None):
@@ -75,11 +75,11 @@ class ChunkSearch:
         A file written while the search runs may take a top-k chunk away between its retrieval and the
         read of its row (the file's new chunks are in a newer version than the one retrieved from): the
         search is run once more, on the newer version, and a chunk that vanishes again is left out. From
-        the rows held in memory (unfiltered, the table unchanged since they were read) the answer is the
+        the rows held in memory (the table unchanged since they were read) the answer is the
         table as it was when the search began: nothing is read again."""
         for _ in range(2):
-            held = self._held(where)
-            info, candidates = self._candidates(vector, q, where, options, held)
+            held, mask = self._held(q, where)
+            info, candidates = self._candidates(vector, q, where, options, held, mask)
             hits = ranking.rank(candidates, info, q.k, options, q.mode)
             rows = {c.chunk.id: c.row_id for c in candidates if not c.whole}
             full = self.complete([(h.chunk.id, rows[h.chunk.id]) for h in hits if h.chunk.id in rows], held)
@@ -96,14 +96,21 @@ class ChunkSearch:
                    options: RankingOptions = ranking.DEFAULT) -> tuple[QueryInfo, list[Candidate]]:
         """What the ranking stage gets: the query read, and every chunk the mode's retrievals found (run at
         once), with what each saw of it."""
-        return self._candidates(vector, q, where, options, self._held(where))
+        return self._candidates(vector, q, where, options, *self._held(q, where))
 
-    def _held(self, where: str) -> Snapshot | None:
-        """The rows in memory, if they are the table's now and the search has no filter."""
-        return self.resident.current(self.table) if self.resident is not None and not where else None
+    def _held(self, q: Query, where: str) -> tuple[Snapshot | None, np.ndarray | None]:
+        """The rows in memory, if they are the table's now, and which of them the search's filters keep
+        (None: no filter). A filter other than the query's own (``where`` not made from it) reads the
+        table."""
+        held = self.resident.current(self.table) if self.resident is not None else None
+        if held is None or not where:
+            return held, None
+        if where != filters(q.language, q.kind, q.path_glob, q.symbol):
+            return None, None
+        return held, held.mask(q.language, q.kind, q.path_glob, q.symbol)
 
     def _candidates(self, vector: np.ndarray | None, q: Query, where: str, options: RankingOptions,
-                    held: Snapshot | None) -> tuple[QueryInfo, list[Candidate]]:
+                    held: Snapshot | None, mask: np.ndarray | None = None) -> tuple[QueryInfo, list[Candidate]]:
         if q.mode in ("vector", "hybrid") and (vector is None or vector.shape != (self.dim,)):
             size = 0 if vector is None else vector.size
             raise InvalidArgument(f"query vector has {size} dimensions, the index {self.dim}")
@@ -113,11 +120,12 @@ class ChunkSearch:
         if q.mode == "vector" and held is None:  # its k candidates are the hits: whole rows at once, one read
             jobs["vector"] = functools.partial(self.vector, vector, depth, where, q.min_score, ROW_COLUMNS)
         elif q.mode in ("vector", "hybrid"):
-            jobs["vector"] = functools.partial(self.vector, vector, depth, where, q.min_score, held=held)
+            jobs["vector"] = functools.partial(self.vector, vector, depth, where, q.min_score, held=held, mask=mask)
         if q.mode in ("keyword", "hybrid"):
-            jobs["keyword"] = functools.partial(self.keyword, q.text, depth, where, options.identifiers, held=held)
+            jobs["keyword"] = functools.partial(self.keyword, q.text, depth, where, options.identifiers, held=held,
+                                                mask=mask)
         if q.mode == "hybrid":
-            jobs["exact"] = functools.partial(self.exact, info, depth, where, held=held)
+            jobs["exact"] = functools.partial(self.exact, info, depth, where, held=held, mask=mask)
         if held is None and len(jobs) > 1:  # LanceDB's searches side by side
             running = {name: self._pool.submit(job) for name, job in jobs.items()}
             found = {name: job.result() for name, job in running.items()}
@@ -194,12 +202,13 @@ class ChunkSearch:
         return list(by_id.values())
 
     def vector(self, vector: np.ndarray, k: int, where: str, min_score: float | None = None,
-               columns: list[str] = RANK_COLUMNS, held: Snapshot | None = None) -> list[dict]:
+               columns: list[str] = RANK_COLUMNS, held: Snapshot | None = None,
+               mask: np.ndarray | None = None) -> list[dict]:
         """The k nearest chunks by cosine similarity (at least ``min_score``), with ``_distance`` and
-        ``_rowid``: exactly, over the rows held in memory (``held``, of the table's version, unfiltered:
-        the columns it holds), or through the table's ANN index."""
-        if held is not None:
-            return held.nearest(vector, k, min_score)
+        ``_rowid``: exactly, over the rows held in memory (``held``, of the table's version, with ``mask``
+        the rows ``where`` keeps: the columns it holds), or through the table's ANN index."""
+        if _in_memory(held, where, mask):
+            return held.nearest(vector, k, min_score, mask)
         q = self.table.search(vector.astype(np.float32)).distance_type("cosine").limit(k).with_row_id(True)
         ann = self._ann.current
         if ann is not None:
@@ -212,12 +221,13 @@ class ChunkSearch:
         return [r for r in rows if min_score is None or 1.0 - float(r["_distance"]) >= min_score]
 
     def keyword(self, text: str, k: int, where: str, identifiers: bool = True,
-                columns: list[str] = CANDIDATE_COLUMNS, held: Snapshot | None = None) -> list[dict]:
+                columns: list[str] = CANDIDATE_COLUMNS, held: Snapshot | None = None,
+                mask: np.ndarray | None = None) -> list[dict]:
         """The k best chunks by BM25, with ``_score`` and ``_rowid``: over the split names and body (names
         weighing more), or over the raw text. With ``held``, the names and body are searched in memory
         (:mod:`store_svc.bm25`, LanceDB's scores), and the raw text's hits' rows come from memory."""
-        if identifiers and held is not None and not where:  # memory holds no filter (_held gives none then)
-            return held.keyword(query_terms(text), k, {"kw_names": NAMES_BOOST, "kw_body": 1.0})
+        if identifiers and _in_memory(held, where, mask):
+            return held.keyword(query_terms(text), k, {"kw_names": NAMES_BOOST, "kw_body": 1.0}, mask)
         if identifiers:
             self.ensure_fts("kw_names", "kw_body")
             query = MultiMatchQuery(query_terms(text), ["kw_names", "kw_body"], boosts=[NAMES_BOOST, 1.0])
@@ -232,7 +242,7 @@ class ChunkSearch:
         return _rows(q.with_row_id(True).select([*columns, "_score"]))
 
     def exact(self, info: QueryInfo, k: int, where: str, columns: list[str] = CANDIDATE_COLUMNS,
-              held: Snapshot | None = None) -> list[dict]:
+              held: Snapshot | None = None, mask: np.ndarray | None = None) -> list[dict]:
         """Chunks holding a definition named as one of the query's identifiers (any case), with ``_rowid``
         (with ``held``: from memory)."""
         if not info.identifiers:
@@ -240,8 +250,8 @@ class ChunkSearch:
         # a qualified name (``Request.POST``) also by its last part: the ranking keeps the definitions whose
         # qualified names hold the rest (``Rack.Request.Helpers.POST``)
         wanted = dict.fromkeys(x.lower() for n in info.identifiers for x in (n, n.rsplit(".", 1)[-1]))
-        if held is not None:
-            return held.named(list(wanted), k)
+        if _in_memory(held, where, mask):
+            return held.named(list(wanted), k, mask)
         folded = ", ".join(sql_str(n) for n in wanted)
         match = f"array_has_any(names_folded, [{folded}])"
         q = self.table.search().where(f"({match}) AND ({where})" if where else match)
@@ -291,6 +301,11 @@ class ChunkSearch:
                 if column not in have:
                     self.table.create_index(column, config=FTS(), replace=True)
                 self._fts_ready.add(column)
+
+
+def _in_memory(held: Snapshot | None, where: str, mask: np.ndarray | None) -> bool:
+    """Whether a retrieval reads the rows held: there are some, and the filter, if any, is in ``mask``."""
+    return held is not None and (not where or mask is not None)
 
 
 def _rows(query) -> list[dict]:

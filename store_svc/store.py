@@ -87,7 +87,7 @@ class StoreSettings:
     # LanceDB's caches (its defaults are GBs: the metadata cache grew to 1.3 GB over 1,000 writes of 160 rows)
     index_cache_mb: int = 512
     metadata_cache_mb: int = 128
-    # up to this many rows, unfiltered searches use the chunks' vectors and rows held in memory once
+    # up to this many rows, searches use the chunks' vectors, rows and keyword postings held in memory once
     # the table's version has held still this long, with no upkeep running (store_svc.resident); 0: never
     resident_rows: int = 200_000
     resident_settle_s: float = 3.0

@@ -2,6 +2,7 @@
 a real LanceDB directory holding this repository's own code, chunked by the parser."""
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from codeindex_common.model import FileRecord, Query, Stats
@@ -73,12 +74,18 @@ def store(tmp_path_factory):
     return s
 
 
+FILTERS = [{}, {"language": "python"}, {"kind": "function"}, {"path_glob": "store_svc/*.py"},
+           {"path_glob": "parser_svc/"}, {"path_glob": "**/search.py", "kind": "method"}, {"symbol": "search"},
+           {"symbol": "ChunkSearch.search", "language": "python"}, {"language": "rust"}]
+
+
 def test_searches_from_memory_give_what_searches_of_the_table_give(store, monkeypatch):
+    """Unfiltered and filtered (language, kind, path glob, symbol: a mask over the rows held)."""
     resident = store._search.resident
-    searches = [(query_vector(store, i), Query(text, k, mode, min_score=floor))
+    searches = [(query_vector(store, i), Query(text, k, mode, min_score=floor, **f))
                 for i, text in enumerate(QUERIES) for mode in ("hybrid", "vector", "keyword")
-                for k, floor in ((10, None), (3, None), (10, 0.2))
-                if not (floor is not None and mode == "keyword")]
+                for k, floor in ((10, None), (3, None), (10, 0.2)) for f in FILTERS
+                if not (floor is not None and mode == "keyword") and not (f and k == 3)]
     resident.max_rows = 0
     from_table = [everything(store.search(v, q)) for v, q in searches]
     assert resident.current(store._chunks) is None
@@ -94,6 +101,22 @@ def test_searches_from_memory_give_what_searches_of_the_table_give(store, monkey
     assert_same_hits(from_memory, from_table)
     assert {"nearest", "named", "keyword"} <= set(used)
     assert sum(len(hits) for hits in from_table) > 200  # the searches found things to compare
+    filtered = [hits for (_, q), hits in zip(searches, from_table) if q.language or q.kind or q.path_glob or q.symbol]
+    assert sum(len(hits) for hits in filtered) > 200 and any(not hits for hits in filtered)
+
+
+def test_a_filters_rows_in_memory_are_those_lancedb_keeps(store):
+    """Each filter's mask over the rows held against the rows LanceDB's filter keeps."""
+    from store_svc.sql import filters
+
+    held = hold(store)
+    for f in [*FILTERS, {"path_glob": "*.md"}, {"path_glob": "store_svc/**/re*.py"}, {"symbol": "no_such_name"},
+              {"path_glob": "?arser_svc/[x]"}, {"symbol": "it's"}]:
+        where = filters(**f) or "true"
+        want = set(store._chunks.search().where(where).select(["id"]).limit(None).to_arrow().column("id").to_pylist())
+        mask = held.mask(**f)
+        assert set(held.fields.column("id").filter(pa.array(mask)).to_pylist()) == want, f
+        assert mask is held.mask(**f)  # kept for the next search with these filters
 
 
 def test_the_name_lookup_and_the_keyword_candidates_from_memory_match_the_tables(store):
@@ -174,7 +197,7 @@ def test_a_write_sends_searches_back_to_the_table_until_its_version_is_held(tmp_
     assert held.named(["reconcile_ledger_entries"], 5)[0]["path"] == "new.py"
 
 
-def test_a_table_above_the_limit_is_not_held_and_a_filtered_search_reads_the_table(tmp_path, monkeypatch):
+def test_a_table_above_the_limit_is_not_held(tmp_path, monkeypatch):
     store = VectorStore(str(tmp_path / "db"), settings=StoreSettings(resident_settle_s=0, resident_rows=10))
     store.write(records(FILES[:3]))
     store.optimize()  # its indexes made: a search commits nothing
@@ -189,10 +212,6 @@ def test_a_table_above_the_limit_is_not_held_and_a_filtered_search_reads_the_tab
     resident.max_rows, resident._skip = 250_000, None
     hold(store)
     assert reads
-    called = []
-    monkeypatch.setattr(Snapshot, "nearest", lambda *a, **k: called.append(1))
-    hits = store.search(query_vector(store, 1), Query("derive", 5, "hybrid", language="python"))
-    assert hits and not called  # a filter: the table's own search
 
 
 def test_an_outdated_snapshot_brings_back_no_deleted_or_moved_row(tmp_path):
