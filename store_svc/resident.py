@@ -127,6 +127,7 @@ class Snapshot:
         if key[2]:
             keep &= pc.match_substring_regex(self.fields.column("path"), glob_regex(path_glob)).fill_null(
                 False).to_numpy(zero_copy_only=False)
+        keep.setflags(write=False)  # shared by every search with these filters
         if len(self._masks) >= 64:
             self._masks.clear()
         self._masks[key] = keep
@@ -142,14 +143,15 @@ class Snapshot:
         norm = float(np.linalg.norm(vector))
         with _PRODUCT:
             scores = self.vectors @ (vector.astype(np.float32) / norm if norm else vector.astype(np.float32))
-        if mask is not None:  # rows the filters leave out: below any
-            scores[~mask] = -np.inf
-            k = min(k, int(np.count_nonzero(mask)))
-            if k <= 0:
-                return []
-        k = min(k, len(scores))
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        top = top[np.lexsort((top, -scores[top]))]  # best first; ties by row order
+        kept = np.flatnonzero(mask) if mask is not None else None  # only the rows the filters keep compete
+        among = scores[kept] if kept is not None else scores
+        k = min(k, len(among))
+        if k <= 0:
+            return []
+        top = np.argpartition(-among, k - 1)[:k] if k < len(among) else np.arange(len(among))
+        top = top[np.lexsort((top, -among[top]))]  # best first; ties by row order
+        if kept is not None:
+            top = kept[top]
         if min_score is not None:
             top = top[scores[top] >= min_score]
         rows = self.fields.take(top).to_pylist()

@@ -107,13 +107,15 @@ class ChunkSearch:
             return held, None
         if where != filters(q.language, q.kind, q.path_glob, q.symbol):
             return None, None
-        return held, held.mask(q.language, q.kind, q.path_glob, q.symbol)
+        return held, held.mask(language=q.language, kind=q.kind, path_glob=q.path_glob, symbol=q.symbol)
 
     def _candidates(self, vector: np.ndarray | None, q: Query, where: str, options: RankingOptions,
                     held: Snapshot | None, mask: np.ndarray | None = None) -> tuple[QueryInfo, list[Candidate]]:
         if q.mode in ("vector", "hybrid") and (vector is None or vector.shape != (self.dim,)):
             size = 0 if vector is None else vector.size
             raise InvalidArgument(f"query vector has {size} dimensions, the index {self.dim}")
+        if q.mode in ("vector", "hybrid") and not np.isfinite(vector).all():
+            raise InvalidArgument("query vector holds a NaN or infinite value")
         info = ranking.analyze(q.text)
         depth = max(DEPTH, 5 * q.k) if q.mode == "hybrid" else q.k
         jobs = {}

@@ -5,6 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from codeindex_common.errors import InvalidArgument
 from codeindex_common.model import FileRecord, Query, Stats
 from parser_svc.chunker import Limits, chunk_file
 from store_svc import metrics, ranking
@@ -97,8 +98,13 @@ def test_searches_from_memory_give_what_searches_of_the_table_give(store, monkey
         real = getattr(Snapshot, name)
         monkeypatch.setattr(Snapshot, name, lambda self, *a, _real=real, _name=name, **k: used.append(_name)
                             or _real(self, *a, **k))
+    masked = []
+    real_mask = Snapshot.mask
+    monkeypatch.setattr(Snapshot, "mask", lambda self, **f: masked.append(f) or real_mask(self, **f))
     from_memory = [everything(store.search(v, q)) for v, q in searches]
     assert_same_hits(from_memory, from_table)
+    assert {tuple(sorted(f.items())) for f in FILTERS if f} <= {  # every filtered search from memory
+        tuple(sorted((k, v) for k, v in f.items() if v)) for f in masked}
     assert {"nearest", "named", "keyword"} <= set(used)
     assert sum(len(hits) for hits in from_table) > 200  # the searches found things to compare
     filtered = [hits for (_, q), hits in zip(searches, from_table) if q.language or q.kind or q.path_glob or q.symbol]
@@ -254,3 +260,19 @@ def test_the_store_service_keeps_openblas_threads_from_spinning_after_a_product(
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert float(out.stdout.split()[-1]) < 0.02, out.stdout
+
+
+def test_a_vector_not_finite_is_refused_and_a_filter_not_the_querys_reads_the_table(store, monkeypatch):
+    """A NaN would rank the rows a filter leaves out first (and a search of the table finds nothing): the
+    store refuses it. A retrieval given a filter that is not in a mask reads the table."""
+    held = hold(store)
+    for bad in (np.nan, np.inf):
+        v = query_vector(store, 0).copy()
+        v[3] = bad
+        for mode in ("vector", "hybrid"):
+            with pytest.raises(InvalidArgument, match="NaN or infinite"):
+                store.search(v, Query("x", 5, mode, path_glob="parser_svc/config.py"))
+    called = []
+    monkeypatch.setattr(Snapshot, "nearest", lambda *a, **k: called.append(1))
+    rows = store._search.vector(query_vector(store, 1), 5, "language = 'python'", held=held)
+    assert rows and all(r["language"] == "python" for r in rows) and not called
