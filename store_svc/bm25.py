@@ -144,10 +144,6 @@ class FieldIndex:
             rows = self.rows[start:end]
             scores[rows] += idf * self.weights[start:end]
 
-    @property
-    def nbytes(self) -> int:
-        return self.rows.nbytes + self.weights.nbytes + self.bounds.nbytes
-
 
 class _FieldBuilder:
     """A field's postings, made batch by batch (a batch's words split, counted and let go before the next:
@@ -246,7 +242,3 @@ class KeywordIndex:
             found = found[best[found] >= kth]
         found = found[np.lexsort((row_ids[found], -best[found]))][:k]
         return found, best[found]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(f.nbytes for f in self.fields.values())

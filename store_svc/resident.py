@@ -65,11 +65,10 @@ class Snapshot:
     _masks: dict = field(default_factory=dict, compare=False, repr=False)  # a search's filters: its rows
 
     @classmethod
-    def read(cls, table, columns: list[str], version: int) -> Snapshot | None:
-        """The rows of ``table`` at ``version``; None if the table has moved past it meanwhile. The vectors
-        go into one matrix batch by batch (normalised in place), so that the read holds little besides
-        what is kept."""
-        rows = table.count_rows()
+    def read(cls, table, columns: list[str], version: int, rows: int) -> Snapshot | None:
+        """The ``rows`` rows (its count, tombstones included) of ``table`` at ``version``; None if the table
+        has moved past it meanwhile. The vectors go into one matrix batch by batch (normalised in place), so
+        that the read holds little besides what is kept."""
         reader = (table.search().select([*columns, "names_folded", *FTS_COLUMNS, "vector"]).with_row_id(True)
                   .limit(None).to_batches(8192))
         schema = reader.schema
@@ -267,10 +266,11 @@ class Resident:
             with self._guard():
                 if table.version != version:  # written while this waited for the gate
                     return
-                if table.count_rows() > self.max_rows:
+                rows = table.count_rows()
+                if rows > self.max_rows:
                     self._skip = version
                     return
-                snapshot = Snapshot.read(table, self.columns, version)
+                snapshot = Snapshot.read(table, self.columns, version, rows)
         except Exception as err:  # noqa: BLE001 - searches read the table, as without a snapshot
             self._skip = version  # not again for this version: the next write tries anew
             log.warning("reading the chunks into memory failed (searches read the table): %s", err)
