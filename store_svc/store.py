@@ -79,7 +79,7 @@ class StoreSettings:
     ann_index: str = "auto"
     keep_versions_seconds: float = 60.0
     # the upkeep after a run (see VectorStore.optimize and StoreConfig's upkeep_* settings)
-    upkeep_full_rows: int = 100_000
+    upkeep_full_rows: int = 1_000
     upkeep_unindexed_share: float = 0.05
     upkeep_max_versions: int = 100
     commit_attempts: int = 8

@@ -446,12 +446,13 @@ def test_a_quiet_upkeep_makes_the_ann_index_one_segment_again(tmp_path):
     from store_svc.store import StoreSettings
 
     dim = 16
-    store = VectorStore(str(tmp_path / "db"), settings=StoreSettings(ann_min_rows=500, keep_versions_seconds=0))
+    store = VectorStore(str(tmp_path / "db"), settings=StoreSettings(ann_min_rows=500, keep_versions_seconds=0,
+                                                                     upkeep_full_rows=10_000))
     store.write(_bulk(1000, dim)[0])
     assert store.optimize().vector_index and store._ann.deltas(store._chunks) == 1
     edits = [record(f"edit{i}.py", f"def edited_{i}(x):\n    return x + {i}\n", seed=i, dim=dim, model="m")
              for i in range(MAX_ANN_DELTAS + 1)]
-    for rec in edits:  # a run's upkeep each time (a table this small is always due)
+    for rec in edits:  # a run's upkeep each time (up to upkeep_full_rows it is always due)
         store.write([rec])
         store.optimize()
     assert store._ann.deltas(store._chunks) == MAX_ANN_DELTAS + 2 and store.unindexed_rows() == 0
