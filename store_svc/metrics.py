@@ -33,7 +33,7 @@ TABLE_VERSIONS = Gauge("store_table_versions", "Versions of the chunks table kep
 MAINTENANCE_SECONDS = Histogram("store_maintenance_seconds", "Time of the maintenance after a run, by step", ["step"],
                                 buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
 UPKEEP_DEFERRED = Counter("store_upkeep_deferred_total",
-                          "Runs whose upkeep was not due yet (a large table, few new rows)")
+                          "Runs whose upkeep was not due yet (above --upkeep-full-rows rows, few new rows)")
 ACTIVE_STREAMS = Gauge("store_active_streams", "Open Write streams")
 ACTIVE_WRITES = Gauge("store_active_writes", "Coalesced writes in progress (at most --write-concurrency)")
 CLEANUP_SKIPPED = Counter("store_upkeep_cleanup_skipped_total",

@@ -531,12 +531,12 @@ class VectorStore:
 
     @_shared
     def upkeep_due(self) -> bool:
-        """Whether a run's upkeep is worth its cost now. Up to ``upkeep_full_rows`` rows it always is (it is
-        cheap); above, only when an index is missing or wants building again, when the rows that the
-        indexes do not hold yet reach ``upkeep_unindexed_share`` of the table, or when the table has
-        ``upkeep_max_versions`` versions: so that a one-file edit of a large index costs the edit, and
-        fragments and versions stay bounded. Until then searches read the newer rows without the indexes'
-        help (exactly: nothing is missed)."""
+        """Whether a run's upkeep is worth its cost now. Up to ``upkeep_full_rows`` rows it always is (its
+        compaction writes the table again whole, cheap at that size); above, only when an index is missing or
+        wants building again, when the rows that the indexes do not hold yet reach ``upkeep_unindexed_share``
+        of the table, or when the table has ``upkeep_max_versions`` versions: so that a one-file edit costs the
+        edit, and fragments and versions stay bounded. Until then searches read the newer rows without the
+        indexes' help (exactly: nothing is missed)."""
         s, table = self.settings, self._chunks
         rows = table.count_rows()
         if rows <= s.upkeep_full_rows:

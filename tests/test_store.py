@@ -419,6 +419,40 @@ def test_a_large_table_defers_its_upkeep_until_it_is_due_and_misses_nothing(tmp_
 
 
 
+
+def test_a_file_edited_again_while_the_upkeep_waits_has_one_current_copy(tmp_path):
+    """Above upkeep_full_rows a run's upkeep waits, so the next edit of the same file replaces rows that lie
+    outside the indexes: after each edit the file has its current chunks only, each found once by keyword,
+    vector and name, and the table's count holds."""
+    from store_svc.store import StoreSettings
+
+    dim = 16
+    store = VectorStore(str(tmp_path / "db"), settings=StoreSettings(ann_min_rows=500, keep_versions_seconds=0,
+                                                                     upkeep_full_rows=1000))
+    store.write(_bulk(2000, dim)[0])
+    assert store.optimize().vector_index
+    for n in range(3):
+        rec = record("edited.py", f"def edited_function(x):\n    return x + {n}\n\ndef helper_{n}(y):\n    return y\n",
+                     seed=100 + n, file_hash=f"h{n}", dim=dim, model="m")
+        store.write([rec])
+        stats = store.optimize()
+        assert stats.unindexed_rows > 0, "the upkeep was due: this tests nothing"
+        assert stats.chunks == 2002
+        assert [r for r in rows(store) if r[0] == "edited.py"] == [("edited.py", "edited_function"),
+                                                                    ("edited.py", f"helper_{n}")]
+        hits = [h for h in store.search(None, Query(text="edited_function", k=10, mode="keyword"))
+                if h.chunk.path == "edited.py"]
+        assert [h.chunk.symbol for h in hits].count("edited_function") == 1
+        assert f"x + {n}" in next(h for h in hits if h.chunk.symbol == "edited_function").chunk.text
+        nearest = store.search(rec.vectors[0], Query(k=5, mode="vector"))
+        assert (nearest[0].chunk.path, nearest[0].chunk.symbol) == ("edited.py", "edited_function")
+        assert f"x + {n}" in nearest[0].chunk.text
+        assert sum(h.chunk.path == "edited.py" and h.chunk.symbol == "edited_function" for h in nearest) == 1
+        assert [(f.path, f.definition.symbol) for f in store.find_symbol(SymbolQuery("edited_function"))] == \
+            [("edited.py", "edited_function")]
+        assert store.find_symbol(SymbolQuery(f"helper_{n - 1}")) == []
+
+
 def test_a_quiet_upkeep_brings_the_indexes_over_every_row_before_it_is_due(tmp_path):
     """A watcher's upkeep once the repository is quiet (optimize(quiet=True)) folds a deferred edit's rows
     into the indexes, which a run's upkeep of a large table leaves for later."""
