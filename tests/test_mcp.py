@@ -36,10 +36,11 @@ def make_repo(root: Path) -> Path:
     return root
 
 
-def params(repo: Path, *extra: str):
+def params(repo: Path, *extra: str, env: dict[str, str] | None = None):
     from mcp.client.stdio import StdioServerParameters
 
-    env = {k: v for k, v in os.environ.items() if k.startswith(("CODEINDEX_", "HF_", "PATH", "HOME"))}
+    env = {**{k: v for k, v in os.environ.items() if k.startswith(("CODEINDEX_", "HF_", "PATH", "HOME"))},
+           **(env or {})}
     return StdioServerParameters(command=EXE, args=["mcp", "--path", str(repo), *extra], cwd=str(ROOT), env=env)
 
 
@@ -202,8 +203,13 @@ def test_kill_9_of_the_server_in_the_middle_of_a_reindex(tmp_path):
             "".join(f"def helper_{i}_{j}(value):\n    return value * {j} + {i}\n\n\n" for j in range(8)))
     uri = str(repo / ".codeindex" / "lancedb")
 
+    # the store commits every 16 rows: a run of this size (its small functions merged, about 100 chunks) may
+    # otherwise be done within the default 1 s before its first commit, and nothing is ever seen mid-run
+    small_commits = {"CODEINDEX_STORE_FLUSH_ROWS": "16", "CODEINDEX_STORE_FLUSH_MS": "100"}
+
     async def reindex_and_die():
-        async with stdio_client(params(repo, "--no-watch")) as (read, write), ClientSession(read, write) as session:
+        async with stdio_client(params(repo, "--no-watch", env=small_commits)) as (read, write), \
+                ClientSession(read, write) as session:
             await session.initialize()
             owner = json.loads((repo / ".codeindex" / "owner.json").read_text())
             task = asyncio.create_task(call(session, "reindex"))
