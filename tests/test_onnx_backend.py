@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -188,6 +189,49 @@ def test_make_backend_exports_into_an_empty_cache_on_first_use(tmp_path, monkeyp
     with caplog.at_level(logging.INFO, logger="codeindex.embed"):
         again = OnnxBackend(threads=1)  # the second time: from the cache
     assert "export" not in caplog.text and again.directory == backend.directory
+
+
+def test_copies_of_a_model_share_one_export_and_the_exports_of_models_gone_are_removed(tmp_path, monkeypatch,
+                                                                                        caplog):
+    """Each virtualenv holds its own copy of the packaged model, and the cache is keyed by the model's path:
+    a second copy reuses the first one's export (hard links: no second export, no second 140 MB), an
+    entry whose model directory is gone is removed, and a model changed in place is exported again."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CODEINDEX_ONNX_CACHE", str(cache))
+    a, b, c = (shutil.copytree(default_model_path(), tmp_path / name) for name in "abc")
+
+    def export_of(model: Path) -> tuple[Path, dict]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="codeindex.embed"):
+            directory = onnx_backend.ensure_export(str(model))
+        return directory, onnx_backend.read_meta(directory)
+
+    first, meta_a = export_of(a)
+    assert f"exported {a} to" in caplog.text and meta_a["source_digest"] and meta_a["source_signature"]
+    second, meta_b = export_of(b)
+    assert second != first and f"exported {b} to" not in caplog.text and "reused" in caplog.text
+    assert meta_b["source"] == str(b) and meta_b["source_digest"] == meta_a["source_digest"]
+    for name in ("model.onnx", "model-int8.onnx", "tokenizer.json"):
+        assert (second / name).stat().st_ino == (first / name).stat().st_ino  # one copy on disk
+    assert OnnxBackend(str(b), threads=1).encode(["def f(): pass"]).shape == (1, 384)
+
+    os.utime(b / "config.json")  # touched, or installed again: the same content, no export
+    again, meta = export_of(b)
+    assert again == second and "export" not in caplog.text
+    assert meta["source_signature"] != meta_b["source_signature"]
+    assert (second / "model.onnx").stat().st_ino == (first / "model.onnx").stat().st_ino
+
+    shutil.rmtree(a)  # a virtualenv removed: its entry goes when the cache is next written to
+    third, _ = export_of(c)
+    assert "reused" in caplog.text and not first.exists() and second.is_dir() and third.is_dir()
+
+    with open(b / "README.md", "a") as f:  # the model at b changed in place: its export is stale
+        f.write("\nfine-tuned since\n")
+    fresh, meta = export_of(b)
+    assert fresh == second and "changed since its export" in caplog.text and f"exported {b} to" in caplog.text
+    assert meta["source_digest"] != meta_b["source_digest"]
+    assert (second / "model.onnx").stat().st_ino != (third / "model.onnx").stat().st_ino
+    assert (third / "model.onnx").is_file() and onnx_backend.read_meta(third)["source"] == str(c)
 
 
 def test_a_finished_export_is_renamed_into_place_and_a_racing_one_is_dropped(tmp_path):

@@ -87,6 +87,43 @@ def default_cache_dir(source: str) -> Path:
     return cache_root() / key
 
 
+def _model_files(source: str) -> list[tuple[str, Path]]:
+    """The files of a model directory (hidden ones left out), by path relative to it, in order."""
+    root = Path(source)
+    files = [(p.relative_to(root).as_posix(), p) for p in root.rglob("*")]
+    return sorted((rel, p) for rel, p in files if p.is_file() and not any(s.startswith(".") for s in rel.split("/")))
+
+
+def source_signature(source: str) -> str | None:
+    """What a model directory looks like (each file's name, size and modification time): cheap enough for
+    every start, to notice a model changed in place since its export. None for a hub name."""
+    if not os.path.isdir(source):
+        return None
+    h = hashlib.sha256()
+    for rel, p in _model_files(source):
+        st = p.stat()
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def source_digest(source: str) -> str | None:
+    """What a model directory holds (each file's name and content hash): the same for any copy of the
+    model, wherever it lies (each virtualenv holds its own copy of the packaged model). None for a hub
+    name. Read whole, so only when an export is made or its signature changed."""
+    if not os.path.isdir(source):
+        return None
+    h = hashlib.sha256()
+    for rel, p in _model_files(source):
+        with open(p, "rb") as f:
+            h.update(f"{rel}\0{hashlib.file_digest(f, 'sha256').hexdigest()}\n".encode())
+    return h.hexdigest()
+
+
+def _source_identity(source: str) -> dict[str, str]:
+    signature, digest = source_signature(source), source_digest(source)
+    return {"source_signature": signature, "source_digest": digest} if signature and digest else {}
+
+
 def read_meta(directory: Path) -> dict[str, Any] | None:
     try:
         return json.loads((directory / META_FILE).read_text())
@@ -121,7 +158,9 @@ def export(model: str = "", out: str | os.PathLike[str] = "", quantize: bool = T
     try:
         tmp.chmod(0o755)  # mkdtemp's 0700 would follow the rename
         started = time.perf_counter()
+        identity = _source_identity(source)  # before reading the model: a change meanwhile shows next time
         meta = _export_fp32(source, model_id, tmp)
+        meta.update(identity)
         if quantize:
             meta.update(_quantize_or_note(tmp, meta))
         meta["export_seconds"] = round(time.perf_counter() - started, 2)
@@ -340,17 +379,91 @@ def ensure_export(model: str = "", cache_dir: str | os.PathLike[str] = "", quant
     meta = read_meta(directory)
     if meta is not None and meta.get("source") != source:
         raise ValueError(f"{directory} holds an ONNX export of {meta.get('source')}, not of {source}")
+    stale = False
+    if meta is not None and (directory / MODEL_FILE).is_file():
+        meta = _check_source(source, directory, meta)
+        stale = meta is None
     if meta is None or not (directory / MODEL_FILE).is_file():
-        log.info("onnx: no export of %s in %s yet; exporting it (once)", source, directory)
-        started = time.perf_counter()
-        export(model, directory, quantize, replace=False)
-        log.info("onnx: exported %s to %s in %.1f s", source, directory, time.perf_counter() - started)
-        meta = read_meta(directory)
+        if not cache_dir and _reuse_export(source, directory, replace=stale):
+            meta = read_meta(directory)
+        else:
+            if not stale:
+                log.info("onnx: no export of %s in %s yet; exporting it (once)", source, directory)
+            started = time.perf_counter()
+            export(model, directory, quantize, replace=stale)
+            log.info("onnx: exported %s to %s in %.1f s", source, directory, time.perf_counter() - started)
+            meta = read_meta(directory)
+        if not cache_dir:
+            prune_cache(directory.parent)
     if meta is not None and quantize and not (directory / INT8_FILE).is_file() and "int8_error" not in meta:
         log.info("onnx: quantizing the export of %s in %s to int8 (once)", source, directory)
         meta.update(_quantize_or_note(directory, meta))
         _write_json(directory / META_FILE, meta)
     return directory
+
+
+def _check_source(source: str, directory: Path, meta: dict[str, Any]) -> dict[str, Any] | None:
+    """``meta``, or None when the model directory's content changed since this export (it is stale). A
+    changed signature with the same content (the model installed again, or touched) is recorded."""
+    signature = source_signature(source)
+    if signature is None or meta.get("source_signature") == signature:
+        return meta
+    digest = source_digest(source)
+    if meta.get("source_digest") not in (None, digest):
+        log.warning("onnx: %s changed since its export in %s; exporting it again", source, directory)
+        return None
+    meta.update(source_signature=signature, source_digest=digest)  # an export from before these were kept
+    _write_json(directory / META_FILE, meta)
+    return meta
+
+
+def _reuse_export(source: str, directory: Path, replace: bool = False) -> bool:
+    """Fill ``directory`` with another cache entry's export of the same model content (another copy of
+    the model: another virtualenv's packaged model), its files hard-linked: no second export, no second
+    copy on disk. False when the cache holds none."""
+    digest = source_digest(source)
+    if digest is None or not directory.parent.is_dir():
+        return False
+    for other in sorted(directory.parent.iterdir()):
+        meta = read_meta(other)
+        if (other == directory or other.name.startswith(".") or meta is None or meta.get("format") != FORMAT
+                or meta.get("source_digest") != digest or not (other / MODEL_FILE).is_file()):
+            continue
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+        try:
+            tmp.chmod(0o755)
+            for f in other.iterdir():
+                if f.name != META_FILE and f.is_file():
+                    try:
+                        os.link(f, tmp / f.name)
+                    except OSError:  # no hard links here: a copy
+                        shutil.copy2(f, tmp / f.name)
+            meta.update(source=source, source_signature=source_signature(source), reused_from=other.name)
+            _write_json(tmp / META_FILE, meta)
+            _install(tmp, directory, replace)
+        except FileNotFoundError:  # the other entry went meanwhile (pruned by another process)
+            continue
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        log.info("onnx: %s is the same model as the one exported in %s: that export is reused", source, other)
+        return True
+    return False
+
+
+def prune_cache(root: Path) -> list[Path]:
+    """Remove the cache entries (of any format) whose model directory is gone: an export per copy of the
+    packaged model, 140 MB each, would otherwise pile up as virtualenvs come and go. Entries of hub names
+    and unfinished ones are kept. What was removed."""
+    removed = []
+    for entry in sorted(root.iterdir()) if root.is_dir() else []:
+        meta = read_meta(entry) if not entry.name.startswith(".") else None
+        source = str((meta or {}).get("source") or "")
+        if not source or not os.path.isabs(source) or os.path.exists(source):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        log.info("onnx: removed %s from the cache: its model %s is gone", entry, source)
+        removed.append(entry)
+    return removed
 
 
 class OnnxBackend(Steps):
