@@ -1,0 +1,40 @@
+"""The store service: chunks and their vectors in LanceDB, and the searches over them.
+
+Importing this package first defers the body of ``lance_namespace_urllib3_client``'s ``__init__``.
+``import lancedb`` pulls in ``lance_namespace``, which imports the REST client's models; importing a
+submodule of the client runs the client package's ``__init__``, which imports its nine API modules, whose
+pydantic-validated methods take about 0.8 s to build, on every start of a store. They serve only the
+REST namespace client, which the store never uses (it opens a directory or an object store). The
+package is registered as it is (its path, so its submodules import as usual) and runs its ``__init__``
+the first time anything asks it for a name, so nothing that uses it sees a difference.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from types import ModuleType
+
+DEFERRED = "lance_namespace_urllib3_client"
+
+
+def _defer_init(name: str) -> None:
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        return
+    module = importlib.util.module_from_spec(spec)
+
+    def __getattr__(attr: str, _module: ModuleType = module) -> object:  # noqa: N807 (PEP 562)
+        namespace = _module.__dict__
+        if namespace.pop("__getattr__", None) is None:  # its __init__ ran, and has no such name
+            raise AttributeError(f"module {name!r} has no attribute {attr!r}")
+        spec.loader.exec_module(_module)
+        return getattr(_module, attr)
+
+    module.__getattr__ = __getattr__  # type: ignore[method-assign]
+    sys.modules[name] = module
+
+
+_defer_init(DEFERRED)

@@ -865,3 +865,29 @@ def test_the_cleanup_leaves_a_table_written_after_its_compaction_to_the_next_upk
     monkeypatch.setattr(VectorStore, "_cleanup", cleanup)
     s = store.optimize()
     assert s.versions == 1 and s.chunks == 6 * 4 and s.unindexed_rows == 0
+
+
+def test_the_store_starts_without_the_namespace_rest_client_and_still_lends_it(tmp_path):
+    """store_svc defers the REST client package's __init__ (its API modules: about 0.8 s of every start);
+    a fresh interpreter opens, writes and reads a table without it, and the client's names still load on
+    first use."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+import store_svc.store, lancedb, pyarrow as pa
+db = lancedb.connect({str(tmp_path / "db")!r})
+table = db.create_table("t", pa.table({{"a": [1, 2, 3]}}))
+assert table.count_rows() == 3 and table.search().where("a > 1").to_arrow().num_rows == 2
+assert "lance_namespace_urllib3_client.api" not in sys.modules, "the API modules were imported"
+from lance_namespace_urllib3_client import ApiClient, Configuration
+assert "lance_namespace_urllib3_client.api" in sys.modules and ApiClient.__name__ == "ApiClient"
+import lance_namespace_urllib3_client as client
+try:
+    client.no_such_name
+except AttributeError:
+    print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
