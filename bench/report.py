@@ -518,8 +518,10 @@ def write_report(r: dict, docs: Path, name: str = "BENCHMARKS.md") -> None:
         lines += ["", f"![per-stage throughput and stage utilisation]({png})"]
     lines += ["", "## How these are measured", "",
               "- *Stage alone*: the parser service fed every corpus file over 2 streams; the embedding service "
-              f"fed the first {r.get('embed_texts', 3000):,} distinct chunk texts (`embed_texts`; all of them on "
-              "a GPU) over 8 streams of 32-text requests, then "
+              + ("fed {:,} distinct chunk texts taken at even steps across the corpus, as long on average as "
+                 "all of them".format(r.get("embed_texts", 3000)) if r.get("embed_texts_sample") == "even" else
+                 "fed the first {:,} distinct chunk texts".format(r.get("embed_texts", 3000)))
+              + " (`embed_texts`; all of them on a GPU) over 8 streams of 32-text requests, then "
               "plain `SentenceTransformer.encode` on the same texts in the same run; the store service fed "
               "each corpus file as the orchestrator sends it (the parser's answer, keyword fields included, and "
               "random unit vectors) over one WriteMany stream in lists of 16 files, once coalesced and once "
