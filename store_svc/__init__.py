@@ -11,27 +11,41 @@ the first time anything asks it for a name, so nothing that uses it sees a diffe
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
-from types import ModuleType
+import threading
 
 DEFERRED = "lance_namespace_urllib3_client"
 
 
 def _defer_init(name: str) -> None:
+    """Register package ``name`` with its ``__init__`` not run: its submodules import as usual (and a name
+    that is a submodule is that submodule, imported), any other name runs the ``__init__`` first, once."""
     if name in sys.modules:
         return
     spec = importlib.util.find_spec(name)
     if spec is None or spec.loader is None or not spec.submodule_search_locations:
         return
     module = importlib.util.module_from_spec(spec)
+    lock = threading.RLock()
+    state = {"ran": False}
 
-    def __getattr__(attr: str, _module: ModuleType = module) -> object:  # noqa: N807 (PEP 562)
-        namespace = _module.__dict__
-        if namespace.pop("__getattr__", None) is None:  # its __init__ ran, and has no such name
-            raise AttributeError(f"module {name!r} has no attribute {attr!r}")
-        spec.loader.exec_module(_module)
-        return getattr(_module, attr)
+    def __getattr__(attr: str) -> object:  # noqa: N807 (PEP 562)
+        if not attr.startswith("__") and importlib.util.find_spec(f"{name}.{attr}") is not None:
+            return importlib.import_module(f"{name}.{attr}")  # what `from name import submodule` asks
+        with lock:
+            if not state["ran"]:
+                state["ran"] = True
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    state["ran"] = False  # as an import that failed: the next use tries again
+                    raise
+        try:
+            return module.__dict__[attr]
+        except KeyError:
+            raise AttributeError(f"module {name!r} has no attribute {attr!r}") from None
 
     module.__getattr__ = __getattr__  # type: ignore[method-assign]
     sys.modules[name] = module

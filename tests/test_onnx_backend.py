@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -211,6 +212,7 @@ def test_copies_of_a_model_share_one_export_and_the_exports_of_models_gone_are_r
     second, meta_b = export_of(b)
     assert second != first and f"exported {b} to" not in caplog.text and "reused" in caplog.text
     assert meta_b["source"] == str(b) and meta_b["source_digest"] == meta_a["source_digest"]
+    assert meta_a["model_id"] == str(a) and meta_b["model_id"] == str(b)  # a model given by path: its path
     for name in ("model.onnx", "model-int8.onnx", "tokenizer.json"):
         assert (second / name).stat().st_ino == (first / name).stat().st_ino  # one copy on disk
     assert OnnxBackend(str(b), threads=1).encode(["def f(): pass"]).shape == (1, 384)
@@ -221,9 +223,13 @@ def test_copies_of_a_model_share_one_export_and_the_exports_of_models_gone_are_r
     assert meta["source_signature"] != meta_b["source_signature"]
     assert (second / "model.onnx").stat().st_ino == (first / "model.onnx").stat().st_ino
 
-    shutil.rmtree(a)  # a virtualenv removed: its entry goes when the cache is next written to
+    shutil.rmtree(a)  # a virtualenv removed: its entry goes when the cache is next written to, once unused a day
+    assert onnx_backend.prune_cache(cache) == [] and first.is_dir()  # used just now (its model may lie elsewhere)
+    day_ago = time.time() - onnx_backend.PRUNE_AFTER_S - 60
+    os.utime(first / "export.json", (day_ago, day_ago))
     third, _ = export_of(c)
     assert "reused" in caplog.text and not first.exists() and second.is_dir() and third.is_dir()
+    assert onnx_backend.read_meta(third)["model_id"] == str(c)
 
     with open(b / "README.md", "a") as f:  # the model at b changed in place: its export is stale
         f.write("\nfine-tuned since\n")

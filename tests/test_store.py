@@ -891,3 +891,15 @@ except AttributeError:
 """
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    # a submodule of the client imported first (its own `from lance_namespace_urllib3_client import rest`
+    # must not run the package's __init__ halfway through that import)
+    script = """
+import store_svc
+from lance_namespace_urllib3_client.api.table_api import TableApi
+import lance_namespace_urllib3_client.api_client as api_client
+from lance_namespace_urllib3_client import ApiClient, rest
+assert ApiClient is api_client.ApiClient and TableApi.__name__ == "TableApi" and rest.__name__.endswith(".rest")
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

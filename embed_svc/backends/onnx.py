@@ -31,6 +31,7 @@ renamed into place, so processes racing to export the same model do no harm.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import inspect
 import json
@@ -374,7 +375,7 @@ def _cores() -> int:
 
 def ensure_export(model: str = "", cache_dir: str | os.PathLike[str] = "", quantize: bool = True) -> Path:
     """The export directory of ``model``, exporting (or quantizing) first if what is asked for is missing."""
-    source, _ = resolve_model(model)
+    source, model_id = resolve_model(model)
     directory = Path(cache_dir) if cache_dir else default_cache_dir(source)
     meta = read_meta(directory)
     if meta is not None and meta.get("source") != source:
@@ -384,7 +385,7 @@ def ensure_export(model: str = "", cache_dir: str | os.PathLike[str] = "", quant
         meta = _check_source(source, directory, meta)
         stale = meta is None
     if meta is None or not (directory / MODEL_FILE).is_file():
-        if not cache_dir and _reuse_export(source, directory, replace=stale):
+        if not cache_dir and _reuse_export(source, model_id, directory, replace=stale):
             meta = read_meta(directory)
         else:
             if not stale:
@@ -395,6 +396,8 @@ def ensure_export(model: str = "", cache_dir: str | os.PathLike[str] = "", quant
             meta = read_meta(directory)
         if not cache_dir:
             prune_cache(directory.parent)
+    elif not cache_dir:
+        _mark_used(directory)
     if meta is not None and quantize and not (directory / INT8_FILE).is_file() and "int8_error" not in meta:
         log.info("onnx: quantizing the export of %s in %s to int8 (once)", source, directory)
         meta.update(_quantize_or_note(directory, meta))
@@ -417,31 +420,48 @@ def _check_source(source: str, directory: Path, meta: dict[str, Any]) -> dict[st
     return meta
 
 
-def _reuse_export(source: str, directory: Path, replace: bool = False) -> bool:
+def _entry_meta(entry: Path) -> dict[str, Any] | None:
+    """Another cache entry's ``export.json``, or None if it has none or it cannot be read (unreadable, cut
+    short, being replaced): a scan of the cache skips such an entry rather than fail."""
+    try:
+        return read_meta(entry)
+    except (OSError, ValueError):
+        return None
+
+
+def _reuse_export(source: str, model_id: str, directory: Path, replace: bool = False) -> bool:
     """Fill ``directory`` with another cache entry's export of the same model content (another copy of
     the model: another virtualenv's packaged model), its files hard-linked: no second export, no second
-    copy on disk. False when the cache holds none."""
+    copy on disk. An entry that changes or goes while it is linked (another process pruning or replacing
+    it) is not used. False when the cache holds none to use."""
     digest = source_digest(source)
     if digest is None or not directory.parent.is_dir():
         return False
     for other in sorted(directory.parent.iterdir()):
-        meta = read_meta(other)
-        if (other == directory or other.name.startswith(".") or meta is None or meta.get("format") != FORMAT
-                or meta.get("source_digest") != digest or not (other / MODEL_FILE).is_file()):
+        if other == directory or other.name.startswith("."):
             continue
+        meta = _entry_meta(other)
+        if meta is None or meta.get("format") != FORMAT or meta.get("source_digest") != digest:
+            continue
+        needed = {MODEL_FILE, TOKENIZER_FILE, REFERENCE_FILE} | ({INT8_FILE} if "int8_scheme" in meta else set())
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
         try:
             tmp.chmod(0o755)
             for f in other.iterdir():
-                if f.name != META_FILE and f.is_file():
+                if f.name != META_FILE and not f.name.startswith("."):
                     try:
                         os.link(f, tmp / f.name)
+                    except FileNotFoundError:
+                        break
                     except OSError:  # no hard links here: a copy
                         shutil.copy2(f, tmp / f.name)
-            meta.update(source=source, source_signature=source_signature(source), reused_from=other.name)
+            if not needed <= {f.name for f in tmp.iterdir()} or _entry_meta(other) != meta:
+                continue  # a file went meanwhile, or the entry was replaced: not a whole export
+            meta.update(source=source, model_id=model_id, source_signature=source_signature(source),
+                        reused_from=other.name)
             _write_json(tmp / META_FILE, meta)
             _install(tmp, directory, replace)
-        except FileNotFoundError:  # the other entry went meanwhile (pruned by another process)
+        except FileNotFoundError:  # the other entry went meanwhile
             continue
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -450,15 +470,32 @@ def _reuse_export(source: str, directory: Path, replace: bool = False) -> bool:
     return False
 
 
-def prune_cache(root: Path) -> list[Path]:
-    """Remove the cache entries (of any format) whose model directory is gone: an export per copy of the
-    packaged model, 140 MB each, would otherwise pile up as virtualenvs come and go. Entries of hub names
-    and unfinished ones are kept. What was removed."""
+PRUNE_AFTER_S = 24 * 3600  # an entry whose model is gone is removed once it was not used for this long
+
+
+def _mark_used(directory: Path) -> None:
+    """Note that the export was used now (its export.json's modification time), for :func:`prune_cache`;
+    nothing if the cache cannot be written to (a read-only volume)."""
+    with contextlib.suppress(OSError):
+        os.utime(directory / META_FILE)
+
+
+def prune_cache(root: Path, unused_s: float = PRUNE_AFTER_S) -> list[Path]:
+    """Remove the cache entries (of any format) whose model directory is gone and which no process used
+    for ``unused_s``: an export per copy of the packaged model, 140 MB each, would otherwise pile up as
+    virtualenvs come and go. The wait spares an entry in use where its model lies elsewhere (a cache on a
+    volume that several hosts or containers share). Entries of hub names and unfinished ones are kept.
+    What was removed."""
     removed = []
     for entry in sorted(root.iterdir()) if root.is_dir() else []:
-        meta = read_meta(entry) if not entry.name.startswith(".") else None
+        meta = _entry_meta(entry) if not entry.name.startswith(".") else None
         source = str((meta or {}).get("source") or "")
         if not source or not os.path.isabs(source) or os.path.exists(source):
+            continue
+        try:
+            if time.time() - (entry / META_FILE).stat().st_mtime < unused_s:
+                continue
+        except OSError:
             continue
         shutil.rmtree(entry, ignore_errors=True)
         log.info("onnx: removed %s from the cache: its model %s is gone", entry, source)
