@@ -6,7 +6,8 @@ submodule of the client runs the client package's ``__init__``, which imports it
 pydantic-validated methods take about 0.8 s to build, on every start of a store. They serve only the
 REST namespace client, which the store never uses (it opens a directory or an object store). The
 package is registered as it is (its path, so its submodules import as usual) and runs its ``__init__``
-the first time anything asks it for a name, so nothing that uses it sees a difference.
+the first time anything asks it for a name that is not one of its submodules, so nothing that uses it sees
+a difference.
 """
 
 from __future__ import annotations
