@@ -418,8 +418,6 @@ def test_a_large_table_defers_its_upkeep_until_it_is_due_and_misses_nothing(tmp_
     assert store._chunks.index_stats(ix.name).num_unindexed_rows == 0
 
 
-
-
 def test_a_file_edited_again_while_the_upkeep_waits_has_one_current_copy(tmp_path):
     """Above upkeep_full_rows a run's upkeep waits, so the next edit of the same file replaces rows that lie
     outside the indexes: after each edit the file has its current chunks only, each found once by keyword,
@@ -874,6 +872,10 @@ def test_the_store_starts_without_the_namespace_rest_client_and_still_lends_it(t
     import subprocess
     import sys
 
+    def fresh_interpreter(script: str) -> None:
+        done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
     script = f"""
 import sys
 import store_svc.store, lancedb, pyarrow as pa
@@ -889,8 +891,7 @@ try:
 except AttributeError:
     print("ok")
 """
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    fresh_interpreter(script)
     # a submodule of the client imported first (its own `from lance_namespace_urllib3_client import rest`
     # must not run the package's __init__ halfway through that import)
     script = """
@@ -901,5 +902,4 @@ from lance_namespace_urllib3_client import ApiClient, rest
 assert ApiClient is api_client.ApiClient and TableApi.__name__ == "TableApi" and rest.__name__.endswith(".rest")
 print("ok")
 """
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    fresh_interpreter(script)
