@@ -16,6 +16,8 @@ from filelock import FileLock, Timeout
 
 from codeindex_common.errors import FailedPrecondition
 
+from .walker import tag_cache_dir
+
 LOCK, OWNER = "lock", "owner.json"
 
 
@@ -40,6 +42,7 @@ class IndexLock:
     def __init__(self, index_dir: str):
         self.index_dir = index_dir
         os.makedirs(index_dir, exist_ok=True)
+        tag_cache_dir(index_dir, "a codeindex index, made again by `orchestrator index`")  # no walk enters it
         self._lock = FileLock(os.path.join(index_dir, LOCK), timeout=0)
 
     def acquire(self, command: str) -> bool:

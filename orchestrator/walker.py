@@ -1,6 +1,10 @@
 """Walk a repository the way git sees it: every .gitignore (nested ones
 too) is honoured through pathspec's gitignore matching; .git and the index
-directory are never entered; symlinks are not followed (no loops, no escape)."""
+directory are never entered, nor any directory tagged as a cache (a
+``CACHEDIR.TAG`` with the signature of the Cache Directory Tagging
+Specification, https://bford.info/cachedir/: every index directory holds one,
+wherever ``--index-dir`` puts it, and so do pytest's and cargo's caches);
+symlinks are not followed (no loops, no escape)."""
 
 from __future__ import annotations
 
@@ -17,6 +21,30 @@ import pathspec
 from codeindex_common.model import CHUNKING_VERSION
 
 ALWAYS_SKIPPED_DIRS = {".git", ".hg", ".svn", ".codeindex"}
+CACHEDIR_TAG = "CACHEDIR.TAG"
+CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
+
+
+def is_cache_dir(path: str) -> bool:
+    """The directory holds a cache directory tag (its first bytes the specification's signature)."""
+    try:
+        with open(os.path.join(path, CACHEDIR_TAG), "rb") as fh:
+            return fh.read(len(CACHEDIR_SIGNATURE)) == CACHEDIR_SIGNATURE
+    except OSError:
+        return False
+
+
+def tag_cache_dir(path: str, what: str) -> None:
+    """Write ``path``'s cache directory tag unless it has one (best effort: a read-only directory stays
+    untagged)."""
+    if is_cache_dir(path):
+        return
+    try:
+        with open(os.path.join(path, CACHEDIR_TAG), "wb") as fh:
+            fh.write(CACHEDIR_SIGNATURE + f"\n# This file is a cache directory tag: {what}.\n"
+                     "# For information about cache directory tags see https://bford.info/cachedir/\n".encode())
+    except OSError:
+        pass
 
 
 @dataclass(frozen=True)
@@ -24,7 +52,7 @@ class Entry:
     path: str  # relative, '/' separated
     abspath: str
     size: int
-    skip_reason: str = ""  # "symlink", "unreadable", "not_regular"
+    skip_reason: str = ""  # "symlink", "unreadable", "not_regular", "bad_name"
     # the rest of the stat the walk took (not following links), for the stat cache; 0: none
     mtime_ns: int = 0
     ctime_ns: int = 0
@@ -85,13 +113,17 @@ def _listing(rel_dir: str, abs_dir: str, ignores: _Ignores, skip: set[str]) -> l
     keyed: list[tuple[str, Entry | tuple[str, str, _Ignores]]] = []
     for e in scanned:
         rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
+        if not _utf8(e.name):  # paths travel and are stored as UTF-8: listed, as a skip, under a readable name
+            name = _readable(e.name)
+            keyed.append((name, Entry(f"{rel_dir}/{name}" if rel_dir else name, e.path, 0, "bad_name")))
+            continue
         try:
             st = e.stat(follow_symlinks=False)
         except OSError:
             keyed.append((e.name, Entry(rel, e.path, 0, "unreadable")))
             continue
         if stat.S_ISDIR(st.st_mode):
-            if e.name not in skip and not ignores.ignored(rel, True):
+            if e.name not in skip and not ignores.ignored(rel, True) and not is_cache_dir(e.path):
                 keyed.append((e.name + "/", (rel, e.path, ignores)))
         elif not ignores.ignored(rel, False):
             keyed.append((e.name, _file_entry(rel, e.path, st)))
@@ -108,9 +140,16 @@ class IgnoreCache:
         self.root = os.path.abspath(root)
         self.skip = ALWAYS_SKIPPED_DIRS | (skip_dirs or set())
         self._dirs: dict[str, _Ignores] = {"": _Ignores().child("", self.root)}
+        self._caches: dict[str, bool] = {}  # directory -> it is tagged as a cache
 
     def forget(self) -> None:
         self._dirs = {"": _Ignores().child("", self.root)}
+        self._caches = {}
+
+    def _cache(self, rel_dir: str) -> bool:
+        if rel_dir not in self._caches:
+            self._caches[rel_dir] = is_cache_dir(os.path.join(self.root, rel_dir))
+        return self._caches[rel_dir]
 
     def _ignores(self, rel_dir: str) -> _Ignores:
         if rel_dir not in self._dirs:
@@ -124,7 +163,7 @@ class IgnoreCache:
         for i in range(1, len(parts) + 1):
             sub = "/".join(parts[:i])
             last_is_dir = i < len(parts) or is_dir
-            if last_is_dir and parts[i - 1] in self.skip:
+            if last_is_dir and (parts[i - 1] in self.skip or self._cache(sub)):
                 return True
             if self._ignores("/".join(parts[:i - 1])).ignored(sub, last_is_dir):
                 return True
@@ -142,6 +181,12 @@ def select(root: str, paths: set[str], ignores: IgnoreCache) -> tuple[list[Entry
         if not rel or rel.startswith("../") or ignores.skipped(rel):
             continue
         full = os.path.join(root, rel)
+        if not _utf8(rel):  # as the walk lists it: a skip under a readable name
+            if os.path.lexists(full):
+                found[_readable(rel)] = Entry(_readable(rel), full, 0, "bad_name")
+            else:
+                gone.add(_readable(rel))
+            continue
         if not os.path.lexists(full):
             gone.add(rel)
         elif os.path.isdir(full) and not os.path.islink(full):
@@ -152,6 +197,20 @@ def select(root: str, paths: set[str], ignores: IgnoreCache) -> tuple[list[Entry
         else:
             found[rel] = _entry(rel, full)
     return [found[p] for p in sorted(found)], gone
+
+
+def _utf8(name: str) -> bool:
+    """The name (as os.scandir gives it: bytes that are not UTF-8 as lone surrogates) is UTF-8."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _readable(name: str) -> str:
+    """A name that is not UTF-8, its stray bytes written as ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _file_entry(rel: str, path: str, st: os.stat_result) -> Entry:

@@ -42,3 +42,37 @@ def test_the_walk_comes_in_path_order(tmp_path):
     walked = [e.path for e in walk(str(tmp_path))]
     assert walked == sorted(walked) and len(walked) == 10
 
+
+
+def test_cache_directories_and_the_index_directory_are_not_entered(tmp_path):
+    from orchestrator.owner import IndexLock
+    from orchestrator.walker import IgnoreCache, select
+
+    write(tmp_path, "src/a.py")
+    write(tmp_path, "out/index/lancedb/x.json")  # an index put inside the repository with --index-dir
+    IndexLock(str(tmp_path / "out" / "index"))  # every index directory is tagged when its lock is made
+    write(tmp_path, ".pytest_cache/v/cache/nodeids")
+    (tmp_path / ".pytest_cache" / "CACHEDIR.TAG").write_bytes(b"Signature: 8a477f597d28d172789f06886806bc55\n")
+    write(tmp_path, "notes/CACHEDIR.TAG", "not the signature\n")  # a file of that name alone is not a tag
+    assert {e.path for e in walk(str(tmp_path))} == {"src/a.py", "notes/CACHEDIR.TAG"}
+    # watch events inside them are skipped too
+    found, gone = select(str(tmp_path), {"out/index/lancedb/x.json", "src/a.py", "out/index/gone.txt"},
+                         IgnoreCache(str(tmp_path)))
+    assert [e.path for e in found] == ["src/a.py"] and gone == set()
+
+
+def test_a_name_that_is_not_utf8_is_listed_as_a_skip_under_a_readable_name(tmp_path):
+    from orchestrator.walker import IgnoreCache, select
+
+    root = os.fsencode(tmp_path)
+    (tmp_path / "ok.py").write_text("x = 1\n")
+    with open(os.path.join(root, b"caf\xe9.py"), "wb") as fh:
+        fh.write(b"y = 2\n")
+    os.mkdir(os.path.join(root, b"d\xff"))
+    with open(os.path.join(root, b"d\xff", b"inner.py"), "wb") as fh:
+        fh.write(b"z = 3\n")
+    entries = {e.path: e.skip_reason for e in walk(str(tmp_path))}
+    assert entries == {"caf\\xe9.py": "bad_name", "d\\xff": "bad_name", "ok.py": ""}
+    assert all(p.encode("utf-8") for p in entries)  # every path can be sent and stored
+    found, _ = select(str(tmp_path), {os.fsdecode(b"caf\xe9.py")}, IgnoreCache(str(tmp_path)))
+    assert [(e.path, e.skip_reason) for e in found] == [("caf\\xe9.py", "bad_name")]
