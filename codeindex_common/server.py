@@ -64,13 +64,26 @@ class Running:
 def bind(server: grpc.aio.Server, listen: str, credentials: grpc.ServerCredentials | None = None) -> str:
     """Bind ``listen`` (host:port, port 0 lets the OS pick, or unix:PATH),
     with TLS when given ``credentials``; return the address clients should use."""
-    port = server.add_secure_port(listen, credentials) if credentials else server.add_insecure_port(listen)
-    if listen.startswith("unix:"):
+    try:
+        port = server.add_secure_port(listen, credentials) if credentials else server.add_insecure_port(listen)
+    except RuntimeError:  # grpcio raises where it used to return 0 (the port taken, the host not ours)
+        port = 0
+    if listen.startswith("unix:") and port:
         return listen
     if port == 0:
-        raise errors.Unavailable(f"could not bind {listen}")
+        raise errors.Unavailable(f"could not bind {listen} (is the port taken, or the address not this host's?)")
     host = listen.rsplit(":", 1)[0] or "127.0.0.1"
     return f"{host}:{port}"
+
+
+def metrics_server(port: int, host: str):
+    """Prometheus's HTTP server on ``host:port`` (0: the OS picks); Unavailable, with the reason, where it
+    cannot bind."""
+    try:
+        server, _ = start_http_server(port, addr=host)
+    except (OSError, OverflowError) as exc:  # the port taken or out of range, the host unknown or not ours
+        raise errors.Unavailable(f"could not serve metrics on {host}:{port}: {exc}") from None
+    return server
 
 
 async def _set_health(health: Any, service: Service, status: int) -> None:
@@ -94,7 +107,7 @@ async def start(service: Service, cfg: ServerSettings, security: Security | None
          reflection.SERVICE_NAME], server)
     await _set_health(health, service, health_pb2.HealthCheckResponse.NOT_SERVING)
     address = bind(server, cfg.listen, credentials)
-    http_server, _ = start_http_server(cfg.metrics_port, addr=cfg.metrics_host)
+    http_server = metrics_server(cfg.metrics_port, cfg.metrics_host)
     await server.start()
     if service.start:
         await service.start()

@@ -21,7 +21,7 @@ from codeindex_common.model import DEFAULT_MODE, KINDS, MODES, IndexSummary, Pro
 
 from .config import ApiSettings, Connection, McpSettings, OrchestratorConfig, RunSettings
 from . import present
-from .pipeline import Pipeline, Progress, find_symbol, search
+from .pipeline import ModelCheck, Pipeline, Progress, find_symbol, search
 from .clients import ApiClient
 from .owner import IndexLock, Owner, current_owner, held_by
 from .session import (index_dir, index_stages, internal_tls, make_stages, owner_api, serving_owner, settings,
@@ -167,9 +167,9 @@ def cmd_index(cfg: OrchestratorConfig, args) -> int:
         raise CodeindexError(f"not a directory: {args.path}")
     bar = _Bar(enabled=True)
     if cfg.index_metrics_port >= 0:
-        from prometheus_client import start_http_server
+        from codeindex_common.server import metrics_server
 
-        http, _ = start_http_server(cfg.index_metrics_port, addr=cfg.metrics_host)
+        http = metrics_server(cfg.index_metrics_port, cfg.metrics_host)
         print(f"orchestrator metrics on http://{cfg.metrics_host}:{http.server_port}/metrics", file=sys.stderr)
     try:
         summary = _index(cfg, root, args.reindex, bar)
@@ -223,10 +223,17 @@ async def _via_api(address: str, use):
         await api.close()
 
 
+def _need_index(cfg: OrchestratorConfig, root: str, path: str) -> None:
+    """A local index must exist before a command reads it (starting a store would make an empty one)."""
+    where = index_dir(cfg, root)
+    if not cfg.store_addr and not os.path.isdir(os.path.join(where, "lancedb")):
+        given = f" --index-dir {cfg.index_dir}" if cfg.index_dir else ""
+        raise CodeindexError(f"no index in {where} (for {root}): run `orchestrator index {path}{given}` first")
+
+
 def cmd_search(cfg: OrchestratorConfig, args) -> int:
     root = os.path.abspath(args.path)
-    if not cfg.store_addr and not os.path.isdir(os.path.join(index_dir(cfg, root), "lancedb")):
-        raise CodeindexError(f"no index at {root}: run `orchestrator index {args.path}` first")
+    _need_index(cfg, root, args.path)
     if args.context < 0:
         raise CodeindexError(f"--context must be 0 or more, not {args.context}")
     color = present.use_color(args.color)
@@ -241,7 +248,8 @@ def cmd_search(cfg: OrchestratorConfig, args) -> int:
         hits = asyncio.run(_via_api(api, lambda c: c.search(query)))
     else:
         with stage_addresses(cfg, root, need_parser=False) as addresses:
-            hits = asyncio.run(_with_stages(cfg, addresses, lambda stages: search(stages, query)))
+            hits = asyncio.run(_with_stages(cfg, addresses,
+                                            lambda stages: search(stages, query, ModelCheck())))
     if args.json:
         print(json.dumps([h.to_dict() for h in hits]))
     else:
@@ -269,6 +277,7 @@ def cmd_status(cfg: OrchestratorConfig, args) -> int:
         d = {**stats.to_dict(), "served_by": owner.describe(),
              "last_run": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last_run)) if last_run else "none yet"}
     else:
+        _need_index(cfg, root, args.path)
         with stage_addresses(cfg, root, need_parser=False, need_embedder=False) as addresses:
             stats = asyncio.run(_with_stages(cfg, addresses, lambda stages: stages.store.stats()))
         d = stats.to_dict()

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 
 from codeindex_common.config import ServerSettings
-from codeindex_common.errors import CodeindexError
+from codeindex_common.errors import CodeindexError, InvalidArgument
 from codeindex_common.tls import Security
 
 TOKEN_ENV = "CODEINDEX_ORCHESTRATOR_AUTH_TOKEN"
@@ -130,4 +130,22 @@ class McpSettings:
 @dataclass(frozen=True)
 class OrchestratorConfig(McpSettings, ApiSettings, RunSettings, Connection):
     """Every orchestrator setting."""
+
+    def __post_init__(self) -> None:
+        for name in ("parse_streams", "embed_streams", "write_streams", "embed_request_texts", "queue_size",
+                     "max_file_bytes"):
+            if getattr(self, name) < 1:
+                raise InvalidArgument(f"{_flag(name)} must be 1 or more, not {getattr(self, name)}")
+        for name in ("start_timeout", "rpc_timeout"):
+            if not getattr(self, name) > 0:  # NaN is refused too
+                raise InvalidArgument(f"{_flag(name)} must be more than 0 seconds, not {getattr(self, name)}")
+        if not self.retry_seconds >= 0:
+            raise InvalidArgument(f"--retry-seconds must be 0 or more, not {self.retry_seconds}")
+        for name, least in (("index_metrics_port", -1), ("metrics_port", 0), ("http_port", 0)):
+            if not least <= getattr(self, name) <= 65535:
+                raise InvalidArgument(f"{_flag(name)} must be a port from {least} to 65535, not {getattr(self, name)}")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 

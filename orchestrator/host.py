@@ -142,7 +142,7 @@ class Host:
             return await self.stages.store.stats()
 
     async def search(self, q: Query) -> list[Hit]:
-        return await search(self.stages, q)
+        return await search(self.stages, q, self.servicer.model_check)
 
     async def find_symbol(self, q: SymbolQuery) -> list[SymbolHit]:
         return await find_symbol(self.stages, q)

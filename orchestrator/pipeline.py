@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import itertools
 import logging
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Container
@@ -625,14 +626,18 @@ class Pipeline:
         stats = await self.stages.store.stats()
         if stats.model_id and stats.model_id != info.model_id:
             raise FailedPrecondition(
-                f"the index at {stats.uri} was built with model {stats.model_id!r} but the embedder serves "
-                f"{info.model_id!r}; vectors of two models are never mixed: run again with --reindex to rebuild "
-                f"it with the new model, or index into a new directory (--index-dir)"
+                _other_model(stats, info) + "; vectors of two models are never mixed: run again with --reindex to "
+                "rebuild it with the new model, or index into a new directory (--index-dir)"
                 + _precision_hint(stats.model_id, info.model_id))
         if stats.chunks and stats.dim and stats.dim != info.dim:
             raise FailedPrecondition(f"the index holds {stats.dim}-dim vectors, the embedder gives {info.dim}: "
                                      "run again with --reindex to rebuild it")
         return info
+
+
+def _other_model(stats, info: EmbedInfo) -> str:
+    return (f"the index at {stats.uri} was built with model {stats.model_id!r} but the embedder serves "
+            f"{info.model_id!r}")
 
 
 def _precision_hint(index_model: str, served_model: str) -> str:
@@ -644,11 +649,37 @@ def _precision_hint(index_model: str, served_model: str) -> str:
     return f"; or keep this index by running the embedder with --dtype {dtype} (CODEINDEX_EMBED_DTYPE)" if dtype else ""
 
 
-async def search(stages, q: Query) -> list[Hit]:
+class ModelCheck:
+    """Makes sure the embedder serves the index's model before a search embeds a query with it (an index of
+    another model would answer with nonsense): asked again at most every ``every_s`` seconds, so that a
+    server's searches do not each pay two more calls, while an embedder or index changed under it is still
+    caught."""
+
+    def __init__(self, every_s: float = 10.0):
+        self.every_s = every_s
+        self._checked_at = -math.inf
+
+    async def __call__(self, stages) -> None:
+        if time.monotonic() - self._checked_at < self.every_s:
+            return
+        info, stats = await asyncio.gather(stages.embedder.info(), stages.store.stats())
+        if stats.model_id and stats.model_id != info.model_id:
+            raise FailedPrecondition(
+                _other_model(stats, info) + ": its vectors and the query's would not be comparable. Search with "
+                "the embedder of the index's model (--embed-addr, or the CODEINDEX_EMBED_* settings it was indexed "
+                "with), search in --mode keyword, or index again with --reindex"
+                + _precision_hint(stats.model_id, info.model_id))
+        self._checked_at = time.monotonic()
+
+
+async def search(stages, q: Query, model_check: ModelCheck | None = None) -> list[Hit]:
     """Embed the query (unless keyword mode) and search the store. ``q`` was
-    checked when it was made; a search here needs its text besides."""
+    checked when it was made; a search here needs its text besides. ``model_check``: the embedder's model
+    is checked against the index's first."""
     if not q.text.strip():
         raise InvalidArgument("the query is empty")
+    if model_check is not None and q.mode != "keyword":
+        await model_check(stages)
     vec = (await stages.embedder.embed_once([embedding_text(q.text)]))[0] if q.mode != "keyword" else None
     return await stages.store.search(vec, q)
 

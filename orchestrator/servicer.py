@@ -13,7 +13,7 @@ from codeindex_common.model import Query, SymbolQuery
 from codeindex_common.pb import common_pb2, orchestrator_pb2, orchestrator_pb2_grpc
 
 from . import metrics
-from .pipeline import Pipeline, Progress, Settings, find_symbol, search
+from .pipeline import ModelCheck, Pipeline, Progress, Settings, find_symbol, search
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
@@ -29,6 +29,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
         self.allowed_roots = [os.path.realpath(r) for r in allowed_roots]
         self._index_lock = index_lock or asyncio.Lock()  # one run at a time per store, held until it has ended
         self.last_run_at = 0.0  # when the last index run on this store ended (Unix time)
+        self.model_check = ModelCheck()
 
     def _allowed(self, path: str) -> str:
         """The real path of ``path`` if it lies under an allowed root (symbolic
@@ -83,7 +84,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServicer):
 
     async def Search(self, request, context):
         started = time.perf_counter()
-        hits = await search(self.stages, Query.from_query_pb(request))
+        hits = await search(self.stages, Query.from_query_pb(request), self.model_check)
         metrics.SEARCH_SECONDS.observe(time.perf_counter() - started)
         return orchestrator_pb2.QueryResponse(hits=[h.to_query_hit_pb() for h in hits])
 

@@ -5,6 +5,7 @@ codes."""
 from __future__ import annotations
 
 import json
+import socket
 import textwrap
 from pathlib import Path
 
@@ -194,6 +195,11 @@ def test_embedded_default_index_search_and_incremental(tmp_path):
     # the same model in fp32 (the default is int8): refused too, and told how to keep the index
     fp32 = cli("index", str(repo), "--json", check=False, env={"CODEINDEX_EMBED_DTYPE": "fp32"})
     assert fp32.returncode == 1 and "running the embedder with --dtype int8" in fp32.stderr, fp32.stderr[-2000:]
+    # and so is a search whose query the other model would embed (its vectors are not the index's); the
+    # keyword mode embeds nothing and still answers
+    wrong = cli("search", "invoice total", "--path", str(repo), "--json", check=False, env=other)
+    assert wrong.returncode == 1 and "would not be comparable" in wrong.stderr and not wrong.stdout
+    assert search(repo, "invoice total", "--mode", "keyword", env=other)
     rebuilt = index(repo, "--reindex", env=other)
     assert rebuilt["chunks_embedded"] == rebuilt["chunks_total"] == rebuilt["index_chunks"]
     rebuilt_back = index(repo, "--reindex")
@@ -377,3 +383,24 @@ def test_the_run_starts_the_parser_only_for_changed_files_and_stops_it_before_th
         stopped = _log_times(logs / f"{stage}.log", f"shutting down {stage}")[-1]
         assert stopped <= upkeep, f"the {stage} was still running during the upkeep"
 
+
+
+def test_settings_out_of_range_and_a_missing_index_are_refused_before_anything_starts(tmp_path):
+    for args, said in ((("index", str(tmp_path), "--embed-streams", "0"), "--embed-streams must be 1 or more"),
+                       (("index", str(tmp_path), "--write-streams", "-1"), "--write-streams must be 1 or more"),
+                       (("index", str(tmp_path), "--max-file-bytes", "-1"), "--max-file-bytes must be 1 or more"),
+                       (("index", str(tmp_path), "--rpc-timeout", "0"), "--rpc-timeout must be more than 0"),
+                       (("index", str(tmp_path), "--index-metrics-port", "70000"), "from -1 to 65535"),
+                       (("status", "--path", str(tmp_path)), "no index in"),
+                       (("search", "x", "--path", str(tmp_path), "--index-dir", str(tmp_path / "ix")),
+                        f"--index-dir {tmp_path / 'ix'}` first")):
+        run = cli(*args, check=False, timeout=60)
+        assert run.returncode == 1 and said in run.stderr and "Traceback" not in run.stderr, (args, run.stderr)
+    assert list(tmp_path.iterdir()) == []  # nothing was made: no index directory, no logs
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        run = cli("index", str(tmp_path), "--index-metrics-port", str(taken.getsockname()[1]), check=False,
+                  timeout=60)
+    assert run.returncode == 1 and "could not serve metrics on 127.0.0.1:" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
