@@ -532,14 +532,16 @@ class IndexSummary:
             files_seen=self.files_seen, files_indexed=self.files_indexed, files_unchanged=self.files_unchanged,
             files_removed=self.files_removed, files_skipped=self.files_skipped, chunks_total=self.chunks_total,
             chunks_embedded=self.chunks_embedded, chunks_reused=self.chunks_reused, seconds=self.seconds,
-            files_hashed=self.files_hashed)
+            files_hashed=self.files_hashed, index_chunks=self.index_chunks, index_files=self.index_files,
+            model_id=self.model_id)
 
     @classmethod
     def from_pb(cls, pb: orchestrator_pb2.IndexSummary) -> IndexSummary:
         return cls(files_seen=pb.files_seen, files_indexed=pb.files_indexed, files_unchanged=pb.files_unchanged,
                    files_removed=pb.files_removed, files_skipped=dict(pb.files_skipped),
                    chunks_total=pb.chunks_total, chunks_embedded=pb.chunks_embedded,
-                   chunks_reused=pb.chunks_reused, seconds=pb.seconds, files_hashed=pb.files_hashed)
+                   chunks_reused=pb.chunks_reused, seconds=pb.seconds, files_hashed=pb.files_hashed,
+                   index_chunks=pb.index_chunks, index_files=pb.index_files, model_id=pb.model_id)
 
 
 @dataclass(frozen=True)

@@ -240,10 +240,10 @@ def cmd_search(cfg: OrchestratorConfig, args) -> int:
     if not args.query.strip() and args.symbol:
         return _definitions(cfg, root, SymbolQuery(args.symbol, args.language, args.kind, args.path_glob,
                                                    limit=max(args.k, 100)), args.json, color)
+    if not args.query.strip():
+        raise CodeindexError("search needs a query (or --symbol NAME to list a name's definitions)")
     query = Query(text=args.query, k=args.k, mode=args.mode, language=args.language, path_glob=args.path_glob,
                   kind=args.kind, symbol=args.symbol, min_score=args.min_score)  # checked here, before any start
-    if not query.text.strip():
-        raise CodeindexError("search needs a query (or --symbol NAME to list a name's definitions)")
     if api := owner_api(cfg, root):  # a server holds the index, warm: it answers
         hits = asyncio.run(_via_api(api, lambda c: c.search(query)))
     else:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos import common_pb2 as protos_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19protos/orchestrator.proto\x12\x0c\x63odeindex.v1\x1a\x13protos/common.proto\"-\n\x0cIndexRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07reindex\x18\x02 \x01(\x08\"\xd0\x02\n\x0cIndexSummary\x12\x12\n\nfiles_seen\x18\x01 \x01(\x04\x12\x15\n\rfiles_indexed\x18\x02 \x01(\x04\x12\x17\n\x0f\x66iles_unchanged\x18\x03 \x01(\x04\x12\x15\n\rfiles_removed\x18\x04 \x01(\x04\x12\x43\n\rfiles_skipped\x18\x05 \x03(\x0b\x32,.codeindex.v1.IndexSummary.FilesSkippedEntry\x12\x14\n\x0c\x63hunks_total\x18\x06 \x01(\x04\x12\x17\n\x0f\x63hunks_embedded\x18\x07 \x01(\x04\x12\x15\n\rchunks_reused\x18\x08 \x01(\x04\x12\x0f\n\x07seconds\x18\t \x01(\x01\x12\x14\n\x0c\x66iles_hashed\x18\n \x01(\x04\x1a\x33\n\x11\x46ilesSkippedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x88\x01\n\rIndexProgress\x12\x12\n\nfiles_done\x18\x01 \x01(\x04\x12\x13\n\x0b\x66iles_total\x18\x02 \x01(\x04\x12\x13\n\x0b\x63hunks_done\x18\x03 \x01(\x04\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\x12+\n\x07summary\x18\x05 \x01(\x0b\x32\x1a.codeindex.v1.IndexSummary\"\xb9\x01\n\x0cQueryRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\r\x12\x10\n\x08language\x18\x03 \x01(\t\x12&\n\x04mode\x18\x04 \x01(\x0e\x32\x18.codeindex.v1.SearchMode\x12\x11\n\tpath_glob\x18\x05 \x01(\t\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\x0e\n\x06symbol\x18\x07 \x01(\t\x12\x16\n\tmin_score\x18\x08 \x01(\x02H\x00\x88\x01\x01\x42\x0c\n\n_min_score\"\xbd\x02\n\x08QueryHit\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x12\n\nstart_line\x18\x02 \x01(\r\x12\x10\n\x08\x65nd_line\x18\x03 \x01(\r\x12\x0e\n\x06symbol\x18\x04 \x01(\t\x12\x16\n\x0equalified_name\x18\x05 \x01(\t\x12%\n\x04kind\x18\x06 \x01(\x0e\x32\x17.codeindex.v1.ChunkKind\x12\x10\n\x08language\x18\x07 \x01(\t\x12\r\n\x05score\x18\x08 \x01(\x02\x12\x0c\n\x04text\x18\t \x01(\t\x12\x0f\n\x07snippet\x18\n \x01(\t\x12\x17\n\nsimilarity\x18\x0b \x01(\x02H\x00\x88\x01\x01\x12\x14\n\x0csnippet_line\x18\x0c \x01(\r\x12\x11\n\tsignature\x18\r \x01(\t\x12\x11\n\tdocstring\x18\x0e \x01(\t\x12\n\n\x02id\x18\x0f \x01(\tB\r\n\x0b_similarity\"5\n\rQueryResponse\x12$\n\x04hits\x18\x01 \x03(\x0b\x32\x16.codeindex.v1.QueryHit\"\x0f\n\rStatusRequest\"\xbc\x02\n\x0eStatusResponse\x12\x0e\n\x06\x63hunks\x18\x01 \x01(\x04\x12\r\n\x05\x66iles\x18\x02 \x01(\x04\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x0b\n\x03\x64im\x18\x04 \x01(\r\x12\x11\n\tindex_uri\x18\x05 \x01(\t\x12<\n\x08services\x18\x06 \x03(\x0b\x32*.codeindex.v1.StatusResponse.ServicesEntry\x12\x10\n\x08versions\x18\x07 \x01(\x04\x12\x14\n\x0cvector_index\x18\x08 \x01(\t\x12\x13\n\x0blast_run_at\x18\t \x01(\x01\x12\x16\n\x0eunindexed_rows\x18\n \x01(\x04\x12\x15\n\rresident_rows\x18\x0b \x01(\x04\x1a/\n\rServicesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xab\x02\n\x0cOrchestrator\x12\x42\n\x05Index\x12\x1a.codeindex.v1.IndexRequest\x1a\x1b.codeindex.v1.IndexProgress0\x01\x12\x41\n\x06Search\x12\x1a.codeindex.v1.QueryRequest\x1a\x1b.codeindex.v1.QueryResponse\x12O\n\nFindSymbol\x12\x1f.codeindex.v1.FindSymbolRequest\x1a .codeindex.v1.FindSymbolResponse\x12\x43\n\x06Status\x12\x1b.codeindex.v1.StatusRequest\x1a\x1c.codeindex.v1.StatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19protos/orchestrator.proto\x12\x0c\x63odeindex.v1\x1a\x13protos/common.proto\"-\n\x0cIndexRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07reindex\x18\x02 \x01(\x08\"\x8d\x03\n\x0cIndexSummary\x12\x12\n\nfiles_seen\x18\x01 \x01(\x04\x12\x15\n\rfiles_indexed\x18\x02 \x01(\x04\x12\x17\n\x0f\x66iles_unchanged\x18\x03 \x01(\x04\x12\x15\n\rfiles_removed\x18\x04 \x01(\x04\x12\x43\n\rfiles_skipped\x18\x05 \x03(\x0b\x32,.codeindex.v1.IndexSummary.FilesSkippedEntry\x12\x14\n\x0c\x63hunks_total\x18\x06 \x01(\x04\x12\x17\n\x0f\x63hunks_embedded\x18\x07 \x01(\x04\x12\x15\n\rchunks_reused\x18\x08 \x01(\x04\x12\x0f\n\x07seconds\x18\t \x01(\x01\x12\x14\n\x0c\x66iles_hashed\x18\n \x01(\x04\x12\x14\n\x0cindex_chunks\x18\x0b \x01(\x04\x12\x13\n\x0bindex_files\x18\x0c \x01(\x04\x12\x10\n\x08model_id\x18\r \x01(\t\x1a\x33\n\x11\x46ilesSkippedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\x88\x01\n\rIndexProgress\x12\x12\n\nfiles_done\x18\x01 \x01(\x04\x12\x13\n\x0b\x66iles_total\x18\x02 \x01(\x04\x12\x13\n\x0b\x63hunks_done\x18\x03 \x01(\x04\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\x12+\n\x07summary\x18\x05 \x01(\x0b\x32\x1a.codeindex.v1.IndexSummary\"\xb9\x01\n\x0cQueryRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\r\x12\x10\n\x08language\x18\x03 \x01(\t\x12&\n\x04mode\x18\x04 \x01(\x0e\x32\x18.codeindex.v1.SearchMode\x12\x11\n\tpath_glob\x18\x05 \x01(\t\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\x0e\n\x06symbol\x18\x07 \x01(\t\x12\x16\n\tmin_score\x18\x08 \x01(\x02H\x00\x88\x01\x01\x42\x0c\n\n_min_score\"\xbd\x02\n\x08QueryHit\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x12\n\nstart_line\x18\x02 \x01(\r\x12\x10\n\x08\x65nd_line\x18\x03 \x01(\r\x12\x0e\n\x06symbol\x18\x04 \x01(\t\x12\x16\n\x0equalified_name\x18\x05 \x01(\t\x12%\n\x04kind\x18\x06 \x01(\x0e\x32\x17.codeindex.v1.ChunkKind\x12\x10\n\x08language\x18\x07 \x01(\t\x12\r\n\x05score\x18\x08 \x01(\x02\x12\x0c\n\x04text\x18\t \x01(\t\x12\x0f\n\x07snippet\x18\n \x01(\t\x12\x17\n\nsimilarity\x18\x0b \x01(\x02H\x00\x88\x01\x01\x12\x14\n\x0csnippet_line\x18\x0c \x01(\r\x12\x11\n\tsignature\x18\r \x01(\t\x12\x11\n\tdocstring\x18\x0e \x01(\t\x12\n\n\x02id\x18\x0f \x01(\tB\r\n\x0b_similarity\"5\n\rQueryResponse\x12$\n\x04hits\x18\x01 \x03(\x0b\x32\x16.codeindex.v1.QueryHit\"\x0f\n\rStatusRequest\"\xbc\x02\n\x0eStatusResponse\x12\x0e\n\x06\x63hunks\x18\x01 \x01(\x04\x12\r\n\x05\x66iles\x18\x02 \x01(\x04\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x0b\n\x03\x64im\x18\x04 \x01(\r\x12\x11\n\tindex_uri\x18\x05 \x01(\t\x12<\n\x08services\x18\x06 \x03(\x0b\x32*.codeindex.v1.StatusResponse.ServicesEntry\x12\x10\n\x08versions\x18\x07 \x01(\x04\x12\x14\n\x0cvector_index\x18\x08 \x01(\t\x12\x13\n\x0blast_run_at\x18\t \x01(\x01\x12\x16\n\x0eunindexed_rows\x18\n \x01(\x04\x12\x15\n\rresident_rows\x18\x0b \x01(\x04\x1a/\n\rServicesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xab\x02\n\x0cOrchestrator\x12\x42\n\x05Index\x12\x1a.codeindex.v1.IndexRequest\x1a\x1b.codeindex.v1.IndexProgress0\x01\x12\x41\n\x06Search\x12\x1a.codeindex.v1.QueryRequest\x1a\x1b.codeindex.v1.QueryResponse\x12O\n\nFindSymbol\x12\x1f.codeindex.v1.FindSymbolRequest\x1a .codeindex.v1.FindSymbolResponse\x12\x43\n\x06Status\x12\x1b.codeindex.v1.StatusRequest\x1a\x1c.codeindex.v1.StatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,23 +39,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INDEXREQUEST']._serialized_start=64
   _globals['_INDEXREQUEST']._serialized_end=109
   _globals['_INDEXSUMMARY']._serialized_start=112
-  _globals['_INDEXSUMMARY']._serialized_end=448
-  _globals['_INDEXSUMMARY_FILESSKIPPEDENTRY']._serialized_start=397
-  _globals['_INDEXSUMMARY_FILESSKIPPEDENTRY']._serialized_end=448
-  _globals['_INDEXPROGRESS']._serialized_start=451
-  _globals['_INDEXPROGRESS']._serialized_end=587
-  _globals['_QUERYREQUEST']._serialized_start=590
-  _globals['_QUERYREQUEST']._serialized_end=775
-  _globals['_QUERYHIT']._serialized_start=778
-  _globals['_QUERYHIT']._serialized_end=1095
-  _globals['_QUERYRESPONSE']._serialized_start=1097
-  _globals['_QUERYRESPONSE']._serialized_end=1150
-  _globals['_STATUSREQUEST']._serialized_start=1152
-  _globals['_STATUSREQUEST']._serialized_end=1167
-  _globals['_STATUSRESPONSE']._serialized_start=1170
-  _globals['_STATUSRESPONSE']._serialized_end=1486
-  _globals['_STATUSRESPONSE_SERVICESENTRY']._serialized_start=1439
-  _globals['_STATUSRESPONSE_SERVICESENTRY']._serialized_end=1486
-  _globals['_ORCHESTRATOR']._serialized_start=1489
-  _globals['_ORCHESTRATOR']._serialized_end=1788
+  _globals['_INDEXSUMMARY']._serialized_end=509
+  _globals['_INDEXSUMMARY_FILESSKIPPEDENTRY']._serialized_start=458
+  _globals['_INDEXSUMMARY_FILESSKIPPEDENTRY']._serialized_end=509
+  _globals['_INDEXPROGRESS']._serialized_start=512
+  _globals['_INDEXPROGRESS']._serialized_end=648
+  _globals['_QUERYREQUEST']._serialized_start=651
+  _globals['_QUERYREQUEST']._serialized_end=836
+  _globals['_QUERYHIT']._serialized_start=839
+  _globals['_QUERYHIT']._serialized_end=1156
+  _globals['_QUERYRESPONSE']._serialized_start=1158
+  _globals['_QUERYRESPONSE']._serialized_end=1211
+  _globals['_STATUSREQUEST']._serialized_start=1213
+  _globals['_STATUSREQUEST']._serialized_end=1228
+  _globals['_STATUSRESPONSE']._serialized_start=1231
+  _globals['_STATUSRESPONSE']._serialized_end=1547
+  _globals['_STATUSRESPONSE_SERVICESENTRY']._serialized_start=1500
+  _globals['_STATUSRESPONSE_SERVICESENTRY']._serialized_end=1547
+  _globals['_ORCHESTRATOR']._serialized_start=1550
+  _globals['_ORCHESTRATOR']._serialized_end=1849
 # @@protoc_insertion_point(module_scope)

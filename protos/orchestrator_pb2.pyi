@@ -16,7 +16,7 @@ class IndexRequest(_message.Message):
     def __init__(self, path: _Optional[str] = ..., reindex: _Optional[bool] = ...) -> None: ...
 
 class IndexSummary(_message.Message):
-    __slots__ = ("files_seen", "files_indexed", "files_unchanged", "files_removed", "files_skipped", "chunks_total", "chunks_embedded", "chunks_reused", "seconds", "files_hashed")
+    __slots__ = ("files_seen", "files_indexed", "files_unchanged", "files_removed", "files_skipped", "chunks_total", "chunks_embedded", "chunks_reused", "seconds", "files_hashed", "index_chunks", "index_files", "model_id")
     class FilesSkippedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +34,9 @@ class IndexSummary(_message.Message):
     CHUNKS_REUSED_FIELD_NUMBER: _ClassVar[int]
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     FILES_HASHED_FIELD_NUMBER: _ClassVar[int]
+    INDEX_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FILES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     files_seen: int
     files_indexed: int
     files_unchanged: int
@@ -44,7 +47,10 @@ class IndexSummary(_message.Message):
     chunks_reused: int
     seconds: float
     files_hashed: int
-    def __init__(self, files_seen: _Optional[int] = ..., files_indexed: _Optional[int] = ..., files_unchanged: _Optional[int] = ..., files_removed: _Optional[int] = ..., files_skipped: _Optional[_Mapping[str, int]] = ..., chunks_total: _Optional[int] = ..., chunks_embedded: _Optional[int] = ..., chunks_reused: _Optional[int] = ..., seconds: _Optional[float] = ..., files_hashed: _Optional[int] = ...) -> None: ...
+    index_chunks: int
+    index_files: int
+    model_id: str
+    def __init__(self, files_seen: _Optional[int] = ..., files_indexed: _Optional[int] = ..., files_unchanged: _Optional[int] = ..., files_removed: _Optional[int] = ..., files_skipped: _Optional[_Mapping[str, int]] = ..., chunks_total: _Optional[int] = ..., chunks_embedded: _Optional[int] = ..., chunks_reused: _Optional[int] = ..., seconds: _Optional[float] = ..., files_hashed: _Optional[int] = ..., index_chunks: _Optional[int] = ..., index_files: _Optional[int] = ..., model_id: _Optional[str] = ...) -> None: ...
 
 class IndexProgress(_message.Message):
     __slots__ = ("files_done", "files_total", "chunks_done", "done", "summary")

@@ -392,6 +392,8 @@ def test_settings_out_of_range_and_a_missing_index_are_refused_before_anything_s
                        (("index", str(tmp_path), "--rpc-timeout", "0"), "--rpc-timeout must be more than 0"),
                        (("index", str(tmp_path), "--index-metrics-port", "70000"), "from -1 to 65535"),
                        (("status", "--path", str(tmp_path)), "no index in"),
+                       (("search", "", "--path", str(tmp_path), "--store-addr", "127.0.0.1:1"),
+                        "search needs a query (or --symbol NAME"),
                        (("search", "x", "--path", str(tmp_path), "--index-dir", str(tmp_path / "ix")),
                         f"--index-dir {tmp_path / 'ix'}` first")):
         run = cli(*args, check=False, timeout=60)

@@ -109,7 +109,12 @@ def test_a_watched_repository_stays_searchable_and_has_one_writer(tmp_path):
         assert second.returncode == 1 and "held by `orchestrator watch`" in second.stderr
         through = cli("index", str(repo), "--json")
         assert "it runs this index" in through.stderr
-        assert json.loads(through.stdout.strip().splitlines()[-1])["files_unchanged"] >= 3
+        summary = json.loads(through.stdout.strip().splitlines()[-1])
+        assert summary["files_unchanged"] >= 3
+        # and says what the index holds, as a run of its own does
+        status = json.loads(cli("status", "--path", str(repo), "--json").stdout)
+        assert (summary["index_chunks"], summary["index_files"], summary["model_id"]) == \
+            (status["chunks"], status["files"], status["model_id"]) and summary["index_chunks"] > 0
         assert watch.proc.poll() is None  # the watcher outlived all of the above
     finally:
         code = watch.stop()
