@@ -165,6 +165,18 @@ def _inside(root: str, path: str) -> str:
     return real
 
 
+def _relative(root: str, path: str) -> str:
+    """``path`` as the index names it: relative to the repository, '/'-separated, without ``.``, ``..`` or
+    doubled slashes (``./lib//a.js`` and ``/abs/repo/lib/a.js`` are ``lib/a.js``; the root itself is "");
+    refused when it leads outside. Symbolic links are not followed: the walk does not follow them either."""
+    root = os.path.abspath(root)
+    full = os.path.normpath(os.path.join(root, path))
+    if full != root and not full.startswith(root.rstrip(os.sep) + os.sep):
+        raise CodeindexError(f"{path!r} is outside the repository: give paths inside it, relative to its root")
+    rel = os.path.relpath(full, root)
+    return "" if rel == "." else rel.replace(os.sep, "/")
+
+
 def _changed_since(root: str, when: float) -> int:
     """Files the walk would index that were modified after ``when`` (stat only, nothing read)."""
     count = 0
@@ -274,9 +286,12 @@ class Tools:
         self,
         paths: Annotated[list[str], Field(description="files or folders to look at; empty: everything")] = [],  # noqa: B006
     ) -> Annotated[CallToolResult, ReindexResult]:
+        wanted = set()
         for p in paths:
             await _call(_check_inside(self.backend.root, p))
-        d = (await _call(self.backend.reindex({p.strip("/") for p in paths} or None))).to_dict()
+            wanted.add(await _call(_relative_of(self.backend.root, p)))
+        # a path that is the root itself asks for everything, as no paths do
+        d = (await _call(self.backend.reindex(None if not wanted or "" in wanted else wanted))).to_dict()
         out = ReindexResult(**{name: d[name] for name in ReindexResult.model_fields})
         return _result(f"indexed {out.files_indexed} files ({out.files_unchanged} unchanged, {out.files_removed} "
                        f"removed) in {out.seconds:.1f}s; the index holds {out.index_chunks} chunks", out)
@@ -328,11 +343,18 @@ async def _check_inside(root: str, path: str) -> str:
     return _inside(root, path)
 
 
+async def _relative_of(root: str, path: str) -> str:
+    return _relative(root, path)
+
+
 def _read(real: str, path: str, start: int, end: int) -> CodeText:
     if not os.path.isfile(real):
         raise CodeindexError(f"no such file in the repository: {path!r}")
     with open(real, encoding="utf-8", errors="replace") as fh:
-        lines = fh.read().split("\n")
+        text = fh.read()
+    lines = text.split("\n")
+    if len(lines) > 1 and lines[-1] == "":  # the newline that ends the last line starts no other (as wc -l)
+        lines.pop()
     end = end or start + 199
     if end < start:
         raise CodeindexError(f"end_line {end} is before start_line {start}")

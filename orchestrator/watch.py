@@ -5,8 +5,11 @@ yielded once nothing more has changed for ``step_ms``, and never later than
 ``debounce_ms`` after its first change, so an editor's save (write, rename,
 chmod) or a branch switch that touches hundreds of files arrives as one
 batch. Paths the walk would skip (``.git``, the index's own folder, every
-``.gitignore`` on the way; a changed ``.gitignore`` is read again) are left
-out. Each batch is indexed as one run over its paths alone; changes that
+``.gitignore`` on the way) are left out. A changed ``.gitignore`` is read
+again and makes the next run one over the whole repository: the files it
+now ignores leave the index and those it no longer ignores join it, though
+no event named them. Each other batch is indexed as one run over its paths
+alone; changes that
 arrive while a run goes are gathered and indexed by the next run, so an edit
 made while its file is being indexed is indexed again, never lost. Once the
 repository has been quiet for ``quiet_s`` after runs, the store compacts and
@@ -34,11 +37,14 @@ from .walker import ALWAYS_SKIPPED_DIRS, IgnoreCache
 log = logging.getLogger("codeindex.orchestrator")
 
 
+EVERYTHING = ""  # a pending "path" that asks for a run over the whole repository
+
+
 class Watcher:
     """Feeds changed paths of ``root`` into ``index(paths)`` (one run at a time); ``maintain()`` after a
     quiet spell. ``on_run(summary, seconds)`` hears of every run."""
 
-    def __init__(self, root: str, index: Callable[[set[str]], Awaitable[IndexSummary]],
+    def __init__(self, root: str, index: Callable[[set[str] | None], Awaitable[IndexSummary]],
                  maintain: Callable[[], Awaitable[object]] | None = None, ignores: IgnoreCache | None = None,
                  step_ms: int = 50, debounce_ms: int = 800, quiet_s: float = 30.0, retry_s: float = 5.0,
                  on_run: Callable[[IndexSummary, float], None] | None = None):
@@ -84,6 +90,7 @@ class Watcher:
                 continue
             if any(p == ".gitignore" or p.endswith("/.gitignore") for p in paths):
                 self.ignores.forget()
+                paths.add(EVERYTHING)  # files it now ignores, or no longer does, are known to no event
             self.pending |= paths
             self._wake.set()
 
@@ -126,7 +133,7 @@ class Watcher:
     async def _run(self, batch: set[str]) -> bool:
         started = time.perf_counter()
         try:
-            summary = await self._index(batch)
+            summary = await self._index(None if EVERYTHING in batch else batch)
         except Exception as exc:  # noqa: BLE001 - a failing stage must not stop the watcher
             self.failures += 1
             log.error("indexing %d changed paths failed: %s", len(batch), exc)

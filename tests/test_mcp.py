@@ -123,6 +123,18 @@ def test_an_agent_searches_reads_and_sees_edits(tmp_path):
             assert await until(gone)
             r = await call(session, "reindex")
             assert not r.is_error and r.structured_content["files_indexed"] == 0
+            chunks = r.structured_content["index_chunks"]
+            # paths as a person or an agent writes them name the same files: no second copy under another name
+            for paths in (["."], ["./web//retry.ts"], ["web/../web/retry.ts"], [str(repo / "web" / "retry.ts")]):
+                r = await call(session, "reindex", paths=paths)
+                assert not r.is_error and r.structured_content["index_chunks"] == chunks, (paths, r.content[0].text)
+            r = await call(session, "find_symbol", name="parseDurationString")
+            assert [d["path"] for d in r.structured_content["definitions"]] == ["web/retry.ts"]
+            r = await call(session, "reindex", paths=["web/../../elsewhere"])
+            assert r.is_error and "outside the repository" in r.content[0].text
+            # a file's last newline ends its last line (3 lines, as wc -l counts them)
+            r = await call(session, "read_code", path="web/retry.ts")
+            assert r.structured_content["total_lines"] == 3 and r.structured_content["end_line"] == 3
 
     asyncio.run(scenario())
 

@@ -104,6 +104,16 @@ def test_a_watched_repository_stays_searchable_and_has_one_writer(tmp_path):
                  for h in search(repo, q)}
         assert "extra/deep/tool.py" not in paths and "ignored/secret.py" not in paths and "pkg/mail.py" not in paths
 
+        # a changed .gitignore: what it now ignores leaves the index, what it no longer ignores joins it
+        (repo / ".gitignore").write_text("pkg/email.py\n")
+        watch.until(lambda r: r["files_removed"] >= 1 and r["files_indexed"] >= 1)
+        names = {h["path"] for q in ("send a welcome email", "leaked secret helper") for h in search(repo, q)}
+        assert "pkg/email.py" not in names and "ignored/secret.py" in names, names
+        (repo / ".gitignore").write_text("ignored/\n")
+        watch.until(lambda r: r["files_removed"] >= 1 and r["files_indexed"] >= 1)
+        names = {h["path"] for q in ("send a welcome email", "leaked secret helper") for h in search(repo, q)}
+        assert "pkg/email.py" in names and "ignored/secret.py" not in names, names
+
         # one writer: a second watcher is refused, naming the first; an index run goes through it
         second = cli("watch", str(repo), check=False, timeout=120)
         assert second.returncode == 1 and "held by `orchestrator watch`" in second.stderr
