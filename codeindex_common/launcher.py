@@ -116,9 +116,12 @@ class LocalServices:
     serves (its socket's path).
 
     The services are supervised: one that dies (a crash, ``kill -9``) is started again at the same address
-    (``restarts`` counts them), and the clients' retries carry the run on through the gap."""
+    (``restarts`` counts them), and the clients' retries carry the run on through the gap; one that exited 0
+    (a signal asked it to stop, most often one sent to the whole process group) only after
+    ``CLEAN_EXIT_WAIT_S``, so that this process, stopping too, does not start it again meanwhile."""
 
     POLL_SECONDS = 0.5
+    CLEAN_EXIT_WAIT_S = 5.0  # a service that exited 0 is started again only after this
 
     def __init__(self, stages: Sequence[str], index_dir: str, timeout: float = 120.0, log_dir: str = "",
                  env: Mapping[str, str] | None = None, supervise: bool = True, lazy: Sequence[str] = ()):
@@ -211,11 +214,19 @@ class LocalServices:
 
     def _watch(self) -> None:
         """Start again, at the same address, any service that died while it should be running."""
+        clean_exit: dict[int, float] = {}  # a child (by id) -> when it was first seen to have exited with 0
         while not self._stopping.wait(self.POLL_SECONDS):
             with self._lock:
                 for stage, child in list(self.children.items()):
                     if child.proc.poll() is None or self._stopping.is_set() or stage not in self.serving:
                         continue
+                    # a service exits 0 only when a signal asked it to stop: most often the whole process group
+                    # got it (Ctrl-C, an agent's client ending the server), and this process is stopping too.
+                    # Give that stop time to begin rather than start the service again meanwhile.
+                    if child.proc.returncode == 0:
+                        first = clean_exit.setdefault(id(child), time.monotonic())
+                        if time.monotonic() - first < self.CLEAN_EXIT_WAIT_S:
+                            continue
                     log.warning("the local %s service exited with code %s; starting it again", stage,
                                 child.proc.returncode)
                     self.restarts[stage] = self.restarts.get(stage, 0) + 1

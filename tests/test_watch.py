@@ -204,6 +204,18 @@ def test_a_locally_started_service_that_dies_is_started_again(tmp_path):
             time.sleep(0.1)
         assert svc.children["parser"].proc.pid != first and svc.restarts == {"parser": 1}
         wait_for_serving(svc.address("parser"), 60)
+        # a service that stopped cleanly (SIGTERM to the process group, as a client ending an `mcp` server
+        # sends) is not started again while this process has time to stop too; only after that wait
+        second = svc.children["parser"].proc
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0
+        time.sleep(2 * svc.POLL_SECONDS + 0.5)
+        assert svc.children["parser"].proc is second and svc.restarts == {"parser": 1}
+        deadline = time.monotonic() + svc.CLEAN_EXIT_WAIT_S + 60
+        while svc.children["parser"].proc is second and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert svc.restarts == {"parser": 2}
+        wait_for_serving(svc.address("parser"), 60)
 
 
 
