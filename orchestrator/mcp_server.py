@@ -20,6 +20,7 @@ import hmac
 import logging
 import os
 import socket
+import stat
 import time
 from typing import Annotated, Literal
 
@@ -390,14 +391,22 @@ async def serve_stdio(mcp) -> None:
 
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
-    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
-                                                os.fdopen(os.dup(0), "rb", buffering=0))
+    stdin = os.fdopen(os.dup(0), "rb", buffering=0)
+    mode = os.fstat(stdin.fileno()).st_mode
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stdin.isatty():
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
+    else:  # a file or /dev/null, which the event loop cannot poll: it ends, so read it whole
+        transport = None
+        with stdin:
+            reader.feed_data(await asyncio.to_thread(stdin.read) or b"")
+        reader.feed_eof()
     try:
         async with stdio_server(stdin=_Lines(reader)) as (read, write):
             low = mcp._lowlevel_server  # the SDK's own run_stdio_async reads stdin in a thread that cannot stop
             await low.run(read, write, low.create_initialization_options())
     finally:
-        transport.close()
+        if transport is not None:
+            transport.close()
 
 
 async def serve_http(mcp, port: int, on_listening) -> None:
@@ -406,7 +415,11 @@ async def serve_http(mcp, port: int, on_listening) -> None:
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", port))
+    try:
+        sock.bind(("127.0.0.1", port))
+    except (OSError, OverflowError) as exc:
+        sock.close()
+        raise CodeindexError(f"could not listen on 127.0.0.1:{port}: {exc}") from None
     server = uvicorn.Server(uvicorn.Config(mcp.streamable_http_app(host="127.0.0.1"), log_level="warning",
                                            lifespan="on", timeout_graceful_shutdown=2))
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -264,3 +264,21 @@ def test_kill_9_of_the_server_in_the_middle_of_a_reindex(tmp_path):
 
     asyncio.run(restart())
     assert_equals_a_fresh_index_of(repo, tmp_path)
+
+
+def test_stdin_that_is_a_file_or_dev_null_is_read_to_its_end(tmp_path):
+    """stdin need not be a pipe: a file of requests is answered and the server exits 0; /dev/null ends it."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "a.py").write_text("def hello_there():\n    return 1\n")
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}) + "\n")
+    env = {**os.environ, "CODEINDEX_EMBED_BACKEND": "hash"}
+    for stdin in (str(requests), os.devnull):
+        with open(stdin, "rb") as fh:
+            run = subprocess.run([EXE, "mcp", "--path", str(repo), "--no-watch"], stdin=fh, capture_output=True,
+                                 timeout=120, env=env)
+        assert run.returncode == 0 and b"Traceback" not in run.stderr, run.stderr.decode()[-2000:]
+        if stdin != os.devnull:
+            assert json.loads(run.stdout.splitlines()[0])["result"]["serverInfo"]["name"] == "codeindex"
