@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 from codeindex_common.errors import CodeindexError
 from codeindex_common.model import MAX_K, Hit, Query, SymbolHit, SymbolQuery
 
-from .clients import ApiClient
+from .clients import ApiClient, StageError
 from .config import OrchestratorConfig
 from .host import Host
 from .serving import start_watching, watcher_for
@@ -129,30 +129,50 @@ class CodeText(BaseModel):
 
 
 class Backend:
-    """What the tools call: this process's Host, or the API of the server that holds the index."""
+    """What the tools call: this process's Host, or the API of the server that holds the index. When that
+    server goes away (its agent's session ended), ``takeover`` makes this one go through whoever holds the
+    index now, or hold it itself, and the call is made again."""
 
     def __init__(self, root: str, host: Host | None = None, api: ApiClient | None = None, owner: str = ""):
         self.root, self.host, self.api, self.owner = root, host, api, owner
         self.watching = False
+        self.takeover = None  # async (the error) -> None
+        self._switching = asyncio.Lock()
+
+    async def _go(self, on_host, on_api):
+        if self.host is None:
+            api = self.api
+            try:
+                return await on_api(api)
+            except StageError as exc:
+                if exc.status != "UNAVAILABLE" or self.takeover is None:
+                    raise
+                async with self._switching:
+                    if self.host is None and self.api is api:  # nobody switched meanwhile
+                        log.warning("the server holding the index is gone (%s): taking over", exc)
+                        await self.takeover(exc)
+        return await (on_host(self.host) if self.host is not None else on_api(self.api))
 
     async def search(self, q: Query) -> list[Hit]:
-        return await (self.host.search(q) if self.host else self.api.search(q))
+        return await self._go(lambda host: host.search(q), lambda api: api.search(q))
 
     async def find_symbol(self, q: SymbolQuery) -> list[SymbolHit]:
-        return await (self.host.find_symbol(q) if self.host else self.api.find_symbol(q))
+        return await self._go(lambda host: host.find_symbol(q), lambda api: api.find_symbol(q))
 
     async def status(self):
-        if self.host:
-            return await self.host.stats(), self.host.last_run_at
-        return await self.api.status()
+        async def on_host(host: Host):
+            return await host.stats(), host.last_run_at
+
+        return await self._go(on_host, lambda api: api.status())
 
     async def reindex(self, paths: set[str] | None):
-        if self.host:
-            return await self.host.index(paths)
-        if paths:
-            raise CodeindexError("this server goes through the one holding the index, which reindexes the whole "
-                                 "repository: call reindex without paths")
-        return await self.api.index(self.root)
+        async def on_api(api: ApiClient):
+            if paths:
+                raise CodeindexError("this server goes through the one holding the index, which reindexes the "
+                                     "whole repository: call reindex without paths")
+            return await api.index(self.root)
+
+        return await self._go(lambda host: host.index(paths), on_api)
 
 
 def _inside(root: str, path: str) -> str:
@@ -438,29 +458,47 @@ async def serve_http(mcp, port: int, on_listening) -> None:
 
 async def run(cfg: OrchestratorConfig, root: str, transport: str = "stdio", watch: bool = True, port: int = 0,
               token: str = "", on_listening=lambda url: None, stop: asyncio.Event | None = None) -> None:
-    """Serve MCP until the client goes (stdio), ``stop`` is set, or a signal comes."""
+    """Serve MCP until the client goes (stdio), ``stop`` is set, or a signal comes: through the server that
+    holds the index, if one does, else holding it (and, with ``watch``, watching the repository); when the
+    server it went through goes away, through the next holder, or holding it then."""
     root = os.path.abspath(root)
     stop = stop or asyncio.Event()
-    if owner := serving_owner(cfg, root):  # another server holds the index: through it
-        api = ApiClient(owner.address)
-        backend = Backend(root, api=api, owner=owner.describe())
-        backend.watching = owner.command in ("watch", "mcp")
+    backend = Backend(root)
+    watchers, tasks = [], []
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def hold() -> None:
+            host = await stack.enter_async_context(Host(cfg, root, "mcp", ephemeral_api=True))
+            backend.host, backend.owner = host, ""
+            if watch:
+                watcher = watcher_for(host, lambda summary, seconds: None)
+                backend.watching = True
+                watchers.append(watcher)
+                tasks.append(asyncio.create_task(_index_then_watch(host, watcher)))
+
+        def through(owner) -> None:
+            backend.api = ApiClient(owner.address)
+            stack.push_async_callback(backend.api.close)
+            backend.owner, backend.watching = owner.describe(), owner.command in ("watch", "mcp")
+
+        async def take_over(exc: Exception) -> None:
+            owner = serving_owner(cfg, root)
+            if owner is None:
+                await hold()
+            elif owner.address != backend.api.address:
+                through(owner)
+            else:
+                raise exc  # it still holds the index and does not answer
+
+        if owner := serving_owner(cfg, root):  # another server holds the index: through it
+            through(owner)
+        else:
+            await hold()
+        backend.takeover = take_over
         try:
             await _serve(build(backend, token), transport, port, on_listening, stop)
         finally:
-            await api.close()
-        return
-    async with Host(cfg, root, "mcp", ephemeral_api=True) as host:
-        backend = Backend(root, host=host)
-        watcher = watcher_for(host, lambda summary, seconds: None) if watch else None
-        tasks = []
-        if watcher is not None:
-            backend.watching = True
-            tasks.append(asyncio.create_task(_index_then_watch(host, watcher)))
-        try:
-            await _serve(build(backend, token), transport, port, on_listening, stop)
-        finally:
-            if watcher is not None:
+            for watcher in watchers:
                 watcher.stop()
             for t in tasks:
                 t.cancel()

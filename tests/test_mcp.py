@@ -184,17 +184,34 @@ def test_a_second_server_goes_through_the_first_and_http_needs_the_token(tmp_pat
                 assert "orchestrator mcp" in r.structured_content["served_by"]
                 r = await call(session, "search_code", query="retry with exponential backoff", k=3)
                 assert r.structured_content["hits"][0]["path"] == "web/retry.ts"
+                import urllib.error
+                import urllib.request
+
+                with pytest.raises(urllib.error.HTTPError) as err:
+                    urllib.request.urlopen(urllib.request.Request(url, data=b"{}", headers={
+                        "Content-Type": "application/json", "Accept": "application/json, text/event-stream"}),
+                        timeout=10)
+                assert err.value.code == 401
+                owner = json.loads((repo / ".codeindex" / "owner.json").read_text())
+                assert owner["pid"] == first.pid and owner["command"] == "mcp"
+
+                # the first server goes (its agent's session ended): the second takes the index over, and
+                # watches it from then on
+                assert await asyncio.to_thread(stop_process, first) == 0, log.read_text()[-3000:]
+                r = await call(session, "find_symbol", name="retryWithBackoff")
+                assert not r.is_error and [d["path"] for d in r.structured_content["definitions"]] == \
+                    ["web/retry.ts"], r.content[0].text
+                r = await call(session, "index_status")
+                assert r.structured_content["served_by"] == "this server" and r.structured_content["watching"]
+                (repo / "web" / "later.ts").write_text("export function parseLaterDuration(s: string) {}\n")
+
+                async def seen():
+                    r = await call(session, "find_symbol", name="parseLaterDuration")
+                    return r.structured_content["definitions"]
+
+                assert await until(seen)
 
         asyncio.run(scenario())
-        import urllib.error
-        import urllib.request
-
-        with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(urllib.request.Request(url, data=b"{}", headers={
-                "Content-Type": "application/json", "Accept": "application/json, text/event-stream"}), timeout=10)
-        assert err.value.code == 401
-        owner = json.loads((repo / ".codeindex" / "owner.json").read_text())
-        assert owner["pid"] == first.pid and owner["command"] == "mcp"
     finally:
         code = stop_process(first)  # SIGTERM, then SIGKILL if it does not end
     assert code == 0, log.read_text()[-3000:]
