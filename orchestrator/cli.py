@@ -37,6 +37,8 @@ def _fields(*classes: type) -> list[str]:
 CONNECTION = _fields(Connection)
 RUN = _fields(RunSettings)
 RUN_SERVED = [n for n in RUN if n != "index_metrics_port"]  # a server's runs: its metrics are the server's own
+EPHEMERAL_API = ("the public API (others on this machine search through it; unless --listen and --metrics-port are "
+                 "given, on ports the OS picks, not the defaults below)")
 # which setting groups each subcommand shows (besides the connection group)
 GROUPS: dict[str, list[tuple[str, list[str]]]] = {
     "index": [("index run", [*RUN, "metrics_host"])],
@@ -44,10 +46,9 @@ GROUPS: dict[str, list[tuple[str, list[str]]]] = {
     "status": [],
     "serve": [("index runs (the API's Index)", RUN_SERVED),
               ("the public API", _fields(ApiSettings))],
-    "watch": [("index runs", RUN_SERVED),
-              ("the public API (others on this machine search through it)", _fields(ApiSettings))],
+    "watch": [("index runs", RUN_SERVED), (EPHEMERAL_API, _fields(ApiSettings))],
     "mcp": [("the MCP server", _fields(McpSettings)), ("index runs", RUN_SERVED),
-            ("the public API (others on this machine search through it)", _fields(ApiSettings))],
+            (EPHEMERAL_API, _fields(ApiSettings))],
 }
 
 
