@@ -59,6 +59,8 @@ def _excerpt(h: Hit, root: str, context: int) -> list[tuple[int, str]]:
     first = h.snippet_line or h.chunk.start_line
     count = max(1, len(h.snippet.splitlines()))
     lines = _file_lines(root, h.chunk.path) if context else None
+    if lines is not None and _changed(lines, first, h.snippet):
+        lines = None  # the file changed since it was indexed: its lines as indexed, not lines that moved
     if lines is None:  # the snippet alone, or context from the chunk's own text
         text = h.chunk.text.split("\n")
         lo = max(h.chunk.start_line, first - context)
@@ -66,6 +68,12 @@ def _excerpt(h: Hit, root: str, context: int) -> list[tuple[int, str]]:
         return [(n, text[n - h.chunk.start_line]) for n in range(lo, hi + 1) if 0 <= n - h.chunk.start_line < len(text)]
     lo, hi = max(1, first - context), min(len(lines), first + count - 1 + context)
     return [(n, lines[n - 1]) for n in range(lo, hi + 1)]
+
+
+def _changed(lines: list[str], first: int, snippet: str) -> bool:
+    """The file's lines where the snippet was are not the snippet's (the file changed since it was indexed)."""
+    want = [line.rstrip() for line in snippet.splitlines()]
+    return [line.rstrip() for line in lines[first - 1:first - 1 + len(want)]] != want
 
 
 def format_hits(hits: list[Hit], query: str, root: str = ".", context: int = 0, color: bool = False) -> str:

@@ -49,3 +49,12 @@ def test_definitions_are_listed_with_their_lines():
     found = [SymbolHit("lib/greeter.rb", "ruby", Definition("name", "Greeter.name", "method", 5, 7), "", "c1")]
     assert present.format_definitions(found, "name") == "lib/greeter.rb:5-7  Greeter.name (method, ruby)"
     assert present.format_definitions([], "nothing") == "no definition named 'nothing'"
+
+
+def test_context_of_a_file_changed_since_it_was_indexed_comes_from_the_chunk(tmp_path):
+    found = hits(tmp_path)[:1]
+    (tmp_path / "app" / "config.py").write_text("# a header added\n# since the index was made\n\n" + SOURCE)
+    text = present.format_hits(found, "read config", str(tmp_path), context=2)
+    numbered = [line.strip() for line in text.splitlines() if "│" in line]
+    # lines 4-6 as indexed (the function), not the file's lines 2-6 now (which hold other code)
+    assert numbered == ["4 │ def read_config(path):", "5 │     with open(path) as fh:", "6 │         return fh.read()"]
