@@ -214,7 +214,7 @@ class LocalServices:
 
     def _watch(self) -> None:
         """Start again, at the same address, any service that died while it should be running."""
-        clean_exit: dict[int, float] = {}  # a child (by id) -> when it was first seen to have exited with 0
+        clean_exit: dict[tuple[str, int], float] = {}  # (stage, pid) -> when first seen to have exited with 0
         while not self._stopping.wait(self.POLL_SECONDS):
             with self._lock:
                 for stage, child in list(self.children.items()):
@@ -224,9 +224,10 @@ class LocalServices:
                     # got it (Ctrl-C, an agent's client ending the server), and this process is stopping too.
                     # Give that stop time to begin rather than start the service again meanwhile.
                     if child.proc.returncode == 0:
-                        first = clean_exit.setdefault(id(child), time.monotonic())
+                        first = clean_exit.setdefault((stage, child.proc.pid), time.monotonic())
                         if time.monotonic() - first < self.CLEAN_EXIT_WAIT_S:
                             continue
+                    clean_exit.pop((stage, child.proc.pid), None)
                     log.warning("the local %s service exited with code %s; starting it again", stage,
                                 child.proc.returncode)
                     self.restarts[stage] = self.restarts.get(stage, 0) + 1

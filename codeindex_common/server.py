@@ -64,6 +64,11 @@ class Running:
 def bind(server: grpc.aio.Server, listen: str, credentials: grpc.ServerCredentials | None = None) -> str:
     """Bind ``listen`` (host:port, port 0 lets the OS pick, or unix:PATH),
     with TLS when given ``credentials``; return the address clients should use."""
+    if not listen.startswith("unix:"):
+        port_text = listen.rsplit(":", 1)[-1]
+        if not port_text.isdigit() or int(port_text) > 65535:
+            raise errors.InvalidArgument(f"cannot listen on {listen!r}: give host:port, a port from 0 to 65535, "
+                                         "or unix:PATH")
     try:
         port = server.add_secure_port(listen, credentials) if credentials else server.add_insecure_port(listen)
     except RuntimeError:  # grpcio raises where it used to return 0 (the port taken, the host not ours)
@@ -97,7 +102,10 @@ async def start(service: Service, cfg: ServerSettings, security: Security | None
     security = security or cfg.security()
     credentials = security.credentials()
     interceptors = [BearerAuth(security.token)] if security.token else []
-    server = grpc.aio.server(interceptors=[*interceptors, ErrorInterceptor(service.name)], options=CHANNEL_OPTIONS,
+    # SO_REUSEPORT off: with it (gRPC's default) a second server binds a port another one serves, and the
+    # kernel splits the connections between them (two `serve` of two repositories, one answering the other's)
+    options = [*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)]
+    server = grpc.aio.server(interceptors=[*interceptors, ErrorInterceptor(service.name)], options=options,
                              maximum_concurrent_rpcs=cfg.max_concurrent_rpcs or None)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

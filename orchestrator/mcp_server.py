@@ -29,7 +29,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel, Field
 
-from codeindex_common.errors import CodeindexError
+from codeindex_common.errors import CodeindexError, FailedPrecondition
 from codeindex_common.model import MAX_K, Hit, Query, SymbolHit, SymbolQuery
 
 from .clients import ApiClient, StageError
@@ -190,12 +190,12 @@ def _relative(root: str, path: str) -> str:
     """``path`` as the index names it: relative to the repository, '/'-separated, without ``.``, ``..`` or
     doubled slashes (``./lib//a.js`` and ``/abs/repo/lib/a.js`` are ``lib/a.js``; the root itself is "");
     refused when it leads outside. Symbolic links are not followed: the walk does not follow them either."""
-    root = os.path.abspath(root)
-    full = os.path.normpath(os.path.join(root, path))
-    if full != root and not full.startswith(root.rstrip(os.sep) + os.sep):
-        raise CodeindexError(f"{path!r} is outside the repository: give paths inside it, relative to its root")
-    rel = os.path.relpath(full, root)
-    return "" if rel == "." else rel.replace(os.sep, "/")
+    for base in dict.fromkeys((os.path.abspath(root), os.path.realpath(root))):  # an absolute path may name either
+        full = os.path.normpath(os.path.join(base, path))
+        if full == base or full.startswith(base.rstrip(os.sep) + os.sep):
+            rel = os.path.relpath(full, base)
+            return "" if rel == "." else rel.replace(os.sep, "/")
+    raise CodeindexError(f"{path!r} is outside the repository: give paths inside it, relative to its root")
 
 
 def _changed_since(root: str, when: float) -> int:
@@ -469,10 +469,9 @@ async def run(cfg: OrchestratorConfig, root: str, transport: str = "stdio", watc
 
         async def hold() -> None:
             host = await stack.enter_async_context(Host(cfg, root, "mcp", ephemeral_api=True))
-            backend.host, backend.owner = host, ""
+            backend.host, backend.owner, backend.watching = host, "", watch
             if watch:
                 watcher = watcher_for(host, lambda summary, seconds: None)
-                backend.watching = True
                 watchers.append(watcher)
                 tasks.append(asyncio.create_task(_index_then_watch(host, watcher)))
 
@@ -482,13 +481,21 @@ async def run(cfg: OrchestratorConfig, root: str, transport: str = "stdio", watc
             backend.owner, backend.watching = owner.describe(), owner.command in ("watch", "mcp")
 
         async def take_over(exc: Exception) -> None:
-            owner = serving_owner(cfg, root)
-            if owner is None:
-                await hold()
-            elif owner.address != backend.api.address:
-                through(owner)
-            else:
-                raise exc  # it still holds the index and does not answer
+            # the holder may still be stopping (its API gone, its lock not yet), or another server may be taking
+            # the index over too (its lock taken, its API not yet up): wait a while for either to settle
+            deadline = time.monotonic() + TAKEOVER_WAIT_S
+            while True:
+                owner = await asyncio.to_thread(serving_owner, cfg, root)
+                if owner is None:
+                    with contextlib.suppress(FailedPrecondition):  # another took the lock first
+                        await hold()
+                        return
+                elif owner.address != backend.api.address:
+                    through(owner)
+                    return
+                if time.monotonic() > deadline:
+                    raise exc
+                await asyncio.sleep(0.5)
 
         if owner := serving_owner(cfg, root):  # another server holds the index: through it
             through(owner)
@@ -503,6 +510,9 @@ async def run(cfg: OrchestratorConfig, root: str, transport: str = "stdio", watc
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+TAKEOVER_WAIT_S = 30.0  # how long a server whose holder went waits for the index to be free or held anew
 
 
 async def _index_then_watch(host: Host, watcher) -> None:

@@ -72,8 +72,9 @@ def _excerpt(h: Hit, root: str, context: int) -> list[tuple[int, str]]:
 
 def _changed(lines: list[str], first: int, snippet: str) -> bool:
     """The file's lines where the snippet was are not the snippet's (the file changed since it was indexed)."""
-    want = [line.rstrip() for line in snippet.splitlines()]
-    return [line.rstrip() for line in lines[first - 1:first - 1 + len(want)]] != want
+    want = [line.rstrip() for line in snippet.split("\n")]
+    # the store cuts a snippet's lines at 200 characters (store_svc.ranking.snippet)
+    return [line[:200].rstrip() for line in lines[first - 1:first - 1 + len(want)]] != want
 
 
 def format_hits(hits: list[Hit], query: str, root: str = ".", context: int = 0, color: bool = False) -> str:

@@ -26,25 +26,32 @@ CACHEDIR_SIGNATURE = b"Signature: 8a477f597d28d172789f06886806bc55"
 
 
 def is_cache_dir(path: str) -> bool:
-    """The directory holds a cache directory tag (its first bytes the specification's signature)."""
+    """The directory holds a cache directory tag: a regular file (a link is not followed, a FIFO not opened)
+    whose first bytes are the specification's signature."""
     try:
-        with open(os.path.join(path, CACHEDIR_TAG), "rb") as fh:
-            return fh.read(len(CACHEDIR_SIGNATURE)) == CACHEDIR_SIGNATURE
+        fd = os.open(os.path.join(path, CACHEDIR_TAG), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return False
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode) and os.read(fd, len(CACHEDIR_SIGNATURE)) == CACHEDIR_SIGNATURE
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def tag_cache_dir(path: str, what: str) -> None:
     """Write ``path``'s cache directory tag unless it has one (best effort: a read-only directory stays
-    untagged)."""
+    untagged). Only a new file is written: never through a link, never over another file of that name."""
     if is_cache_dir(path):
         return
     try:
-        with open(os.path.join(path, CACHEDIR_TAG), "wb") as fh:
-            fh.write(CACHEDIR_SIGNATURE + f"\n# This file is a cache directory tag: {what}.\n"
-                     "# For information about cache directory tags see https://bford.info/cachedir/\n".encode())
+        fd = os.open(os.path.join(path, CACHEDIR_TAG), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     except OSError:
-        pass
+        return
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(CACHEDIR_SIGNATURE + f"\n# This file is a cache directory tag: {what}.\n"
+                 "# For information about cache directory tags see https://bford.info/cachedir/\n".encode())
 
 
 @dataclass(frozen=True)
@@ -113,19 +120,22 @@ def _listing(rel_dir: str, abs_dir: str, ignores: _Ignores, skip: set[str]) -> l
     keyed: list[tuple[str, Entry | tuple[str, str, _Ignores]]] = []
     for e in scanned:
         rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
-        if not _utf8(e.name):  # paths travel and are stored as UTF-8: listed, as a skip, under a readable name
-            name = _readable(e.name)
-            keyed.append((name, Entry(f"{rel_dir}/{name}" if rel_dir else name, e.path, 0, "bad_name")))
-            continue
         try:
             st = e.stat(follow_symlinks=False)
         except OSError:
-            keyed.append((e.name, Entry(rel, e.path, 0, "unreadable")))
+            st = None
+        is_dir = st is not None and stat.S_ISDIR(st.st_mode)
+        if is_dir and e.name in skip or ignores.ignored(rel, is_dir):
             continue
-        if stat.S_ISDIR(st.st_mode):
-            if e.name not in skip and not ignores.ignored(rel, True) and not is_cache_dir(e.path):
+        if not _utf8(e.name):  # paths travel and are stored as UTF-8: listed, as a skip, under a readable name
+            name = _readable(e.name)
+            keyed.append((name, Entry(f"{rel_dir}/{name}" if rel_dir else name, e.path, 0, "bad_name")))
+        elif st is None:
+            keyed.append((e.name, Entry(rel, e.path, 0, "unreadable")))
+        elif is_dir:
+            if not is_cache_dir(e.path):
                 keyed.append((e.name + "/", (rel, e.path, ignores)))
-        elif not ignores.ignored(rel, False):
+        else:
             keyed.append((e.name, _file_entry(rel, e.path, st)))
     keyed.sort(key=lambda k: k[0])
     return [item for _, item in keyed]
@@ -181,6 +191,8 @@ def select(root: str, paths: set[str], ignores: IgnoreCache) -> tuple[list[Entry
         if not rel or rel.startswith("../") or ignores.skipped(rel):
             continue
         full = os.path.join(root, rel)
+        if _through_link(root, rel):  # the walk lists the link itself, and never what lies behind it
+            continue
         if not _utf8(rel):  # as the walk lists it: a skip under a readable name
             if os.path.lexists(full):
                 found[_readable(rel)] = Entry(_readable(rel), full, 0, "bad_name")
@@ -197,6 +209,12 @@ def select(root: str, paths: set[str], ignores: IgnoreCache) -> tuple[list[Entry
         else:
             found[rel] = _entry(rel, full)
     return [found[p] for p in sorted(found)], gone
+
+
+def _through_link(root: str, rel: str) -> bool:
+    """A folder on the way to ``rel`` (not ``rel`` itself) is a symbolic link."""
+    parts = rel.split("/")[:-1]
+    return any(os.path.islink(os.path.join(root, *parts[:i])) for i in range(1, len(parts) + 1))
 
 
 def _utf8(name: str) -> bool:

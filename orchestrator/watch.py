@@ -71,9 +71,14 @@ class Watcher:
             while not self._stop.is_set():
                 try:
                     await self._watch()
-                except (OSError, RuntimeError) as exc:  # the tree moved under the watch: watch again
+                except (OSError, RuntimeError, ExceptionGroup) as exc:
+                    # the tree moved under the watch, or watchfiles could not decode a path (a name that is
+                    # not UTF-8, which it raises inside an exception group): watch again, and since changes
+                    # made meanwhile were not seen, run over everything next
                     log.warning("watching %s failed (%s); watching again", self.root, exc)
                     await self._sleep(self.retry_s)
+                    self.pending.add(EVERYTHING)
+                    self._wake.set()
         finally:
             self.stop()
             await indexing
@@ -96,14 +101,15 @@ class Watcher:
 
     def _relative(self, path: str) -> str:
         rel = os.path.relpath(path, self.root)
-        return "" if rel == "." or rel.startswith("..") else rel.replace(os.sep, "/")
+        return "" if rel in (".", "..") or rel.startswith(".." + os.sep) else rel.replace(os.sep, "/")
 
     def _wanted(self, change: watchfiles.Change, path: str) -> bool:
         rel = self._relative(path)
         if not rel or any(part in ALWAYS_SKIPPED_DIRS for part in rel.split("/")):
             return False
-        if rel == ".gitignore" or rel.endswith("/.gitignore"):
-            return True
+        if rel == ".gitignore" or rel.endswith("/.gitignore"):  # unless it lies where nothing is indexed anyway
+            folder = rel.rpartition("/")[0]
+            return not folder or not self.ignores.skipped(folder, is_dir=True)
         try:
             return not self.ignores.skipped(rel, is_dir=change != watchfiles.Change.deleted and os.path.isdir(path))
         except OSError:

@@ -390,6 +390,7 @@ def test_settings_out_of_range_and_a_missing_index_are_refused_before_anything_s
                        (("index", str(tmp_path), "--write-streams", "-1"), "--write-streams must be 1 or more"),
                        (("index", str(tmp_path), "--max-file-bytes", "-1"), "--max-file-bytes must be 1 or more"),
                        (("index", str(tmp_path), "--rpc-timeout", "0"), "--rpc-timeout must be more than 0"),
+                       (("index", str(tmp_path), "--rpc-timeout", "inf"), "--rpc-timeout must be more than 0"),
                        (("index", str(tmp_path), "--index-metrics-port", "70000"), "from -1 to 65535"),
                        (("status", "--path", str(tmp_path)), "no index in"),
                        (("search", "", "--path", str(tmp_path), "--store-addr", "127.0.0.1:1"),

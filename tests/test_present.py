@@ -58,3 +58,11 @@ def test_context_of_a_file_changed_since_it_was_indexed_comes_from_the_chunk(tmp
     numbered = [line.strip() for line in text.splitlines() if "│" in line]
     # lines 4-6 as indexed (the function), not the file's lines 2-6 now (which hold other code)
     assert numbered == ["4 │ def read_config(path):", "5 │     with open(path) as fh:", "6 │         return fh.read()"]
+
+
+def test_a_snippet_line_cut_at_200_characters_is_not_taken_for_a_change(tmp_path):
+    long = "    return " + "x + " * 80 + "1"
+    (tmp_path / "m.py").write_text("import os\n\n\ndef f():\n" + long + "\n")
+    hit = Hit(chunk("m.py", "f", 4, 5, "def f():\n" + long), 0.5, "def f():\n" + long[:200], None, 4)
+    numbered = [line for line in present.format_hits([hit], "f", str(tmp_path), context=2).splitlines() if "│" in line]
+    assert "2 │" in numbered[0]  # the context came from the file: it was not taken for changed

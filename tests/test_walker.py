@@ -59,6 +59,18 @@ def test_cache_directories_and_the_index_directory_are_not_entered(tmp_path):
     found, gone = select(str(tmp_path), {"out/index/lancedb/x.json", "src/a.py", "out/index/gone.txt"},
                          IgnoreCache(str(tmp_path)))
     assert [e.path for e in found] == ["src/a.py"] and gone == set()
+    # a tag that is a link is not followed, and the tag is never written through one
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "CACHEDIR.TAG").symlink_to(victim)
+    IndexLock(str(tmp_path / "linked"))
+    assert victim.read_text() == "precious\n"
+    assert "linked/CACHEDIR.TAG" in {e.path for e in walk(str(tmp_path))}  # not a tag: the folder is walked
+    # a path through a linked folder is not looked at behind the link (the walk lists the link alone)
+    (tmp_path / "alias").symlink_to(tmp_path / "src")
+    found, _ = select(str(tmp_path), {"alias/a.py", "alias"}, IgnoreCache(str(tmp_path)))
+    assert [(e.path, e.skip_reason) for e in found] == [("alias", "symlink")]
 
 
 def test_a_name_that_is_not_utf8_is_listed_as_a_skip_under_a_readable_name(tmp_path):

@@ -274,3 +274,42 @@ def test_a_one_shot_index_finishes_when_its_local_embedder_is_killed(tmp_path):
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["files_indexed"] == 40
     assert_equals_a_fresh_index_of(repo, tmp_path)
+
+
+def test_a_name_the_watch_cannot_decode_does_not_stop_the_watcher(tmp_path):
+    """watchfiles cannot decode a name that is not UTF-8 and ends its watch; the watcher watches again,
+    runs over everything (changes made meanwhile were not seen), and goes on seeing changes."""
+    import asyncio
+
+    from codeindex_common.model import IndexSummary
+    from orchestrator.watch import Watcher
+
+    calls: list = []
+
+    async def scenario() -> None:
+        async def index(paths):
+            calls.append(paths)
+            return IndexSummary()
+
+        watcher = Watcher(str(tmp_path), index, step_ms=50, debounce_ms=300, retry_s=0.5)
+        task = asyncio.create_task(watcher.run())
+        await asyncio.wait_for(watcher.ready.wait(), 10)
+        try:
+            with open(os.path.join(os.fsencode(tmp_path), b"bad\xff.py"), "wb") as fh:
+                fh.write(b"y = 2\n")
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                if None in calls:
+                    break
+            assert None in calls, calls  # the run over everything
+            (tmp_path / "later.py").write_text("z = 1\n")
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                if any(c and "later.py" in c for c in calls):
+                    break
+            assert any(c and "later.py" in c for c in calls), calls
+        finally:
+            watcher.stop()
+            await task
+
+    asyncio.run(scenario())
