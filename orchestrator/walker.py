@@ -115,6 +115,8 @@ def _listing(rel_dir: str, abs_dir: str, ignores: _Ignores, skip: set[str]) -> l
         scanned = list(os.scandir(abs_dir))
     except OSError:
         return []
+    if rel_dir and any(e.name == CACHEDIR_TAG for e in scanned) and is_cache_dir(abs_dir):
+        return []  # a cache (an index directory among them): nothing in it is indexed
     if any(e.name == ".gitignore" for e in scanned):
         ignores = ignores.child(rel_dir, abs_dir)
     keyed: list[tuple[str, Entry | tuple[str, str, _Ignores]]] = []
@@ -133,8 +135,7 @@ def _listing(rel_dir: str, abs_dir: str, ignores: _Ignores, skip: set[str]) -> l
         elif st is None:
             keyed.append((e.name, Entry(rel, e.path, 0, "unreadable")))
         elif is_dir:
-            if not is_cache_dir(e.path):
-                keyed.append((e.name + "/", (rel, e.path, ignores)))
+            keyed.append((e.name + "/", (rel, e.path, ignores)))
         else:
             keyed.append((e.name, _file_entry(rel, e.path, st)))
     keyed.sort(key=lambda k: k[0])
