@@ -144,6 +144,9 @@ build() {  # build LOG ARGS...: the build's output in LOG, its tail when it fail
     fi
 }
 start=$SECONDS
+# the requirements stage under a tag of its own: it is the dependencies' cache, and a pruned dangling image
+build requirements --build-arg BASE_IMAGE="$BASE_IMAGE" -f docker/Dockerfile --target requirements \
+    -t "codeindex/requirements:cache" .
 for target in parser embed store orchestrator; do
     say "building codeindex/$target:$TAG"
     build "$target" --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg WHEELS_URL="http://127.0.0.1:$PORT/" \
@@ -154,8 +157,11 @@ build prometheus --build-arg BASE_IMAGE="$BASE_IMAGE" -f docker/Dockerfile.prome
 say "images built in $((SECONDS - start)) s"
 kill "${PIDS[@]}" 2>/dev/null || true
 PIDS=()
+# the images these tags held before, and their layers, are dangling now: removed, or every run would leave
+# a few GB behind (the vfs storage driver keeps each layer as a whole copy). The dependencies' layers stay:
+# the new images and the tagged requirements stage hold them
+say "removing dangling images: $(docker image prune -f | tail -1)"
 
 # ---------------------------------------------------------------- 5. the tests
-# (no `docker image prune`: the classic builder's cache of the requirements stage is a dangling image)
 CODEINDEX_DOCKER_TAG=$TAG CODEINDEX_DOCKER_REPORT=$CACHE/images.json \
     "$(dirname "$PY")/pytest" -m docker -rP -p no:cacheprovider tests/test_docker.py "$@"
