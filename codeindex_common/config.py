@@ -59,6 +59,11 @@ class ServerSettings:
         return Security(self.tls_cert, self.tls_key, self.tls_client_ca)
 
 
+def flag_of(field_name: str) -> str:
+    """The command-line flag of a setting: ``--max-file-bytes`` for ``max_file_bytes``."""
+    return "--" + field_name.replace("_", "-")
+
+
 def env_var(prefix: str, field_name: str) -> str:
     return f"CODEINDEX_{prefix.upper()}_{field_name.upper()}"
 
@@ -127,7 +132,7 @@ def add_arguments(parser: argparse.ArgumentParser | Any, cls: type, prefix: str,
     for f in dataclasses.fields(cls):
         if wanted is not None and f.name not in wanted:
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flag = flag_of(f.name)
         help_ = helps[f.name].replace("%", "%%")  # argparse formats help
         if hints[f.name] is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
@@ -146,7 +151,7 @@ def from_namespace(cls: type[T], prefix: str, ns: argparse.Namespace | Mapping[s
         var = env_var(prefix, f.name)
         flag_value = values.get(f.name)
         if isinstance(flag_value, str):
-            kwargs[f.name] = _convert(hints[f.name], flag_value, "--" + f.name.replace("_", "-"))
+            kwargs[f.name] = _convert(hints[f.name], flag_value, flag_of(f.name))
         elif flag_value is not None:
             kwargs[f.name] = flag_value
         elif var in environ:

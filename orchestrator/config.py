@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from codeindex_common.config import ServerSettings
+from codeindex_common.config import ServerSettings, flag_of
 from codeindex_common.errors import CodeindexError, InvalidArgument
 from codeindex_common.tls import Security
 
@@ -135,21 +135,16 @@ class OrchestratorConfig(McpSettings, ApiSettings, RunSettings, Connection):
         for name in ("parse_streams", "embed_streams", "write_streams", "embed_request_texts", "queue_size",
                      "max_file_bytes"):
             if getattr(self, name) < 1:
-                raise InvalidArgument(f"{_flag(name)} must be 1 or more, not {getattr(self, name)}")
+                raise InvalidArgument(f"{flag_of(name)} must be 1 or more, not {getattr(self, name)}")
         for name in ("start_timeout", "rpc_timeout"):
             if not 0 < getattr(self, name) <= MAX_SECONDS:  # NaN is refused too; gRPC fails at once past 1e10
-                raise InvalidArgument(f"{_flag(name)} must be more than 0 and at most {MAX_SECONDS:,} seconds, "
+                raise InvalidArgument(f"{flag_of(name)} must be more than 0 and at most {MAX_SECONDS:,} seconds, "
                                       f"not {getattr(self, name)}")
         if not 0 <= self.retry_seconds <= MAX_SECONDS:
             raise InvalidArgument(f"--retry-seconds must be from 0 to {MAX_SECONDS:,}, not {self.retry_seconds}")
         for name, least in (("index_metrics_port", -1), ("metrics_port", 0), ("http_port", 0)):
-            if not least <= getattr(self, name) <= 65535:
-                raise InvalidArgument(f"{_flag(name)} must be a port from {least} to 65535, not {getattr(self, name)}")
+            if not least <= (port := getattr(self, name)) <= 65535:
+                raise InvalidArgument(f"{flag_of(name)} must be a port from {least} to 65535, not {port}")
 
 
 MAX_SECONDS = 30 * 24 * 3600  # a deadline or wait longer than 30 days is a mistake (and gRPC's deadlines end at 1e10 s)
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-

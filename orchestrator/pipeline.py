@@ -624,20 +624,20 @@ class Pipeline:
         if reindex:
             await self.stages.store.reset()
         stats = await self.stages.store.stats()
-        if stats.model_id and stats.model_id != info.model_id:
-            raise FailedPrecondition(
-                _other_model(stats, info) + "; vectors of two models are never mixed: run again with --reindex to "
-                "rebuild it with the new model, or index into a new directory (--index-dir)"
-                + _precision_hint(stats.model_id, info.model_id))
+        _same_model(stats, info, "; vectors of two models are never mixed: run again with --reindex to rebuild it "
+                                 "with the new model, or index into a new directory (--index-dir)")
         if stats.chunks and stats.dim and stats.dim != info.dim:
             raise FailedPrecondition(f"the index holds {stats.dim}-dim vectors, the embedder gives {info.dim}: "
                                      "run again with --reindex to rebuild it")
         return info
 
 
-def _other_model(stats, info: EmbedInfo) -> str:
-    return (f"the index at {stats.uri} was built with model {stats.model_id!r} but the embedder serves "
-            f"{info.model_id!r}")
+def _same_model(stats, info: EmbedInfo, advice: str) -> None:
+    """FailedPrecondition, with ``advice`` (and how to keep the index in another precision), where the index
+    holds vectors of another model than the embedder serves."""
+    if stats.model_id and stats.model_id != info.model_id:
+        raise FailedPrecondition(f"the index at {stats.uri} was built with model {stats.model_id!r} but the embedder "
+                                 f"serves {info.model_id!r}{advice}" + _precision_hint(stats.model_id, info.model_id))
 
 
 def _precision_hint(index_model: str, served_model: str) -> str:
@@ -663,12 +663,9 @@ class ModelCheck:
         if time.monotonic() - self._checked_at < self.every_s:
             return
         info, stats = await asyncio.gather(stages.embedder.info(), stages.store.stats())
-        if stats.model_id and stats.model_id != info.model_id:
-            raise FailedPrecondition(
-                _other_model(stats, info) + ": its vectors and the query's would not be comparable. Search with "
-                "the embedder of the index's model (--embed-addr, or the CODEINDEX_EMBED_* settings it was indexed "
-                "with), search in --mode keyword, or index again with --reindex"
-                + _precision_hint(stats.model_id, info.model_id))
+        _same_model(stats, info, ": its vectors and the query's would not be comparable. Search with the embedder "
+                                 "of the index's model (--embed-addr, or the CODEINDEX_EMBED_* settings it was "
+                                 "indexed with), search in --mode keyword, or index again with --reindex")
         self._checked_at = time.monotonic()
 
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable
 
 from codeindex_common.identifiers import words as identifier_words
-from codeindex_common.model import Hit, SymbolHit
+from codeindex_common.model import SNIPPET_WIDTH, Hit, SymbolHit
 
 BOLD, MATCH, DIM, RESET = "\033[1m", "\033[1;33m", "\033[2m", "\033[0m"
 _STOP = frozenset("a an and are as at be by do does for from how in is it of on or the to what when where which "
@@ -73,8 +73,8 @@ def _excerpt(h: Hit, root: str, context: int) -> list[tuple[int, str]]:
 def _changed(lines: list[str], first: int, snippet: str) -> bool:
     """The file's lines where the snippet was are not the snippet's (the file changed since it was indexed)."""
     want = [line.rstrip() for line in snippet.split("\n")]
-    # the store cuts a snippet's lines at 200 characters (store_svc.ranking.snippet)
-    return [line[:200].rstrip() for line in lines[first - 1:first - 1 + len(want)]] != want
+    # the store cuts a snippet's lines (store_svc.ranking.snippet)
+    return [line[:SNIPPET_WIDTH].rstrip() for line in lines[first - 1:first - 1 + len(want)]] != want
 
 
 def format_hits(hits: list[Hit], query: str, root: str = ".", context: int = 0, color: bool = False) -> str:

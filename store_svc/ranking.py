@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
-from codeindex_common.model import TYPE_KINDS, Chunk, Hit
+from codeindex_common.model import SNIPPET_WIDTH, TYPE_KINDS, Chunk, Hit
 
 from codeindex_common.keywords import words
 
@@ -407,7 +407,7 @@ def snippet(text: str, wanted: frozenset[str]) -> tuple[str, int]:
         start = next((i for i, line in enumerate(lines) if line.strip()), 0)
     else:
         start = max(0, best - 1)
-    return "\n".join(line[:200] for line in lines[start:start + SNIPPET_LINES]), start
+    return "\n".join(line[:SNIPPET_WIDTH] for line in lines[start:start + SNIPPET_LINES]), start
 
 
 def with_snippets(hits: list[Hit], query: str) -> list[Hit]:
