@@ -20,11 +20,20 @@ log = logging.getLogger("codeindex.embed")
 
 
 def warm_up(backend: EmbeddingBackend, batch_size: int, batch_tokens: int) -> None:
-    """Before SERVING: a small batch and a full long one, within the batcher's caps (kernels compiled,
-    memory allocated as a run will need it, no more)."""
+    """Before SERVING: a small batch, then a full long one in each run at once, within the batcher's caps
+    (kernels compiled, memory allocated as the runs will need it, no more)."""
     backend.encode(["def warm_up(): return 1", "warm up " * 64])
     longest = min(batch_size, 32, max(1, batch_tokens // max(1, backend.max_tokens)))
-    backend.encode(["def warm_up(x):\n    return x * 2\n" * 40] * longest)
+    batch = backend.tokenize(["def warm_up(x):\n    return x * 2\n" * 40] * longest)
+    for handle in [backend.launch(batch) for _ in range(max(1, backend.runs))]:
+        backend.collect(handle)
+
+
+def in_flight(cfg: EmbedConfig, backend: EmbeddingBackend) -> int:
+    """Batches launched and not yet collected: the setting, and at least one more than the backend's runs at
+    once, so that a run that ends before the one collected first starts the next batch at once."""
+    runs = max(1, backend.runs)
+    return max(cfg.in_flight, runs + 1) if runs > 1 else cfg.in_flight
 
 
 def build(cfg: EmbedConfig) -> server.Service:
@@ -35,17 +44,18 @@ def build(cfg: EmbedConfig) -> server.Service:
     async def start() -> None:
         backend: EmbeddingBackend = await asyncio.to_thread(
             make_backend, cfg.backend, cfg.model, cfg.device, cfg.threads, cfg.dtype, quantize=cfg.onnx_quantize,
-            cache_dir=cfg.onnx_cache, url=cfg.triton_url, model_name=cfg.triton_model, in_flight=cfg.in_flight)
+            cache_dir=cfg.onnx_cache, url=cfg.triton_url, model_name=cfg.triton_model, in_flight=cfg.in_flight,
+            runs=cfg.runs)
         size = cfg.max_batch_size or backend.preferred_batch
         tokens = cfg.max_batch_tokens or backend.preferred_batch_tokens or size * backend.max_tokens
         await asyncio.to_thread(warm_up, backend, size, tokens)
-        batcher = Batcher(backend, size, tokens, cfg.max_wait_ms, cfg.max_queue, cfg.in_flight, cfg.cache_size,
-                          cfg.tokenizer_threads)
+        batcher = Batcher(backend, size, tokens, cfg.max_wait_ms, cfg.max_queue, in_flight(cfg, backend),
+                          cfg.cache_size, cfg.tokenizer_threads)
         batcher.start()
         servicer.backend, servicer.batcher = backend, batcher
         metrics.INFO.labels(backend.model_id, backend.name, backend.device).set(1)
-        log.info("model %s loaded on %s (dim %d, max tokens %d)", backend.model_id, backend.device, backend.dim,
-                 backend.max_tokens)
+        log.info("model %s loaded on %s (dim %d, max tokens %d, %d run(s) at once)", backend.model_id,
+                 backend.device, backend.dim, backend.max_tokens, backend.runs)
 
     async def stop() -> None:
         """The batcher first (it finishes the batches running), then the backend (a Triton client's connection

@@ -28,7 +28,10 @@ class EmbedConfig(ServerSettings):
     it agrees with the model to cosine 0.99, else fp32), fp32, fp16 or bf16 (torch), int8 (onnx). int8's
     vectors get their own model id (+int8tok): an index built in fp32 is refused until --reindex."""
     threads: int = 0
-    """CPU threads of the model (torch or ONNX Runtime); 0 = one per core."""
+    """CPU threads of the model (torch or ONNX Runtime), in all; 0 = one per core."""
+    runs: int = 0
+    """onnx backend: batches run at once, each on threads / runs threads; 0 = one run per thread (on 2 cores
+    two runs of one thread embedded 1.15-1.2x the texts of one run on both: docs/EMBEDDING.md)."""
     onnx_quantize: bool = False
     """onnx backend: the same as dtype int8 (kept for older settings; int8 is the onnx default now)."""
     onnx_cache: str = ""
@@ -42,8 +45,8 @@ class EmbedConfig(ServerSettings):
     16 ran 37% faster than 128 on this corpus; on CUDA: 256; triton: 64)."""
     max_batch_tokens: int = 0
     """Most tokens in one model call, padding included (texts x longest, estimated); 0 = the backend's
-    choice: onnx 1,024 (the memory a batch leaves in ONNX Runtime's arena grows with it, the speed did not:
-    docs/EMBEDDING.md), the others max_batch_size x the model's window."""
+    choice: onnx 512 with several runs at once, 1,024 with one (the memory a batch leaves in ONNX Runtime's
+    arena grows with it, the speed did not: docs/EMBEDDING.md), the others max_batch_size x the model's window."""
     max_wait_ms: float = 5.0
     """How long a batch may wait to fill once it has one text."""
     in_flight: int = 2

@@ -18,14 +18,16 @@ QUEUE_CAPACITY = Gauge("embed_queue_capacity", "Most texts the queue holds (max_
 BATCH_SIZE = Histogram("embed_batch_size", "Texts per model call", _BD,
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
 BATCH_TOKENS = Histogram("embed_batch_tokens", "Tokens per model call, padding included (texts x longest)", _BD,
-                         buckets=(64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536))
+                         buckets=(64, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536))
 PADDING_RATIO = Histogram("embed_padding_ratio", "Share of a batch's tokens that are padding", _BD,
                           buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0))
 QUEUE_WAIT = Histogram("embed_queue_wait_seconds", "Time a text waited before its batch was tokenized",
                        buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-INFERENCE_SECONDS = Histogram("embed_inference_seconds", "Model time per batch, launch to vectors", _BD,
+INFERENCE_SECONDS = Histogram("embed_inference_seconds", "Model time per batch, launch to vectors (the onnx "
+                              "backend's CPU runs: the run itself)", _BD,
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 BUSY_SECONDS = Counter("embed_busy_seconds_total", "Seconds the model spent on batches (its rate is the "
-                       "device's utilisation; above 1 when batches overlap on a GPU or a Triton server)", _BD)
+                       "device's utilisation; above 1 when batches overlap on a GPU or a Triton server, or "
+                       "run side by side in the onnx backend's CPU runs)", _BD)
 STREAMS = Gauge("embed_active_streams", "Open Embed streams")
 INFO = Gauge("embed_model_info", "The loaded model (value 1)", ["model", "backend", "device"])

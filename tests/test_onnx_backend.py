@@ -19,7 +19,7 @@ import pytest
 
 from embed_svc.backends import onnx as onnx_backend
 from embed_svc.backends import TorchBackend, default_model_path, make_backend
-from embed_svc.backends.onnx import OnnxBackend
+from embed_svc.backends.onnx import OnnxBackend, PooledRun
 
 pytest.importorskip("onnxruntime")
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +43,11 @@ def fp32(export_dir) -> OnnxBackend:
 @pytest.fixture(scope="module")
 def int8(export_dir) -> OnnxBackend:
     return OnnxBackend(threads=2, cache_dir=str(export_dir))  # the default: int8, as it agrees with torch
+
+
+@pytest.fixture(scope="module")
+def int8_one_run(export_dir) -> OnnxBackend:
+    return OnnxBackend(threads=2, runs=1, cache_dir=str(export_dir))  # one run on both threads
 
 
 @pytest.fixture(scope="module")
@@ -111,19 +116,45 @@ def test_an_int8_vector_is_the_same_whatever_its_batch(int8, chunks):
                 assert float(together[i] @ alone[texts[::7].index(t)]) >= 0.99999
 
 
-def test_the_model_threads_stop_spinning_when_a_run_returns(int8):
+def test_the_model_threads_stop_spinning_when_a_run_returns(int8_one_run):
     """ONNX Runtime's threads spin on after a run by default (about 33 ms of CPU in the 0.2 s after one
     query here), which slowed the store's search that follows a query's embedding on 2 cores from 19 to 35
-    ms; the session stops them when a run returns."""
+    ms; the session stops them when a run returns (a run on two threads: one thread a run has none to spin)."""
     import time
 
     idle = []
     for i in range(15):
-        int8.encode([f"where is a failed upload retried {i}"])
+        int8_one_run.encode([f"where is a failed upload retried {i}"])
         started = time.process_time()
         time.sleep(0.2)
         idle.append(time.process_time() - started)
     assert sorted(idle)[len(idle) // 2] < 0.005, idle
+
+
+def test_runs_side_by_side_give_the_vectors_of_one_run(int8, int8_one_run, export_dir, chunks):
+    """By default each thread runs a batch of its own (one session shared): batches launched together run at
+    once and come back with the vectors one run on both threads gives; with more threads than runs, each run
+    has a session of its own. The batcher keeps one batch more in flight than the runs."""
+    from embed_svc.__main__ import in_flight
+    from embed_svc.config import EmbedConfig
+
+    assert (int8.runs, int8_one_run.runs) == (2, 1)
+    assert (int8.preferred_batch_tokens, int8_one_run.preferred_batch_tokens) == (512, 1024)
+    assert (in_flight(EmbedConfig(), int8), in_flight(EmbedConfig(), int8_one_run)) == (3, 2)
+    batches = [chunks[i:i + 4] for i in range(0, 24, 4)]
+    expected = [int8_one_run.encode(b) for b in batches]
+    pairs = OnnxBackend(threads=4, runs=2, cache_dir=str(export_dir))  # two sessions of two threads
+    try:
+        for backend in (int8, pairs):
+            handles = [backend.launch(backend.tokenize(b)) for b in batches]
+            assert all(isinstance(h, PooledRun) for h in handles)
+            for handle, want in zip(handles, expected):
+                assert np.abs(backend.collect(handle) - want).max() < 1e-6
+                assert 0 < handle.seconds < 5  # the model's own time, for the batcher's metrics
+    finally:
+        pairs.close()
+    with pytest.raises(RuntimeError):  # closed: the runs' threads are gone
+        pairs.launch(pairs.tokenize(["def f(): pass"]))
 
 
 def test_the_onnx_backend_runs_what_dtype_asks_and_refuses_what_it_cannot(export_dir, tmp_path, caplog):

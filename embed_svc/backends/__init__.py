@@ -54,7 +54,8 @@ def gpu_present() -> bool:
 
 def make_backend(name: str, model: str = "", device: str = "", threads: int = 0, dtype: str = "auto",
                  **options: Any) -> EmbeddingBackend:
-    """``options``: backend-specific settings (onnx: quantize; triton: url, model_name)."""
+    """``options``: backend-specific settings (onnx: quantize, cache_dir, runs; triton: url, model_name,
+    in_flight)."""
     if name == "auto":  # the fastest with the model's own vectors: torch on a GPU, ONNX Runtime on a CPU
         name = "torch" if device.startswith("cuda") or (not device and gpu_present()) else "onnx"
     if name == "torch":
@@ -64,7 +65,7 @@ def make_backend(name: str, model: str = "", device: str = "", threads: int = 0,
     if name == "onnx":
         from .onnx import OnnxBackend
 
-        onnx_options = {k: v for k, v in options.items() if k in ("quantize", "cache_dir")}
+        onnx_options = {k: v for k, v in options.items() if k in ("quantize", "cache_dir", "runs")}
         return OnnxBackend(model, threads, dtype, **onnx_options)
     if name == "triton":
         from .triton import TritonBackend

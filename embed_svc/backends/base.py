@@ -41,6 +41,7 @@ class EmbeddingBackend(Protocol):
     tokenizer_json: bytes  # the model's Hugging Face fast tokenizer, serialized; b"" if none
     preferred_batch: int  # texts per model call where it runs fastest (the max_batch_size default)
     preferred_batch_tokens: int  # tokens per model call, padding included (the max_batch_tokens default; 0: none)
+    runs: int  # model calls that run at once, each launched and collected apart (the batcher keeps one more in flight)
 
     def tokenize(self, texts: list[str], encodings: list[Encoded] | None = None) -> Tokenized:
         """Runs on the tokenizer thread: CPU only, never the model. ``encodings``: the texts' token ids from
@@ -79,6 +80,8 @@ class EmbeddingBackend(Protocol):
 class Steps:
     """``encode`` from the three steps, a ``close`` that has nothing to release, and no token counter (the
     batcher then groups texts by estimated length)."""
+
+    runs = 1
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.collect(self.launch(self.tokenize(texts)))  # type: ignore[attr-defined]
