@@ -79,6 +79,19 @@ def _tree_stats(root: str, suffixes: tuple[str, ...] = ()) -> list:
     return out
 
 
+def _tree_digests(root: str, name: str) -> list:
+    """(relative path, sha256 of the content) of each file called ``name`` under ``root``: for files whose
+    modification time means nothing of their content (an export's export.json is touched at each use)."""
+    out = []
+    for base, dirs, files in os.walk(root):
+        dirs.sort()
+        if name in files:
+            path = os.path.join(base, name)
+            with contextlib.suppress(OSError), open(path, "rb") as f:
+                out.append([os.path.relpath(path, root), hashlib.sha256(f.read()).hexdigest()])
+    return out
+
+
 def _package_dir(name: str) -> str:
     spec = importlib.util.find_spec(name)  # found, not imported
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
@@ -104,8 +117,9 @@ def embedder_fingerprint(environ: Mapping[str, str] | None = None) -> str:
         "settings": settings,
         "model_files": _tree_stats(model_dir) if model_dir else [],
         "embedder_code": _tree_stats(embed_code, (".py",)) if embed_code else [],
-        # the onnx backend's model id is its export's (int8 kept or not): an export made again can change it
-        "onnx_exports": _tree_stats(onnx_cache, ("export.json",)) if os.path.isdir(onnx_cache) else [],
+        # the onnx backend's model id is its export's (int8 kept or not): an export made again can change it.
+        # By content: each embedder's start touches its export's export.json (for the cache's pruning)
+        "onnx_exports": _tree_digests(onnx_cache, "export.json") if os.path.isdir(onnx_cache) else [],
     }
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 

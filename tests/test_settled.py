@@ -97,6 +97,36 @@ def test_the_marker_never_hides_a_change_to_the_index_or_the_model(tmp_path):
     assert refused.returncode == 1 and "--reindex" in refused.stderr, refused.stderr[-2000:]
 
 
+@pytest.mark.slow
+def test_with_the_real_model_the_run_after_a_full_index_starts_no_service(tmp_path):
+    """The default embedder (onnx) notes each use of its export by touching the export's export.json; the
+    marker vouches for the exports by their content, so that touch does not undo it (it did: every run after
+    one that started the embedder took a second, starting the services, instead of a few milliseconds)."""
+    repo = make_repo(tmp_path / "repo", 3)
+    age(repo)
+    first = index(repo)
+    assert first["files_indexed"] == 3 and first["chunks_embedded"] > 0
+    logs = service_logs(repo)
+    assert "embed.log" in logs
+    again = index(repo)
+    assert again["files_unchanged"] == 3 and again["files_indexed"] == 0
+    assert service_logs(repo) == logs  # no service started
+
+
+def test_touching_an_onnx_export_keeps_the_fingerprint_and_changing_its_content_does_not(tmp_path, monkeypatch):
+    import os
+
+    export = tmp_path / "onnx" / "abc" / "export.json"
+    export.parent.mkdir(parents=True)
+    export.write_text('{"model_id": "m"}')
+    monkeypatch.setenv("CODEINDEX_EMBED_ONNX_CACHE", str(tmp_path / "onnx"))
+    fingerprint = settled.embedder_fingerprint()
+    os.utime(export, (1, 1))  # used: touched
+    assert settled.embedder_fingerprint() == fingerprint
+    export.write_text('{"model_id": "m+int8tok"}')  # exported again, another model id
+    assert settled.embedder_fingerprint() != fingerprint
+
+
 def test_the_manifest_must_be_the_cache_and_the_racy_files_exactly(tmp_path):
     repo = make_repo(tmp_path / "repo", 3)
     cache = StatCache(str(tmp_path / "stat-cache"), str(repo))
