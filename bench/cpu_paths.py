@@ -54,15 +54,17 @@ def candidates(threads: int) -> dict:
     from embed_svc.backends import OnnxBackend, TorchBackend
     from embed_svc.backends.onnx import _session
 
+    # one run on every thread, a batch at a time: the graphs compared as the batcher ran them before the
+    # onnx backend's runs side by side (docs/EMBEDDING.md, "Threads"), and a session swapped in is the one run
     def dynamic() -> OnnxBackend:
-        b = OnnxBackend(threads=threads, dtype="fp32")
+        b = OnnxBackend(threads=threads, dtype="fp32", runs=1)
         b.session = _session(_dynamic_int8(b.directory), threads)
         b.model_id += " dynamic int8 (not shipped)"
         return b
 
     made = {
-        "onnx fp32": lambda: OnnxBackend(threads=threads, dtype="fp32"),
-        "onnx int8, per-token scales (default)": lambda: OnnxBackend(threads=threads, dtype="int8"),
+        "onnx fp32": lambda: OnnxBackend(threads=threads, dtype="fp32", runs=1),
+        "onnx int8, per-token scales (default)": lambda: OnnxBackend(threads=threads, dtype="int8", runs=1),
         "onnx int8, dynamic per-tensor scales": dynamic,
         "torch fp32": lambda: TorchBackend(device="cpu", threads=threads, dtype="fp32"),
     }
