@@ -24,10 +24,13 @@ the lock around both:
   released, while another is turned into arrays; on 2 cores slower than one
   thread, whose encoding uses every core already: docs/EMBEDDING.md);
 - the **inference** thread launches the model on each tokenized batch; on a
-  GPU or a remote Triton server the launch returns at once, and up to
-  ``in_flight`` batches run while the next ones are tokenized;
+  GPU, a remote Triton server or the onnx backend's CPU runs side by side
+  the launch returns at once, and up to ``in_flight`` batches run while the
+  next ones are tokenized;
 - the **completion** thread waits for each batch's vectors, caches them and
-  hands them to the waiting requests.
+  hands them to the waiting requests: in launch order, or as each ends where
+  the backend's handle says so (``add_done_callback``: the onnx runs, where a
+  query's short batch then need not wait for a long batch launched before it).
 
 Texts of a request whose caller went away are dropped before they are
 tokenized.
@@ -272,7 +275,13 @@ class Batcher:
                     job.handle = self.backend.launch(job.batch)
                 except Exception as exc:  # noqa: BLE001
                     job.error = exc
-            self._launched.put(job)
+            when_done = getattr(job.handle, "add_done_callback", None)
+            if job.error is None and when_done is not None:  # runs side by side: collected as each one ends
+                when_done(lambda job=job: self._launched.put(job))
+            else:
+                self._launched.put(job)
+        for _ in range(self.in_flight):  # every batch launched has been collected (a run may end after this)
+            self._slots.acquire()
         self._launched.put(_STOP)
 
     # ------------------------------------------------------------------ completion thread
@@ -300,7 +309,7 @@ class Batcher:
         if job.started:  # the backend's own time on the batch where it knows it (a run that waited for a free one)
             took = getattr(job.handle, "seconds", None) or time.perf_counter() - job.started
             metrics.INFERENCE_SECONDS.labels(*labels).observe(took)
-            metrics.BUSY_SECONDS.labels(*labels).inc(took)
+            metrics.BUSY_SECONDS.labels(*labels).inc(took / max(1, self.backend.runs))  # 1 a second: all runs busy
         if job.error is not None:
             return
         b = job.batch

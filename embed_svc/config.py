@@ -51,7 +51,8 @@ class EmbedConfig(ServerSettings):
     """How long a batch may wait to fill once it has one text."""
     in_flight: int = 2
     """Batches launched and not yet collected: a GPU or a Triton server works on the next batch while the
-    last one's vectors come back (on a CPU, the next batch is tokenized meanwhile)."""
+    last one's vectors come back (on a CPU, the next batch is tokenized meanwhile); the onnx backend takes at
+    least one more than its runs."""
     tokenizer_threads: int = 1
     """Threads tokenizing batches, each its own batch. One encodes in parallel over every core already (the
     tokenizers library's thread pool); on 2 cores a second one was slower (docs/EMBEDDING.md): a setting to

@@ -27,7 +27,7 @@ INFERENCE_SECONDS = Histogram("embed_inference_seconds", "Model time per batch, 
                               "backend's CPU runs: the run itself)", _BD,
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 BUSY_SECONDS = Counter("embed_busy_seconds_total", "Seconds the model spent on batches (its rate is the "
-                       "device's utilisation; above 1 when batches overlap on a GPU or a Triton server, or "
-                       "run side by side in the onnx backend's CPU runs)", _BD)
+                       "device's utilisation; above 1 when batches overlap on a GPU or a Triton server; "
+                       "the onnx backend's CPU runs count over their number: 1 when every run is busy)", _BD)
 STREAMS = Gauge("embed_active_streams", "Open Embed streams")
 INFO = Gauge("embed_model_info", "The loaded model (value 1)", ["model", "backend", "device"])

@@ -189,6 +189,71 @@ def test_several_batches_are_in_flight_and_a_failing_batch_fails_only_its_caller
     assert ok.shape == (2, 8) and after.shape == (1, 8)
 
 
+def test_runs_side_by_side_are_delivered_as_each_ends_and_stop_waits_for_every_run():
+    """A backend whose handles say when they end (the onnx runs): a short batch launched after a long one is
+    delivered first; the busy seconds count over the runs; stop returns once every run has been collected."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from embed_svc import metrics
+
+    class Handle:
+        def __init__(self, future):
+            self.future, self.seconds = future, 0.5
+
+        def add_done_callback(self, fn):
+            self.future.add_done_callback(lambda _f: fn())
+
+    class Runs(HashBackend):
+        runs = 2
+
+        def __init__(self):
+            super().__init__(dim=8)
+            self.pool = ThreadPoolExecutor(2)
+            self.hold = threading.Event()  # the "long" batch runs until this is set
+
+        def launch(self, batch):
+            def run():
+                if batch.texts[0].startswith("long"):
+                    self.hold.wait(10)
+                return HashBackend.launch(self, batch)
+            return Handle(self.pool.submit(run))
+
+        def collect(self, handle):
+            assert isinstance(handle.future, Future) and handle.future.done()
+            return handle.future.result()
+
+    backend = Runs()
+    batcher = Batcher(backend, max_batch_size=1, max_wait_ms=1, in_flight=3)
+    busy = metrics.BUSY_SECONDS.labels(*batcher.labels)
+    busy_before = busy._value.get()
+    batcher.start()
+
+    async def main():
+        long = asyncio.ensure_future(batcher.embed(["long one"]))
+        await asyncio.sleep(0.05)
+        short = await asyncio.wait_for(batcher.embed(["short one"], urgent=True), 5)  # while the long one runs
+        assert not long.done()
+        backend.hold.set()
+        return short, await long
+
+    try:
+        short, long = run(main())
+        backend.hold.clear()
+        late = threading.Thread(target=lambda: asyncio.run(batcher.embed(["long two"])), daemon=True)
+        late.start()
+        threading.Timer(0.3, backend.hold.set).start()
+        time_stopped = threading.Event()
+        threading.Timer(0.1, lambda: (batcher.stop(), time_stopped.set())).start()
+        late.join(10)
+        assert time_stopped.wait(10)  # stop waited for the run still going, then returned
+    finally:
+        backend.hold.set()
+        batcher.stop()
+        backend.pool.shutdown()
+    assert short.shape == (1, 8) and long.shape == (1, 8)
+    assert busy._value.get() - busy_before == pytest.approx(3 * 0.5 / 2)  # three runs of 0.5 s, over 2 runs
+
+
 def test_the_query_lane_goes_first_but_alternates_with_waiting_bulk_texts_and_a_query_promotes_its_text():
     from embed_svc.lanes import BULK, URGENT, Lanes
 

@@ -83,10 +83,8 @@ def test_long_texts_are_batched_within_the_default_token_budget(start_service):
     """The onnx default caps a model call at 1,024 tokens (padding counted), or 512 where it runs a batch on
     each of several cores at once, the warm-up's batches too: what a batch allocates stays in ONNX Runtime's
     arena for the life of the process (docs/EMBEDDING.md)."""
-    import os
-
-    budget = 512 if len(os.sched_getaffinity(0)) > 1 else 1024
-    svc = start_service("embed")
+    budget = 512  # two threads: two runs at once
+    svc = start_service("embed", env={"CODEINDEX_EMBED_THREADS": "2"})
     texts = [f"def long_function_{i}(value):\n" + f"    value = value * {i} + 1  # step\n" * 60 for i in range(24)]
     with grpc.insecure_channel(svc.address) as ch:
         stub = embed_pb2_grpc.EmbedderStub(ch)

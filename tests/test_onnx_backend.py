@@ -144,7 +144,11 @@ def test_runs_side_by_side_give_the_vectors_of_one_run(int8, int8_one_run, expor
     batches = [chunks[i:i + 4] for i in range(0, 24, 4)]
     expected = [int8_one_run.encode(b) for b in batches]
     pairs = OnnxBackend(threads=4, runs=2, cache_dir=str(export_dir))  # two sessions of two threads
+    uneven = OnnxBackend(threads=3, runs=2, cache_dir=str(export_dir))  # sessions of two threads and one
     try:
+        assert sessions(int8) == [1, 1] and len({id(x) for x in _sessions(int8)}) == 1  # one session shared
+        assert sessions(pairs) == [2, 2] and len({id(x) for x in _sessions(pairs)}) == 2
+        assert sorted(sessions(uneven)) == [1, 2]
         for backend in (int8, pairs):
             handles = [backend.launch(backend.tokenize(b)) for b in batches]
             assert all(isinstance(h, PooledRun) for h in handles)
@@ -153,8 +157,51 @@ def test_runs_side_by_side_give_the_vectors_of_one_run(int8, int8_one_run, expor
                 assert 0 < handle.seconds < 5  # the model's own time, for the batcher's metrics
     finally:
         pairs.close()
+        uneven.close()
     with pytest.raises(RuntimeError):  # closed: the runs' threads are gone
         pairs.launch(pairs.tokenize(["def f(): pass"]))
+
+
+def _sessions(backend: OnnxBackend) -> list:
+    out = [backend._sessions.get() for _ in range(backend.runs)]
+    for x in out:
+        backend._sessions.put(x)
+    return out
+
+
+def sessions(backend: OnnxBackend) -> list[int]:
+    """Each run's session's intra-op threads."""
+    return [x.get_session_options().intra_op_num_threads for x in _sessions(backend)]
+
+
+def test_two_runs_run_at_once(int8, monkeypatch, chunks):
+    """Two batches launched together run at the same time: each run waits at a barrier that only two runs
+    side by side can pass (one after the other, the first would time out there)."""
+    import threading
+
+    from embed_svc.backends import onnx
+
+    barrier = threading.Barrier(2, timeout=10)
+    real = onnx._run
+
+    def meeting(session, inputs, output):
+        barrier.wait()
+        return real(session, inputs, output)
+
+    monkeypatch.setattr(onnx, "_run", meeting)
+    handles = [int8.launch(int8.tokenize(chunks[i:i + 2])) for i in (0, 2)]
+    assert [int8.collect(h).shape for h in handles] == [(2, 384), (2, 384)]
+
+
+def test_runs_are_checked(export_dir, caplog):
+    with pytest.raises(ValueError, match="runs must be"):
+        OnnxBackend(threads=2, runs=-1, cache_dir=str(export_dir))
+    with caplog.at_level("WARNING"):
+        many = OnnxBackend(threads=2, runs=4, cache_dir=str(export_dir))  # more runs than threads: one each
+    try:
+        assert many.runs == 2 and "one thread each" in caplog.text
+    finally:
+        many.close()
 
 
 def test_the_onnx_backend_runs_what_dtype_asks_and_refuses_what_it_cannot(export_dir, tmp_path, caplog):

@@ -47,7 +47,7 @@ def query_backend():
     ``fp32`` measures the fp32 model beside the default)."""
     from embed_svc.backends import make_backend
 
-    return make_backend("auto", dtype=os.environ.get("CODEINDEX_EMBED_DTYPE", "auto"))
+    return make_backend("auto", dtype=os.environ.get("CODEINDEX_EMBED_DTYPE", "auto"), runs=1)  # one batch a call
 
 
 def build_indexes(names: list[str], model_id: str) -> dict[str, Path]:

@@ -14,6 +14,7 @@ backend is made, or when one of their names is asked of this package).
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,9 @@ def make_backend(name: str, model: str = "", device: str = "", threads: int = 0,
     in_flight)."""
     if name == "auto":  # the fastest with the model's own vectors: torch on a GPU, ONNX Runtime on a CPU
         name = "torch" if device.startswith("cuda") or (not device and gpu_present()) else "onnx"
+    if options.get("runs") and name != "onnx":
+        logging.getLogger("codeindex.embed").warning("runs: only the onnx backend runs batches side by side; "
+                                                     "the %s backend runs one at a time", name)
     if name == "torch":
         from .torch import TorchBackend
 

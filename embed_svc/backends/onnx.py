@@ -514,6 +514,11 @@ class PooledRun:
     future: Future | None = None
     seconds: float | None = None
 
+    def add_done_callback(self, fn) -> None:
+        """``fn()`` once the run has ended (at once if it has): the batcher then collects it."""
+        assert self.future is not None
+        self.future.add_done_callback(lambda _future: fn())
+
 
 class OnnxBackend(Steps):
     """The sentence-transformers model exported to ONNX, on ONNX Runtime's CPU provider (ONNX Runtime
@@ -576,15 +581,21 @@ class OnnxBackend(Steps):
         self._inputs: list[str] = meta["inputs"]
         self._output: str = meta["output"]
         self.threads = threads if threads > 0 else _cores()
-        self.runs = runs if runs > 0 else self.threads
-        per_run = max(1, self.threads // self.runs)
-        self.session = _session(self.model_file, per_run)
+        if runs < 0:
+            raise ValueError(f"runs must be 0 (one per thread) or more, not {runs}")
+        if runs > self.threads:
+            log.warning("onnx: %d runs at once on %d threads: %d runs, one thread each", runs, self.threads,
+                        self.threads)
+        self.runs = min(runs, self.threads) if runs > 0 else self.threads
+        # each run's threads: the threads shared out, the first runs taking one more where they do not divide
+        shares = [self.threads // self.runs + (i < self.threads % self.runs) for i in range(self.runs)]
+        self.session = _session(self.model_file, shares[0])
         self._pool: ThreadPoolExecutor | None = None
         if self.runs > 1:
             self.preferred_batch_tokens = self.runs_batch_tokens
             self._sessions: queue.SimpleQueue = queue.SimpleQueue()  # a session free for the next run
-            for i in range(self.runs):  # one thread a run: a session shares its weights with every run
-                self._sessions.put(self.session if per_run == 1 or i == 0 else _session(self.model_file, per_run))
+            for i, share in enumerate(shares):  # one thread a run: one session, its weights shared by the runs
+                self._sessions.put(self.session if i == 0 or max(shares) == 1 else _session(self.model_file, share))
             self._pool = ThreadPoolExecutor(self.runs, thread_name_prefix="onnx-run")
 
     def count_tokens(self, texts: list[str]) -> list[int]:
