@@ -10,7 +10,7 @@ from codeindex_common import config, server
 from codeindex_common.pb import embed_pb2, embed_pb2_grpc
 
 from . import metrics
-from .backends import EmbeddingBackend, make_backend
+from .backends import EmbeddingBackend, make_backend, runs_of
 from .batcher import Batcher
 from .config import EmbedConfig
 from .servicer import EmbedderServicer
@@ -25,14 +25,14 @@ def warm_up(backend: EmbeddingBackend, batch_size: int, batch_tokens: int) -> No
     backend.encode(["def warm_up(): return 1", "warm up " * 64])
     longest = min(batch_size, 32, max(1, batch_tokens // max(1, backend.max_tokens)))
     batch = backend.tokenize(["def warm_up(x):\n    return x * 2\n" * 40] * longest)
-    for handle in [backend.launch(batch) for _ in range(max(1, backend.runs))]:
+    for handle in [backend.launch(batch) for _ in range(runs_of(backend))]:
         backend.collect(handle)
 
 
 def in_flight(cfg: EmbedConfig, backend: EmbeddingBackend) -> int:
     """Batches launched and not yet collected: the setting, and at least one more than the backend's runs at
     once, so that a run that ends before the one collected first starts the next batch at once."""
-    runs = max(1, backend.runs)
+    runs = runs_of(backend)
     return max(cfg.in_flight, runs + 1) if runs > 1 else cfg.in_flight
 
 
@@ -55,7 +55,7 @@ def build(cfg: EmbedConfig) -> server.Service:
         servicer.backend, servicer.batcher = backend, batcher
         metrics.INFO.labels(backend.model_id, backend.name, backend.device).set(1)
         log.info("model %s loaded on %s (dim %d, max tokens %d, %d run(s) at once)", backend.model_id,
-                 backend.device, backend.dim, backend.max_tokens, backend.runs)
+                 backend.device, backend.dim, backend.max_tokens, runs_of(backend))
 
     async def stop() -> None:
         """The batcher first (it finishes the batches running), then the backend (a Triton client's connection

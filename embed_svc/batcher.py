@@ -51,7 +51,7 @@ import numpy as np
 from codeindex_common.errors import ResourceExhausted, Unavailable
 
 from . import metrics
-from .backends import EmbeddingBackend, Tokenized
+from .backends import EmbeddingBackend, Tokenized, runs_of
 from .cache import LRUCache, text_key
 from .lanes import BULK, URGENT, Item, Lanes
 
@@ -91,6 +91,7 @@ class Batcher:
         self.max_wait = max_wait_ms / 1000
         self.max_queue = max_queue
         self.in_flight = max(1, in_flight)
+        self.runs = runs_of(backend)
         self.labels = (backend.name, backend.device)
         metrics.QUEUE_CAPACITY.set(max_queue)
         self._lanes = Lanes(backend.max_tokens, max_batch_size, max_batch_tokens)  # under _cond
@@ -296,7 +297,10 @@ class Batcher:
                             raise RuntimeError(f"the backend returned {vectors.shape} for {len(job.items)} texts")
                     except Exception as exc:  # noqa: BLE001
                         job.error = exc
-                self._observe(job)
+                try:
+                    self._observe(job)
+                except Exception:  # noqa: BLE001 - metrics must not stop the deliveries
+                    log.exception("recording a batch's metrics failed")
             finally:
                 self._slots.release()
             if job.error is not None:
@@ -309,7 +313,7 @@ class Batcher:
         if job.started:  # the backend's own time on the batch where it knows it (a run that waited for a free one)
             took = getattr(job.handle, "seconds", None) or time.perf_counter() - job.started
             metrics.INFERENCE_SECONDS.labels(*labels).observe(took)
-            metrics.BUSY_SECONDS.labels(*labels).inc(took / max(1, self.backend.runs))  # 1 a second: all runs busy
+            metrics.BUSY_SECONDS.labels(*labels).inc(took / self.runs)  # 1 a second: all runs busy
         if job.error is not None:
             return
         b = job.batch

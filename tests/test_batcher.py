@@ -254,6 +254,37 @@ def test_runs_side_by_side_are_delivered_as_each_ends_and_stop_waits_for_every_r
     assert busy._value.get() - busy_before == pytest.approx(3 * 0.5 / 2)  # three runs of 0.5 s, over 2 runs
 
 
+def test_a_backend_that_does_not_say_its_runs_runs_one_at_a_time():
+    """A backend written to the protocol before it had ``runs`` (or a stand-in, as bench/tokenize.py's) is
+    one run: its batches are answered (a missing ``runs`` once stopped the completion thread, and every
+    caller waited for ever)."""
+
+    class Bare:
+        dim, max_tokens, device, name, model_id = 4, 256, "cpu", "bare", "bare"
+
+        def tokenize(self, texts, encodings=None):
+            return HashBackend(4).tokenize(texts)
+
+        def launch(self, batch):
+            return len(batch.texts)
+
+        def collect(self, handle):
+            return np.ones((handle, 4), np.float32)
+
+        def count_tokens(self, texts):
+            return None
+
+        def encode_unpadded(self, texts):
+            return None
+
+    batcher = Batcher(Bare(), max_batch_size=4, max_wait_ms=1)
+    batcher.start()
+    try:
+        assert run(asyncio.wait_for(batcher.embed([f"t{i}" for i in range(9)]), 10)).shape == (9, 4)
+    finally:
+        batcher.stop()
+
+
 def test_the_query_lane_goes_first_but_alternates_with_waiting_bulk_texts_and_a_query_promotes_its_text():
     from embed_svc.lanes import BULK, URGENT, Lanes
 

@@ -19,7 +19,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .base import (DEFAULT_MODEL_ID, DTYPES, EmbeddingBackend, Steps, Tokenized, default_model_path, normalize,
-                   resolve_model)
+                   resolve_model, runs_of)
 from .hash import HashBackend
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BACKENDS", "DEFAULT_MODEL_ID", "DTYPES", "EmbeddingBackend", "HashBackend", "OnnxBackend", "Steps",
            "Tokenized", "TorchBackend", "TritonBackend", "TritonError", "TritonUnavailable", "default_model_path",
-           "make_backend", "normalize", "resolve_model"]
+           "make_backend", "normalize", "resolve_model", "runs_of"]
 
 BACKENDS = ("auto", "torch", "onnx", "triton", "hash")
 

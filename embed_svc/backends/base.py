@@ -160,6 +160,12 @@ def padded_arrays(encodings: list[Encoded], fields: dict[str, str],
     return out
 
 
+def runs_of(backend: object) -> int:
+    """A backend's runs at once: 1 for one that does not say (a backend written to the protocol before it had
+    ``runs``, or a stand-in)."""
+    return max(1, int(getattr(backend, "runs", 1) or 1))
+
+
 def normalize(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
