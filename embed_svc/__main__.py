@@ -31,7 +31,7 @@ def warm_up(backend: EmbeddingBackend, batch_size: int, batch_tokens: int) -> No
 
 def in_flight(cfg: EmbedConfig, backend: EmbeddingBackend) -> int:
     """Batches launched and not yet collected: the setting, and at least one more than the backend's runs at
-    once, so that a run that ends before the one collected first starts the next batch at once."""
+    once, so that a run that ends finds the next batch handed over already."""
     runs = runs_of(backend)
     return max(cfg.in_flight, runs + 1) if runs > 1 else cfg.in_flight
 

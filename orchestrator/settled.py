@@ -64,8 +64,10 @@ def marker_path(index_dir: str) -> str:
     return os.path.join(index_dir, MARKER)
 
 
-def _tree_stats(root: str, suffixes: tuple[str, ...] = ()) -> list:
-    """(relative path, size, mtime) of each file under ``root`` (those ending in ``suffixes``, if given)."""
+def _tree_stats(root: str, suffixes: tuple[str, ...] = (), by_content: bool = False) -> list:
+    """(relative path, size, mtime) of each file under ``root`` (those ending in ``suffixes``, if given), or
+    ``by_content``: (relative path, sha256 of the content), for files whose modification time says nothing
+    of their content (an export's export.json is touched at each use)."""
     out = []
     for base, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
@@ -74,21 +76,12 @@ def _tree_stats(root: str, suffixes: tuple[str, ...] = ()) -> list:
                 continue
             path = os.path.join(base, name)
             with contextlib.suppress(OSError):
-                st = os.stat(path)
-                out.append([os.path.relpath(path, root), st.st_size, st.st_mtime_ns])
-    return out
-
-
-def _tree_digests(root: str, name: str) -> list:
-    """(relative path, sha256 of the content) of each file called ``name`` under ``root``: for files whose
-    modification time means nothing of their content (an export's export.json is touched at each use)."""
-    out = []
-    for base, dirs, files in os.walk(root):
-        dirs.sort()
-        if name in files:
-            path = os.path.join(base, name)
-            with contextlib.suppress(OSError), open(path, "rb") as f:
-                out.append([os.path.relpath(path, root), hashlib.sha256(f.read()).hexdigest()])
+                if by_content:
+                    with open(path, "rb") as f:
+                        out.append([os.path.relpath(path, root), hashlib.sha256(f.read()).hexdigest()])
+                else:
+                    st = os.stat(path)
+                    out.append([os.path.relpath(path, root), st.st_size, st.st_mtime_ns])
     return out
 
 
@@ -119,7 +112,7 @@ def embedder_fingerprint(environ: Mapping[str, str] | None = None) -> str:
         "embedder_code": _tree_stats(embed_code, (".py",)) if embed_code else [],
         # the onnx backend's model id is its export's (int8 kept or not): an export made again can change it.
         # By content: each embedder's start touches its export's export.json (for the cache's pruning)
-        "onnx_exports": _tree_digests(onnx_cache, "export.json") if os.path.isdir(onnx_cache) else [],
+        "onnx_exports": _tree_stats(onnx_cache, ("export.json",), by_content=True) if os.path.isdir(onnx_cache) else [],
     }
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
 

@@ -59,7 +59,7 @@ def make_backend(name: str, model: str = "", device: str = "", threads: int = 0,
     in_flight)."""
     if name == "auto":  # the fastest with the model's own vectors: torch on a GPU, ONNX Runtime on a CPU
         name = "torch" if device.startswith("cuda") or (not device and gpu_present()) else "onnx"
-    if options.get("runs") and name != "onnx":
+    if (options.get("runs") or 0) > 1 and name != "onnx":  # 1 (one batch at a time) is what every backend does
         logging.getLogger("codeindex.embed").warning("runs: only the onnx backend runs batches side by side; "
                                                      "the %s backend runs one at a time", name)
     if name == "torch":
