@@ -79,6 +79,48 @@ def test_scoring_credits_each_span_once_at_the_chunk_level():
     assert metrics([Found("b.py", 10, 30)], q)["ndcg@10"] == 0.0
 
 
+def _synthetic_cases(informative: bool, n: int = 16, per: int = 8, seed: int = 3):
+    """Tuning cases of a made-up ranking problem: one relevant candidate a query, in a file of its own; its
+    cosine stands out (``informative``) or is drawn like every other candidate's."""
+    import numpy as np
+
+    from bench.quality.fit import Case
+    from bench.quality.judgments import Span
+    from codeindex_common.model import Chunk
+    from store_svc.ranking import FEATURES
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for q in range(n):
+        x = np.zeros((per, len(FEATURES)))
+        x[:, 0] = 1.0
+        x[:, FEATURES.index("cosine")] = rng.uniform(0.1, 0.6, per)
+        for noise in ("lines", "keyword", "name_cover", "file_share"):  # signals that say nothing here
+            x[:, FEATURES.index(noise)] = rng.uniform(0, 1, per)
+        relevant = int(rng.integers(per))
+        if informative:
+            x[relevant, FEATURES.index("cosine")] = 0.9
+        chunks = [Chunk(id=f"{q}-{i}", path=f"q{q}/f{i}.py", language="python", kind="function", symbol=f"f{i}",
+                        qualified_name=f"f{i}", parent_id="", start_line=1, end_line=5, start_byte=0, end_byte=50,
+                        text="", embed_text="", content_hash="") for i in range(per)]
+        labels = np.zeros(per)
+        labels[relevant] = 1.0
+        out.append(Case("text", x, chunks, labels, (Span(f"q{q}/f{relevant}.py", 1, 5),), False))
+    return out
+
+
+def test_cross_validation_scores_queries_the_fit_did_not_see():
+    """bench.quality.fit --cv: a signal that marks the answer ranks unseen queries' answers first; with the same
+    fit on noise, unseen queries score about what chance gives, though the fit on all of them flatters it."""
+    from bench.quality.fit import cross_validate, fit_weights, mean_ndcg
+
+    assert cross_validate(_synthetic_cases(True), workers=1) == 1.0
+    noise = _synthetic_cases(False)
+    unseen = cross_validate(noise, workers=2)  # the folds in processes of their own, as --cv runs them
+    assert unseen < 0.6
+    assert mean_ndcg(noise, fit_weights(noise)["text"]) > unseen + 0.05  # in-sample: fitted to the noise
+
+
 def test_report_lists_the_measures(tmp_path):
     results = {"e2e_chunks_per_s": 50.5, "embed_standalone_chunks_per_s": 52.0, "pipeline_efficiency": 0.97,
                "noop_reindex_seconds": 0.04, "noop_reindex_wall_seconds": 6.1,
