@@ -222,8 +222,11 @@ def main(argv: list[str]) -> int:
         log(f"{FOLDS}-fold cross-validation within the tuning half ({len(data)} queries, {SHUFFLES} shuffles): "
             f"NDCG@10 {score:.4f} ({time.perf_counter() - started:.0f} s)")
         return 0
-    weights = {kind: {n: round(float(v), 3) for n, v in zip(ranking.FEATURES, w)}
-               for kind, w in fit_weights(data, report=True).items()}
+    by_kind = fit_weights(data, report=True)
+    if missing := [kind for kind in KINDS if kind not in by_kind]:  # the store looks every kind up
+        log(f"no tuning query of kind {', '.join(missing)}: no weights written")
+        return 1
+    weights = {kind: {n: round(float(v), 3) for n, v in zip(ranking.FEATURES, w)} for kind, w in by_kind.items()}
     raw = {}
     for mode, feature in (("vector", "cosine"), ("keyword", "keyword")):
         rows_x, rows_y = [], []
